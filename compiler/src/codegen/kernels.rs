@@ -1,0 +1,202 @@
+//! Lowering of one IR node to a kernel specialisation: which template, its constants (the typed
+//! cache key), what each binding holds, and how many workgroups a sample needs.
+
+use super::template::{Const, Template};
+use crate::error::{CompileError, Result};
+use crate::ir::{numel, Act, Epilogue, Graph, Node, Op, ValueId};
+
+/// Workgroup size of every kernel (a power of two: the GDConv reduction halves it).
+pub const WORKGROUP: u32 = 64;
+
+/// A kernel specialisation: the template and its constants. Identical keys share one kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelKey {
+    pub template: Template,
+    pub constants: Vec<(&'static str, Const)>,
+}
+
+impl KernelKey {
+    /// A hashable, printable form of the key (f32 constants by their bits).
+    pub fn id(&self) -> String {
+        let mut s = self.template.name().to_string();
+        for (name, c) in &self.constants {
+            let v = match c {
+                Const::U32(v) => v.to_string(),
+                Const::F32(v) => format!("{:08x}", v.to_bits()),
+                Const::Bool(v) => v.to_string(),
+            };
+            s.push_str(&format!(" {name}={v}"));
+        }
+        s
+    }
+}
+
+/// What a binding of a lowered node holds.
+#[derive(Clone, Debug)]
+pub enum Bind {
+    Value(ValueId),
+    /// Constant data created for this node (weights or packed per-channel parameters).
+    Data(String, Vec<f32>),
+    Unused,
+}
+
+pub struct Lowered {
+    pub key: KernelKey,
+    pub binds: Vec<Bind>,
+    /// Workgroups one sample needs.
+    pub workgroups: u32,
+}
+
+fn u(v: usize) -> Const {
+    Const::U32(v as u32)
+}
+
+fn epilogue_constants(e: &Epilogue) -> [(&'static str, Const); 4] {
+    let (act, min, max) = act_constants(e.act.as_ref());
+    [("ACT", act), ("CLIP_MIN", min), ("CLIP_MAX", max), ("HAS_RESIDUAL", Const::Bool(e.residual))]
+}
+
+fn act_constants(act: Option<&Act>) -> (Const, Const, Const) {
+    let (code, min, max) = match act {
+        None => (0, 0.0, 6.0),
+        Some(Act::Relu) => (1, 0.0, 6.0),
+        Some(Act::PRelu(_)) => (2, 0.0, 6.0),
+        Some(Act::Clip { min, max }) => (3, *min, *max),
+        Some(Act::Sigmoid) => (4, 0.0, 6.0),
+    };
+    (Const::U32(code), Const::F32(min), Const::F32(max))
+}
+
+/// `[bias; C] ++ [prelu slope or zeros; C]`: the per-channel parameters of an epilogue.
+fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
+    let mut p = bias.to_vec();
+    match act {
+        Some(Act::PRelu(slope)) => p.extend_from_slice(slope),
+        _ => p.extend(std::iter::repeat_n(0.0, bias.len())),
+    }
+    p
+}
+
+fn threads_to_groups(threads: usize) -> u32 {
+    threads.div_ceil(WORKGROUP as usize) as u32
+}
+
+/// Bindings `x, w, params, residual, y` of the layer templates.
+fn layer_binds(graph: &Graph, node: &Node, params: Vec<f32>, residual: bool) -> Vec<Bind> {
+    let w = node.inputs[1];
+    let res = if residual { Bind::Value(*node.inputs.last().expect("residual input")) } else { Bind::Unused };
+    vec![
+        Bind::Value(node.inputs[0]),
+        Bind::Data(graph.value(w).name.clone(), graph.const_f32(w).unwrap_or_default().to_vec()),
+        Bind::Data(format!("{}.params", node.name()), params),
+        res,
+        Bind::Value(node.output),
+    ]
+}
+
+pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
+    let x = graph.shape(node.inputs[0]).to_vec();
+    let y = graph.shape(node.output).to_vec();
+    let bias = || graph.const_f32(node.inputs[2]).unwrap_or_default().to_vec();
+    match &node.op {
+        Op::Conv(conv) => {
+            let e = &conv.epilogue;
+            let mut params = channel_params(&bias(), e.act.as_ref());
+            let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
+            let (template, mut constants, threads) = if conv.is_pointwise() && conv.prologue.is_none() {
+                (Template::Pointwise, vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))], c_out.div_ceil(4) * hw_out)
+            } else {
+                let depthwise = conv.is_depthwise(c_in, c_out) && conv.prologue.is_none();
+                let mut k = if depthwise { vec![("C", u(c_in))] } else { vec![("C_IN", u(c_in))] };
+                k.extend([("H_IN", u(x[2])), ("W_IN", u(x[3]))]);
+                if !depthwise {
+                    k.push(("C_OUT", u(c_out)));
+                }
+                k.extend([("H_OUT", u(y[2])), ("W_OUT", u(y[3])), ("KH", u(conv.kernel[0])), ("KW", u(conv.kernel[1]))]);
+                k.extend([("SH", u(conv.stride[0])), ("SW", u(conv.stride[1])), ("PAD_T", u(conv.pads[0])), ("PAD_L", u(conv.pads[1]))]);
+                if !depthwise {
+                    k.extend([("GROUP", u(conv.group)), ("HAS_PROLOGUE", Const::Bool(conv.prologue.is_some()))]);
+                    if let Some(pro) = &conv.prologue {
+                        params.extend_from_slice(&pro.scale);
+                        params.extend_from_slice(&pro.shift);
+                    }
+                }
+                (if depthwise { Template::Depthwise } else { Template::Conv2d }, k, c_out * hw_out)
+            };
+            constants.extend(epilogue_constants(e));
+            constants.push(("WG", Const::U32(WORKGROUP)));
+            let binds = layer_binds(graph, node, params, e.residual);
+            Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: threads_to_groups(threads) })
+        }
+        Op::GdConv(e) => {
+            let mut constants = vec![("C", u(x[1])), ("HW", u(x[2] * x[3]))];
+            constants.extend(epilogue_constants(e));
+            constants.push(("WG", Const::U32(WORKGROUP)));
+            let binds = layer_binds(graph, node, channel_params(&bias(), e.act.as_ref()), e.residual);
+            Ok(Lowered { key: KernelKey { template: Template::GdConv, constants }, binds, workgroups: x[1] as u32 })
+        }
+        Op::GlobalAveragePool => {
+            let (c, hw) = (x[1], x[2] * x[3]);
+            let mut constants = vec![("C", u(c)), ("HW", u(hw))];
+            constants.extend(epilogue_constants(&Epilogue::default()));
+            constants.push(("WG", Const::U32(WORKGROUP)));
+            let binds = vec![
+                Bind::Value(node.inputs[0]),
+                Bind::Data(format!("{}.mean", node.name()), vec![1.0 / hw as f32; c * hw]),
+                Bind::Data(format!("{}.params", node.name()), vec![0.0; 2 * c]),
+                Bind::Unused,
+                Bind::Value(node.output),
+            ];
+            Ok(Lowered { key: KernelKey { template: Template::GdConv, constants }, binds, workgroups: c as u32 })
+        }
+        Op::Linear(e) => {
+            let (k, m) = (x[1], y[1]);
+            let mut constants = vec![("K", u(k)), ("M", u(m))];
+            constants.extend(epilogue_constants(e));
+            constants.push(("WG", Const::U32(WORKGROUP)));
+            let binds = layer_binds(graph, node, channel_params(&bias(), e.act.as_ref()), e.residual);
+            Ok(Lowered { key: KernelKey { template: Template::Linear, constants }, binds, workgroups: threads_to_groups(m) })
+        }
+        Op::Act(_) | Op::Affine(_) | Op::Binary(_) => elementwise(graph, node, &y),
+        other => Err(CompileError::Unsupported {
+            node: node.name().into(),
+            op: other.name().into(),
+            message: "this operation after the passes".into(),
+        }),
+    }
+}
+
+fn elementwise(graph: &Graph, node: &Node, y: &[usize]) -> Result<Lowered> {
+    let c = y.get(1).copied().unwrap_or(1);
+    let inner = numel(y.get(2..).unwrap_or(&[]));
+    let unused = (Const::U32(0), Const::F32(0.0), Const::F32(6.0));
+    let (mode, binop, (act, min, max), params, other) = match &node.op {
+        Op::Act(a) => (0, 0, act_constants(Some(a)), Some(channel_params(&vec![0.0; c], Some(a))), Bind::Unused),
+        Op::Affine(a) => (1, 0, unused, Some([a.scale.clone(), a.shift.clone()].concat()), Bind::Unused),
+        Op::Binary(op) => {
+            let (a, b) = (node.inputs[0], node.inputs[1]);
+            if graph.shape(a) != graph.shape(b) || graph.is_const(a) || graph.is_const(b) {
+                return Err(CompileError::Unsupported {
+                    node: node.name().into(),
+                    op: node.op.name().into(),
+                    message: format!("broadcasting {:?} with {:?}", graph.shape(a), graph.shape(b)),
+                });
+            }
+            (2, *op as u32, unused, None, Bind::Value(b))
+        }
+        _ => unreachable!("elementwise() is called for element-wise ops only"),
+    };
+    let constants = vec![
+        ("C", u(c)),
+        ("INNER", u(inner)),
+        ("MODE", Const::U32(mode)),
+        ("BINOP", Const::U32(binop)),
+        ("ACT", act),
+        ("CLIP_MIN", min),
+        ("CLIP_MAX", max),
+        ("WG", Const::U32(WORKGROUP)),
+    ];
+    let params = params.map_or(Bind::Unused, |p| Bind::Data(format!("{}.params", node.name()), p));
+    let binds = vec![Bind::Value(node.inputs[0]), params, other, Bind::Value(node.output)];
+    Ok(Lowered { key: KernelKey { template: Template::Elementwise, constants }, binds, workgroups: threads_to_groups(c * inner) })
+}

@@ -1,0 +1,93 @@
+//! Code generation: one dispatch per fused IR node, kernels specialised from the WGSL templates,
+//! identical specialisations emitted once, every kernel validated by naga.
+
+pub mod kernels;
+mod plan;
+pub mod template;
+
+use std::collections::HashMap;
+
+use crate::error::{CompileError, Result};
+use crate::ir::{Graph, Op};
+use crate::program::{Kernel, Port, Program, Resource, Stats, Step, Weight};
+use crate::stats;
+use kernels::{Bind, KernelKey, WORKGROUP};
+
+/// Most workgroups in one dimension of a dispatch (WebGPU's default limit); larger counts spill
+/// into the second dimension.
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
+
+pub fn generate(graph: &Graph) -> Result<Program> {
+    if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
+        return Err(CompileError::BadInput {
+            name: graph.inputs.iter().chain(&graph.outputs).map(|&v| graph.value(v).name.clone()).collect::<Vec<_>>().join(", "),
+            message: format!("mfn runs models with one input and one output, this one has {} and {}", graph.inputs.len(), graph.outputs.len()),
+        });
+    }
+    let plan = plan::plan(graph)?;
+    let mut kernels: Vec<Kernel> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    let mut weights: Vec<Weight> = Vec::new();
+    let mut steps = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if node.op == Op::Reshape {
+            continue;
+        }
+        let lowered = kernels::lower(graph, node)?;
+        let id = lowered.key.id();
+        let kernel = match by_key.get(&id) {
+            Some(&k) => k,
+            None => {
+                kernels.push(make_kernel(&lowered.key, kernels.len())?);
+                by_key.insert(id, kernels.len() - 1);
+                kernels.len() - 1
+            }
+        };
+        let bindings = lowered
+            .binds
+            .into_iter()
+            .map(|b| match b {
+                Bind::Value(v) => Resource::Activation(plan.buffer(v)),
+                Bind::Data(name, data) => {
+                    weights.push(Weight { name, data });
+                    Resource::Weight(weights.len() - 1)
+                }
+                Bind::Unused => Resource::Unused,
+            })
+            .collect();
+        let groups = lowered.workgroups.max(1);
+        let workgroups = if groups <= MAX_WORKGROUPS_PER_DIM {
+            [groups, 1]
+        } else {
+            [MAX_WORKGROUPS_PER_DIM, groups.div_ceil(MAX_WORKGROUPS_PER_DIM)]
+        };
+        steps.push(Step {
+            kernel,
+            nodes: node.names.clone(),
+            bindings,
+            workgroups,
+            output_shape: graph.shape(node.output)[1..].to_vec(),
+            macs: stats::node_macs(graph, i),
+        });
+    }
+    let port = |v| {
+        let value = graph.value(v);
+        Port { name: value.name.clone(), shape: value.shape[1..].to_vec(), buffer: plan.buffer(v) }
+    };
+    let stats = Stats {
+        parameters: stats::parameters(graph),
+        macs: stats::macs(graph),
+        peak_activation_bytes: 4 * plan.sizes.iter().sum::<usize>() as u64,
+        total_activation_bytes: 4 * plan.unshared as u64,
+    };
+    let (input, output) = (port(graph.inputs[0]), port(graph.outputs[0]));
+    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, output, stats })
+}
+
+fn make_kernel(key: &KernelKey, index: usize) -> Result<Kernel> {
+    let name = format!("k{index:02}_{}", key.template.name());
+    let header = format!("// mfn kernel {name}: template shaders/{}.wgsl, workgroup size {WORKGROUP}\n", key.template.name());
+    let wgsl = template::specialise(key.template, &header, &key.constants)?;
+    template::validate(&name, &wgsl)?;
+    Ok(Kernel { name, template: key.template.name().into(), wgsl, workgroup_size: WORKGROUP, bindings: key.template.bindings() })
+}

@@ -1,0 +1,115 @@
+//! WGSL templates from `shaders/` and their specialisation. Each template is valid WGSL on its
+//! own: its block of default constants, between `// mfn:constants` and `// mfn:end-constants`,
+//! is replaced as a whole by the kernel's constants. Shader bodies are never edited.
+
+use crate::error::{CompileError, Result};
+
+/// The kernel templates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Template {
+    Conv2d,
+    Depthwise,
+    Pointwise,
+    GdConv,
+    Linear,
+    Elementwise,
+}
+
+impl Template {
+    pub const ALL: [Template; 6] =
+        [Template::Conv2d, Template::Depthwise, Template::Pointwise, Template::GdConv, Template::Linear, Template::Elementwise];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::Conv2d => "conv2d",
+            Template::Depthwise => "depthwise",
+            Template::Pointwise => "pointwise",
+            Template::GdConv => "gdconv",
+            Template::Linear => "linear",
+            Template::Elementwise => "elementwise",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Template::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Template::Depthwise => include_str!("../../../shaders/depthwise.wgsl"),
+            Template::Pointwise => include_str!("../../../shaders/pointwise.wgsl"),
+            Template::GdConv => include_str!("../../../shaders/gdconv.wgsl"),
+            Template::Linear => include_str!("../../../shaders/linear.wgsl"),
+            Template::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
+        }
+    }
+
+    /// Number of storage bindings (the last one is the output).
+    pub fn bindings(self) -> u32 {
+        match self {
+            Template::Elementwise => 4,
+            _ => 5,
+        }
+    }
+}
+
+/// A specialisation constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Const {
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+}
+
+impl Const {
+    fn wgsl(self) -> (&'static str, String) {
+        match self {
+            Const::U32(v) => ("u32", format!("{v}u")),
+            // WGSL has no infinity literal: unbounded clip limits become the largest finite f32.
+            Const::F32(v) => ("f32", format!("{:?}", v.clamp(f32::MIN, f32::MAX))),
+            Const::Bool(v) => ("bool", v.to_string()),
+        }
+    }
+}
+
+const BEGIN: &str = "// mfn:constants\n";
+const END: &str = "// mfn:end-constants\n";
+
+/// The names of the constants a template declares in its constants block.
+pub fn declared_constants(template: Template) -> Vec<String> {
+    let src = template.source();
+    let (Some(b), Some(e)) = (src.find(BEGIN), src.find(END)) else { return Vec::new() };
+    src[b + BEGIN.len()..e]
+        .lines()
+        .filter_map(|l| l.strip_prefix("const ")?.split(':').next().map(|n| n.trim().to_string()))
+        .collect()
+}
+
+/// The template's source with its constants block replaced by `constants`, which must name
+/// exactly the constants the template declares, in order.
+pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)]) -> Result<String> {
+    let src = template.source();
+    let declared = declared_constants(template);
+    let given: Vec<&str> = constants.iter().map(|(n, _)| *n).collect();
+    if declared != given {
+        return Err(CompileError::Internal(format!("template {} declares {declared:?}, the key gives {given:?}", template.name())));
+    }
+    let (b, e) = (src.find(BEGIN).unwrap_or(0), src.find(END).unwrap_or(0));
+    let mut out = String::with_capacity(src.len() + header.len());
+    out.push_str(header);
+    out.push_str(&src[..b]);
+    out.push_str("// mfn:specialised\n");
+    for (name, value) in constants {
+        let (ty, lit) = value.wgsl();
+        out.push_str(&format!("const {name}: {ty} = {lit};\n"));
+    }
+    out.push_str(&src[e + END.len()..]);
+    Ok(out)
+}
+
+/// Parses and validates WGSL with naga.
+pub fn validate(name: &str, wgsl: &str) -> Result<()> {
+    let invalid = |message: String| CompileError::InvalidWgsl { kernel: name.into(), message };
+    let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| invalid(e.emit_to_string(wgsl)))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+        .validate(&module)
+        .map_err(|e| invalid(e.emit_to_string(wgsl)))?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! A naive f32 CPU evaluator of the IR: the oracle the GPU kernels are tested against. It runs any
+//! graph, before or after the passes, one sample at a time; clarity over speed, with loops ordered
+//! so the innermost runs over contiguous memory.
+
+use crate::error::{CompileError, Result};
+use crate::ir::broadcast::{broadcast_shape, broadcast_strides};
+use crate::ir::{numel, Affine, BinOp, Conv, Epilogue, Graph, Node, Op, ValueId};
+
+/// Runs `graph` on `input` (a batch of samples of the graph input's shape, batch first) and
+/// returns the graph's (first) output for the whole batch.
+pub fn run(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
+    let in_id = *graph.inputs.first().ok_or_else(|| CompileError::Internal("graph without input".into()))?;
+    let per_sample = numel(&graph.shape(in_id)[1..]);
+    if per_sample == 0 || input.len() % per_sample != 0 {
+        return Err(CompileError::BadInput {
+            name: graph.value(in_id).name.clone(),
+            message: format!("{} values is not a whole number of samples of {per_sample}", input.len()),
+        });
+    }
+    let mut output = Vec::new();
+    for sample in input.chunks(per_sample) {
+        output.extend(run_sample(graph, in_id, sample)?);
+    }
+    Ok(output)
+}
+
+fn run_sample(graph: &Graph, in_id: ValueId, sample: &[f32]) -> Result<Vec<f32>> {
+    let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.values.len()];
+    values[in_id.0 as usize] = Some(sample.to_vec());
+    for node in &graph.nodes {
+        let out = eval_node(graph, node, &values)?;
+        values[node.output.0 as usize] = Some(out);
+    }
+    let out = graph.outputs[0];
+    Ok(values[out.0 as usize].take().unwrap_or_default())
+}
+
+/// The per-sample shape of an activation (its shape without the batch).
+fn sample_shape(graph: &Graph, v: ValueId) -> &[usize] {
+    &graph.shape(v)[1..]
+}
+
+fn eval_node(graph: &Graph, node: &Node, values: &[Option<Vec<f32>>]) -> Result<Vec<f32>> {
+    let get = |v: ValueId| -> &[f32] {
+        match graph.const_f32(v) {
+            Some(d) => d,
+            None => values[v.0 as usize].as_deref().unwrap_or(&[]),
+        }
+    };
+    let x = get(node.inputs[0]);
+    let out_shape = sample_shape(graph, node.output);
+    let residual = |e: &Epilogue| e.residual.then(|| get(*node.inputs.last().expect("residual")));
+    let mut y = match &node.op {
+        Op::Conv(c) => conv(c, x, sample_shape(graph, node.inputs[0]), get(node.inputs[1]), get(node.inputs[2]), out_shape),
+        Op::GdConv(_) => {
+            let (w, b) = (get(node.inputs[1]), get(node.inputs[2]));
+            let hw = x.len() / b.len();
+            (0..b.len()).map(|c| b[c] + (0..hw).map(|k| x[c * hw + k] * w[c * hw + k]).sum::<f32>()).collect()
+        }
+        Op::GlobalAveragePool => {
+            let c = out_shape[0];
+            let hw = x.len() / c;
+            x.chunks(hw).map(|ch| ch.iter().sum::<f32>() / hw as f32).collect()
+        }
+        Op::Linear(_) => {
+            let (w, b) = (get(node.inputs[1]), get(node.inputs[2]));
+            let k = x.len();
+            (0..b.len()).map(|m| b[m] + w[m * k..(m + 1) * k].iter().zip(x).map(|(a, b)| a * b).sum::<f32>()).collect()
+        }
+        Op::BatchNorm { epsilon } => {
+            let p: Vec<&[f32]> = (1..5).map(|i| get(node.inputs[i])).collect();
+            let scale: Vec<f32> = p[0].iter().zip(p[3]).map(|(g, v)| g / (v + epsilon).sqrt()).collect();
+            let shift = p[1].iter().zip(p[2]).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+            affine(&Affine { scale, shift }, x, out_shape)
+        }
+        Op::Affine(a) => affine(a, x, out_shape),
+        Op::Act(_) => x.to_vec(),
+        Op::Binary(op) => binary(*op, graph, node.inputs[0], node.inputs[1], x, get(node.inputs[1])),
+        Op::Reshape => x.to_vec(),
+    };
+    let (act, res) = match &node.op {
+        Op::Act(a) => (Some(a), None),
+        op => match op.epilogue() {
+            Some(e) => (e.act.as_ref(), residual(e)),
+            None => (None, None),
+        },
+    };
+    if let Some(act) = act {
+        let inner = numel(out_shape.get(1..).unwrap_or(&[]));
+        for (i, v) in y.iter_mut().enumerate() {
+            *v = act.apply(*v, i / inner.max(1));
+        }
+    }
+    if let Some(r) = res {
+        y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+    }
+    Ok(y)
+}
+
+fn affine(a: &Affine, x: &[f32], shape: &[usize]) -> Vec<f32> {
+    let inner = numel(shape.get(1..).unwrap_or(&[])).max(1);
+    x.iter().enumerate().map(|(i, v)| v * a.scale[i / inner] + a.shift[i / inner]).collect()
+}
+
+/// Element-wise with broadcasting, over per-sample shapes (a constant keeps its own shape; an
+/// activation drops its batch axis).
+fn binary(op: BinOp, graph: &Graph, a: ValueId, b: ValueId, xa: &[f32], xb: &[f32]) -> Vec<f32> {
+    let shape_of = |v: ValueId| -> Vec<usize> {
+        let s = graph.shape(v);
+        if graph.is_const(v) && s.len() == graph.shape(if v == a { b } else { a }).len() {
+            s[1..].to_vec()
+        } else if graph.is_const(v) {
+            s.to_vec()
+        } else {
+            s[1..].to_vec()
+        }
+    };
+    let (sa, sb) = (shape_of(a), shape_of(b));
+    let out = broadcast_shape(&sa, &sb).unwrap_or_default();
+    let (ta, tb) = (broadcast_strides(&sa, &out), broadcast_strides(&sb, &out));
+    (0..numel(&out))
+        .map(|i| {
+            let (mut rem, mut ia, mut ib) = (i, 0, 0);
+            for axis in (0..out.len()).rev() {
+                let c = rem % out[axis];
+                rem /= out[axis];
+                ia += c * ta[axis];
+                ib += c * tb[axis];
+            }
+            op.apply(xa[ia], xb[ib])
+        })
+        .collect()
+}
+
+/// Direct convolution of one sample: `x [C_in, H, W]`, `w [C_out, C_in/g, kH, kW]`.
+fn conv(c: &Conv, x: &[f32], x_shape: &[usize], w: &[f32], b: &[f32], out: &[usize]) -> Vec<f32> {
+    let (c_in, h, wd) = (x_shape[0], x_shape[1], x_shape[2]);
+    let (c_out, oh, ow) = (out[0], out[1], out[2]);
+    let [kh, kw] = c.kernel;
+    let [sh, sw] = c.stride;
+    let (c_in_g, c_out_g) = (c_in / c.group, c_out / c.group);
+    let normalised: Vec<f32>;
+    let x = match &c.prologue {
+        Some(p) => {
+            normalised = affine(p, x, x_shape);
+            &normalised[..]
+        }
+        None => x,
+    };
+    let mut y = vec![0.0f32; c_out * oh * ow];
+    for co in 0..c_out {
+        let plane = &mut y[co * oh * ow..(co + 1) * oh * ow];
+        plane.iter_mut().for_each(|v| *v = b[co]);
+        let g = co / c_out_g;
+        for ci in 0..c_in_g {
+            let xc = &x[(g * c_in_g + ci) * h * wd..][..h * wd];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let wv = w[((co * c_in_g + ci) * kh + ky) * kw + kx];
+                    for oy in 0..oh {
+                        let iy = (oy * sh + ky) as isize - c.pads[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let row = &xc[iy as usize * wd..][..wd];
+                        let out_row = &mut plane[oy * ow..(oy + 1) * ow];
+                        for (ox, o) in out_row.iter_mut().enumerate() {
+                            let ix = (ox * sw + kx) as isize - c.pads[1] as isize;
+                            if ix >= 0 && ix < wd as isize {
+                                *o += wv * row[ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+

@@ -1,0 +1,182 @@
+//! The typed intermediate representation.
+//!
+//! A [`Graph`] is an arena of [`Value`]s and [`Node`]s addressed by typed ids. Invariants, checked by
+//! [`Graph::verify`] after import and after every pass:
+//! - every value has a concrete shape; dimension 0 of every activation is the batch, specialised to
+//!   the batch size the graph was compiled for (constants have no batch dimension);
+//! - activations are `f32`, laid out row-major: NCHW for 4-D tensors, `[N, K]` for 2-D ones;
+//!   convolution weights are OIHW (`[C_out, C_in / group, kH, kW]`), linear weights `[M, K]`;
+//! - `nodes` is in topological order and every input of a node is a graph input, a constant or the
+//!   output of an earlier node.
+
+pub mod broadcast;
+mod display;
+mod op;
+
+pub use op::{Act, Affine, BinOp, Conv, Epilogue, Op};
+
+use crate::error::CompileError;
+
+/// Index of a value in [`Graph::values`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+/// Index of a node in [`Graph::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+/// A concrete tensor shape.
+pub type Shape = Vec<usize>;
+
+/// Element count of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Constant data carried by a value (ONNX initialisers and `Constant` nodes).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Value {
+    /// The ONNX name, kept for error messages, plans and dumps.
+    pub name: String,
+    pub shape: Shape,
+    /// `Some` for constants; activations are computed at run time.
+    pub data: Option<TensorData>,
+}
+
+impl Value {
+    /// The f32 data of a constant value.
+    pub fn f32_data(&self) -> Option<&[f32]> {
+        match &self.data {
+            Some(TensorData::F32(d)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// ONNX node names this node stands for: one after import, several once passes fuse nodes.
+    pub names: Vec<String>,
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub output: ValueId,
+}
+
+impl Node {
+    /// The first (primary) ONNX node name, used in error messages.
+    pub fn name(&self) -> &str {
+        self.names.first().map(String::as_str).unwrap_or("?")
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub values: Vec<Value>,
+    pub nodes: Vec<Node>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    /// The batch size dimension 0 of activations was specialised to.
+    pub batch: usize,
+}
+
+impl Graph {
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.0 as usize]
+    }
+
+    pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
+        &mut self.values[id.0 as usize]
+    }
+
+    pub fn add_value(&mut self, name: impl Into<String>, shape: Shape, data: Option<TensorData>) -> ValueId {
+        self.values.push(Value { name: name.into(), shape, data });
+        ValueId(self.values.len() as u32 - 1)
+    }
+
+    /// Adds an f32 constant.
+    pub fn add_const(&mut self, name: impl Into<String>, shape: Shape, data: Vec<f32>) -> ValueId {
+        self.add_value(name, shape, Some(TensorData::F32(data)))
+    }
+
+    pub fn shape(&self, id: ValueId) -> &[usize] {
+        &self.value(id).shape
+    }
+
+    pub fn is_const(&self, id: ValueId) -> bool {
+        self.value(id).data.is_some()
+    }
+
+    /// The f32 data of a constant value, `None` for activations.
+    pub fn const_f32(&self, id: ValueId) -> Option<&[f32]> {
+        self.value(id).f32_data()
+    }
+
+    /// Index of the node producing `id`, if any.
+    pub fn producer(&self, id: ValueId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.output == id)
+    }
+
+    /// Indices of the nodes reading `id`, plus one per graph output that is `id`.
+    pub fn use_count(&self, id: ValueId) -> usize {
+        let by_nodes = self.nodes.iter().flat_map(|n| &n.inputs).filter(|&&v| v == id).count();
+        by_nodes + self.outputs.iter().filter(|&&v| v == id).count()
+    }
+
+    /// Indices of the nodes that read `id`.
+    pub fn consumers(&self, id: ValueId) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].inputs.contains(&id)).collect()
+    }
+
+    /// Makes every reader of `from` (nodes and graph outputs) read `to` instead.
+    pub fn replace_uses(&mut self, from: ValueId, to: ValueId) {
+        for node in &mut self.nodes {
+            for input in &mut node.inputs {
+                if *input == from {
+                    *input = to;
+                }
+            }
+        }
+        for output in &mut self.outputs {
+            if *output == from {
+                *output = to;
+            }
+        }
+    }
+
+    /// Checks the invariants listed in the module documentation.
+    pub fn verify(&self) -> Result<(), CompileError> {
+        let mut defined = vec![false; self.values.len()];
+        for &i in &self.inputs {
+            defined[i.0 as usize] = true;
+        }
+        for (i, v) in self.values.iter().enumerate() {
+            if v.data.is_some() {
+                defined[i] = true;
+            }
+        }
+        for node in &self.nodes {
+            for &input in &node.inputs {
+                if !defined[input.0 as usize] {
+                    return Err(CompileError::Internal(format!(
+                        "node '{}' reads '{}' before it is computed",
+                        node.name(),
+                        self.value(input).name
+                    )));
+                }
+            }
+            defined[node.output.0 as usize] = true;
+        }
+        for &o in &self.outputs {
+            if !defined[o.0 as usize] {
+                return Err(CompileError::Internal(format!("graph output '{}' is never computed", self.value(o).name)));
+            }
+        }
+        Ok(())
+    }
+}

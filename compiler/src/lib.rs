@@ -1,0 +1,52 @@
+//! # mfn-compiler
+//!
+//! Compiles an ONNX MobileFaceNet (and networks built from the same operations) into a
+//! [`Program`]: plain data holding WGSL compute kernels, the order to dispatch them in, a buffer plan
+//! and the weights. The runtime (`mfn-runtime`) only creates pipelines and records dispatches.
+//!
+//! The stages, each in its own module:
+//! 1. [`onnx`]: protobuf -> typed [`ir::Graph`] with concrete shapes (batch specialised);
+//! 2. [`passes`]: an ordered list of small rewrites (BN folding, fusion, GDConv lowering, ...);
+//! 3. [`codegen`]: one kernel per fused node from the WGSL templates in `shaders/`, validated by
+//!    naga, identical specialisations emitted once, plus a liveness-based buffer plan.
+//!
+//! [`eval`] is a naive f32 CPU evaluator of the IR, the oracle of the tests.
+
+pub mod codegen;
+pub mod error;
+pub mod eval;
+pub mod ir;
+pub mod onnx;
+pub mod passes;
+mod program;
+pub mod stats;
+
+pub use error::CompileError;
+pub use program::*;
+
+/// Options of [`compile`].
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Batch size used to specialise the symbolic batch dimension for shape inference and the IR
+    /// dumps. Generated kernels take the batch from the dispatch, so a [`Program`] runs any batch.
+    pub batch: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { batch: 1 }
+    }
+}
+
+/// Imports an ONNX model and runs the optimisation passes: the graph the kernels are made from.
+pub fn optimise(onnx: &[u8], options: &CompileOptions) -> Result<ir::Graph, CompileError> {
+    let mut graph = onnx::import(onnx, options.batch)?;
+    passes::run_all(&mut graph)?;
+    Ok(graph)
+}
+
+/// Compiles ONNX bytes to a [`Program`].
+pub fn compile(onnx: &[u8], options: &CompileOptions) -> Result<Program, CompileError> {
+    let graph = optimise(onnx, options)?;
+    codegen::generate(&graph)
+}

@@ -1,0 +1,137 @@
+//! The compiler's output: plain data the runtime turns into buffers, pipelines and dispatches.
+//! Sizes of activations are per sample; the runtime multiplies them by the batch it allocates for.
+
+use std::fmt::Write;
+
+/// A compiled model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    /// Unique kernels; several steps may share one.
+    pub kernels: Vec<Kernel>,
+    /// Dispatches, in order.
+    pub steps: Vec<Step>,
+    /// Activation buffers of the memory plan (reused by liveness), in f32 elements per sample.
+    pub buffers: Vec<usize>,
+    /// Constant buffers (weights and per-channel parameters), uploaded once.
+    pub weights: Vec<Weight>,
+    pub input: Port,
+    pub output: Port,
+    pub stats: Stats,
+}
+
+/// One generated WGSL compute kernel (entry point `main`, bind group 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    /// Which template it was specialised from.
+    pub template: String,
+    pub wgsl: String,
+    pub workgroup_size: u32,
+    /// Number of storage bindings, 0..n; the last one is the output (read-write).
+    pub bindings: u32,
+}
+
+/// One dispatch of a kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub kernel: usize,
+    /// The ONNX nodes this dispatch computes.
+    pub nodes: Vec<String>,
+    /// What each binding of the kernel is bound to.
+    pub bindings: Vec<Resource>,
+    /// Workgroups per sample (x, y); the runtime dispatches z = batch.
+    pub workgroups: [u32; 2],
+    /// Output shape per sample.
+    pub output_shape: Vec<usize>,
+    pub macs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// An activation buffer of [`Program::buffers`].
+    Activation(usize),
+    /// A constant buffer of [`Program::weights`].
+    Weight(usize),
+    /// A binding the kernel declares but this specialisation never reads.
+    Unused,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weight {
+    pub name: String,
+    pub data: Vec<f32>,
+}
+
+/// A graph input or output: name, shape per sample (without the batch) and its buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub buffer: usize,
+}
+
+impl Port {
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Figures of the optimised graph.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Learned parameters after BN folding (weights, biases, PReLU slopes).
+    pub parameters: u64,
+    /// Multiply-adds per sample.
+    pub macs: u64,
+    /// Peak activation memory per sample, in bytes, after buffer reuse.
+    pub peak_activation_bytes: u64,
+    /// Activation memory per sample without reuse, in bytes.
+    pub total_activation_bytes: u64,
+}
+
+impl Program {
+    /// The plan as plain text: kernels in dispatch order, fused ONNX nodes, shapes, workgroups and
+    /// buffers.
+    pub fn plan_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# mfn execution plan");
+        let _ = writeln!(s, "input  {} [N,{}] -> buffer b{}", self.input.name, dims(&self.input.shape), self.input.buffer);
+        let _ = writeln!(s, "output {} [N,{}] <- buffer b{}", self.output.name, dims(&self.output.shape), self.output.buffer);
+        let _ = writeln!(s, "parameters {}  multiply-adds {}  kernels {}  dispatches {}", self.stats.parameters, self.stats.macs, self.kernels.len(), self.steps.len());
+        let _ = writeln!(s, "peak activation memory {} bytes a sample ({} without reuse)", self.stats.peak_activation_bytes, self.stats.total_activation_bytes);
+        let _ = writeln!(s, "\n## buffers (f32 elements a sample)");
+        for (i, b) in self.buffers.iter().enumerate() {
+            let _ = writeln!(s, "b{i}: {b}");
+        }
+        let _ = writeln!(s, "\n## dispatches");
+        for (i, step) in self.steps.iter().enumerate() {
+            let k = &self.kernels[step.kernel];
+            let binds: Vec<String> = step.bindings.iter().map(|r| self.resource_name(*r)).collect();
+            let _ = writeln!(
+                s,
+                "{i:3} {:<28} wg {}x{}x1 (x{}) out [N,{}] macs {}  bind [{}]\n    fuses: {}",
+                k.name,
+                step.workgroups[0],
+                step.workgroups[1],
+                k.workgroup_size,
+                dims(&step.output_shape),
+                step.macs,
+                binds.join(", "),
+                step.nodes.join(", ")
+            );
+        }
+        s
+    }
+
+    fn resource_name(&self, r: Resource) -> String {
+        match r {
+            Resource::Activation(b) => format!("b{b}"),
+            Resource::Weight(w) => format!("w:{}", self.weights[w].name),
+            Resource::Unused => "-".into(),
+        }
+    }
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}

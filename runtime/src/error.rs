@@ -1,0 +1,23 @@
+//! Errors of the runtime: what the adapter lacks, what input was wrong, what the GPU reported.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("no GPU adapter found{filter} (available: {available}); on Linux without a GPU, install Mesa's lavapipe (apt-get install mesa-vulkan-drivers)")]
+    NoAdapter { filter: String, available: String },
+    #[error("unknown backend '{0}' in MFN_BACKEND or --backend (expected vulkan, metal, dx12 or gl)")]
+    UnknownBackend(String),
+    #[error("the adapter '{adapter}' does not support this program: {what} needs {needed}, the adapter allows {available}")]
+    Limit { adapter: String, what: String, needed: u64, available: u64 },
+    #[error("could not open the device on '{adapter}': {message}")]
+    RequestDevice { adapter: String, message: String },
+    #[error("input has {got} values, which is not a whole batch of samples of shape {shape:?} ({per_sample} values each)")]
+    InputSize { got: usize, shape: Vec<usize>, per_sample: usize },
+    #[error("the GPU reported an error during {stage}: {message}")]
+    Gpu { stage: &'static str, message: String },
+    #[error("reading the result back from the GPU failed: {0}")]
+    Readback(String),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! # mfn-runtime
+//!
+//! Runs a [`mfn_compiler::Program`] on any wgpu adapter (Vulkan, Metal, DX12; lavapipe on machines
+//! without a GPU). Built on wgpu 30: a host application that shares its device must use the same
+//! wgpu release.
+//!
+//! ```no_run
+//! let onnx = std::fs::read("mobilefacenet.onnx")?;
+//! let program = mfn_compiler::compile(&onnx, &Default::default())?;
+//! let session = mfn_runtime::Session::new(&program, &Default::default())?;
+//! let embeddings = session.run(&vec![0.0; 2 * 3 * 112 * 112])?; // a batch of two faces
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod adapter;
+mod error;
+mod limits;
+mod session;
+
+pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
+pub use error::{Result, RuntimeError};
+pub use session::{Session, SessionOptions};
+pub use wgpu;

@@ -1,0 +1,55 @@
+//! What a program needs of a device, checked against the adapter's limits before anything is
+//! created, so that a shortfall is a clear error rather than a failure inside wgpu.
+
+use mfn_compiler::Program;
+
+use crate::error::{Result, RuntimeError};
+
+pub(crate) struct Requirements {
+    pub max_batch: usize,
+    binding_bytes: u64,
+    storage_buffers: u32,
+    workgroup_size: u32,
+    workgroups_per_dim: u32,
+}
+
+impl Requirements {
+    /// The needs of `program` at the largest batch (at most `wanted`) its buffers allow.
+    pub fn of(program: &Program, wanted: usize, limits: &wgpu::Limits, adapter: &str) -> Result<Requirements> {
+        let limit = |what: &str, needed: u64, available: u64| -> Result<()> {
+            if needed > available {
+                return Err(RuntimeError::Limit { adapter: adapter.into(), what: what.into(), needed, available });
+            }
+            Ok(())
+        };
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let per_sample = 4 * program.buffers.iter().copied().max().unwrap_or(1) as u64;
+        let weight_bytes = program.weights.iter().map(|w| 4 * w.data.len() as u64).max().unwrap_or(4);
+        limit("the largest weight buffer (bytes)", weight_bytes, max_binding)?;
+        limit("one sample's largest activation buffer (bytes)", per_sample, max_binding)?;
+        let batch_cap = (max_binding / per_sample).min(u64::from(limits.max_compute_workgroups_per_dimension)) as usize;
+        let max_batch = wanted.clamp(1, batch_cap.max(1));
+        let workgroup_size = program.kernels.iter().map(|k| k.workgroup_size).max().unwrap_or(1);
+        let storage_buffers = program.kernels.iter().map(|k| k.bindings).max().unwrap_or(1);
+        let workgroups_per_dim = program.steps.iter().flat_map(|s| s.workgroups).max().unwrap_or(1).max(max_batch as u32);
+        limit("storage buffers per shader stage", storage_buffers.into(), limits.max_storage_buffers_per_shader_stage.into())?;
+        limit("workgroup size x", workgroup_size.into(), limits.max_compute_workgroup_size_x.into())?;
+        limit("invocations per workgroup", workgroup_size.into(), limits.max_compute_invocations_per_workgroup.into())?;
+        limit("workgroups per dimension", workgroups_per_dim.into(), limits.max_compute_workgroups_per_dimension.into())?;
+        let binding_bytes = (per_sample * max_batch as u64).max(weight_bytes);
+        Ok(Requirements { max_batch, binding_bytes, storage_buffers, workgroup_size, workgroups_per_dim })
+    }
+
+    /// Device limits to request: wgpu's defaults, raised to what the program needs.
+    pub fn limits(&self, adapter: &wgpu::Limits) -> wgpu::Limits {
+        let base = wgpu::Limits::default().using_resolution(adapter.clone());
+        let mut l = wgpu::Limits { ..base };
+        l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.max(self.binding_bytes);
+        l.max_buffer_size = l.max_buffer_size.max(self.binding_bytes);
+        l.max_storage_buffers_per_shader_stage = l.max_storage_buffers_per_shader_stage.max(self.storage_buffers);
+        l.max_compute_workgroup_size_x = l.max_compute_workgroup_size_x.max(self.workgroup_size);
+        l.max_compute_invocations_per_workgroup = l.max_compute_invocations_per_workgroup.max(self.workgroup_size);
+        l.max_compute_workgroups_per_dimension = l.max_compute_workgroups_per_dimension.max(self.workgroups_per_dim);
+        l
+    }
+}

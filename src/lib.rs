@@ -1,0 +1,69 @@
+//! The `mfn` package: the command-line tool and what its commands and the workspace tests share:
+//! where the project's shared material lives, and loading a model from a path or the project's
+//! own generated MobileFaceNet.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+pub use mfn_models::Variant;
+
+/// The folder of real models and faces: `$MFN_SHARED`, else `../shared` beside the workspace root.
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("MFN_SHARED") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
+/// A file under [`shared_dir`], or an error naming the missing path and how to point at it.
+pub fn shared_file(relative: &str) -> Result<PathBuf> {
+    let path = shared_dir().join(relative);
+    if !path.exists() {
+        bail!("missing shared file {}: put the project's shared material at ../shared beside the workspace or set MFN_SHARED", path.display());
+    }
+    Ok(path)
+}
+
+/// The pretrained MobileFaceNet in the shared folder.
+pub const REAL_MODEL: &str = "models/mobilefacenet-insightface.onnx";
+
+/// Seed of the project's generated MobileFaceNets (the reference outputs in `models/reference`
+/// were made with it).
+pub const SYNTHETIC_SEED: u64 = 2024;
+
+/// ONNX bytes of a model given as a path, or `synthetic[:VARIANT]` for the project's own seeded
+/// MobileFaceNet (variants: 112x112, 112x96, 96x96, m, s).
+pub fn load_model(spec: &str) -> Result<Vec<u8>> {
+    if let Some(rest) = spec.strip_prefix("synthetic") {
+        let variant = parse_variant(rest.trim_start_matches(':'))?;
+        return Ok(synthetic_model(variant));
+    }
+    std::fs::read(spec).with_context(|| format!("cannot read model file '{spec}'"))
+}
+
+pub fn parse_variant(name: &str) -> Result<Variant> {
+    let name = if name.is_empty() { "112x112" } else { name };
+    Variant::all()
+        .into_iter()
+        .find(|v| v.name() == name || v.name().trim_start_matches("mobilefacenet-") == name)
+        .with_context(|| format!("unknown MobileFaceNet variant '{name}' (112x112, 112x96, 96x96, m, s)"))
+}
+
+/// The project's generated MobileFaceNet (seeded random weights) as ONNX bytes.
+pub fn synthetic_model(variant: Variant) -> Vec<u8> {
+    use onnx_protobuf::Message;
+    mfn_models::mobilefacenet(variant, SYNTHETIC_SEED).write_to_bytes().expect("a generated model serialises")
+}
+
+/// The real pretrained model if the shared folder has it, else the generated one; the second
+/// value says which, for the user.
+pub fn default_model() -> (Vec<u8>, String) {
+    match shared_file(REAL_MODEL).and_then(|p| std::fs::read(&p).with_context(|| p.display().to_string())) {
+        Ok(bytes) => (bytes, format!("{} (pretrained)", shared_dir().join(REAL_MODEL).display())),
+        Err(e) => (
+            synthetic_model(Variant::Mfn112x112),
+            format!("the project's generated MobileFaceNet 112x112 (seed {SYNTHETIC_SEED}, random weights) because {e}"),
+        ),
+    }
+}
