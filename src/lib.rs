@@ -2,6 +2,8 @@
 //! where the project's shared material lives, and loading a model from a path or the project's
 //! own generated MobileFaceNet.
 
+pub mod image_io;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};

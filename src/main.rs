@@ -33,6 +33,9 @@ enum Command {
         /// Samples in the batch.
         #[arg(long, default_value_t = 4)]
         batch: usize,
+        /// Also time every kernel on the GPU (where the adapter has timestamp queries).
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -75,7 +78,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { model, batch, gpu } => commands::demo(model.as_deref(), batch, &gpu),
+        Command::Demo { model, batch, profile, gpu } => commands::demo(model.as_deref(), batch, profile, &gpu),
         Command::Compile { model, out } => commands::compile(&model, &out),
         Command::Info { model } => commands::info(&model),
         Command::Run { model, input, out, gpu } => commands::run(&model, &input, &out, &gpu),

@@ -21,6 +21,8 @@ pub enum CompileError {
     BadTensor { name: String, message: String },
     #[error("graph input '{name}': {message}")]
     BadInput { name: String, message: String },
+    #[error("graph output '{name}': {message}")]
+    BadOutput { name: String, message: String },
     #[error("node '{node}' reads '{value}', which no graph input, initializer or earlier node defines (or the graph has a cycle)")]
     UnknownValue { node: String, value: String },
     #[error("node '{node}' ({op}): {message} is not supported by the code generator")]

@@ -11,7 +11,7 @@ use crate::ir::{numel, Affine, BinOp, Conv, Epilogue, Graph, Node, Op, ValueId};
 pub fn run(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
     let in_id = *graph.inputs.first().ok_or_else(|| CompileError::Internal("graph without input".into()))?;
     let per_sample = numel(&graph.shape(in_id)[1..]);
-    if per_sample == 0 || input.len() % per_sample != 0 {
+    if per_sample == 0 || !input.len().is_multiple_of(per_sample) {
         return Err(CompileError::BadInput {
             name: graph.value(in_id).name.clone(),
             message: format!("{} values is not a whole number of samples of {per_sample}", input.len()),
@@ -164,11 +164,20 @@ fn conv(c: &Conv, x: &[f32], x_shape: &[usize], w: &[f32], b: &[f32], out: &[usi
                         }
                         let row = &xc[iy as usize * wd..][..wd];
                         let out_row = &mut plane[oy * ow..(oy + 1) * ow];
-                        for (ox, o) in out_row.iter_mut().enumerate() {
-                            let ix = (ox * sw + kx) as isize - c.pads[1] as isize;
-                            if ix >= 0 && ix < wd as isize {
-                                *o += wv * row[ix as usize];
-                            }
+                        // Output columns whose tap `ix = ox * sw + kx - pad_left` is inside the row.
+                        let shift = kx as isize - c.pads[1] as isize;
+                        let lo = ((-shift).max(0) as usize).div_ceil(sw);
+                        let hi = (((wd as isize - shift).max(0) as usize).div_ceil(sw)).min(ow);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let start = (lo * sw) as isize + shift;
+                        if sw == 1 {
+                            let taps = &row[start as usize..start as usize + (hi - lo)];
+                            out_row[lo..hi].iter_mut().zip(taps).for_each(|(o, x)| *o += wv * x);
+                        } else {
+                            let taps = row[start as usize..].iter().step_by(sw);
+                            out_row[lo..hi].iter_mut().zip(taps).for_each(|(o, x)| *o += wv * x);
                         }
                     }
                 }

@@ -15,6 +15,7 @@
 mod adapter;
 mod error;
 mod limits;
+mod profile;
 mod session;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};

@@ -26,25 +26,25 @@ impl Default for SessionOptions {
     }
 }
 
-struct Dispatch {
-    pipeline: usize,
-    bind_group: wgpu::BindGroup,
-    workgroups: [u32; 2],
+pub(crate) struct Dispatch {
+    pub pipeline: usize,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 2],
 }
 
 pub struct Session {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    pipelines: Vec<wgpu::ComputePipeline>,
-    dispatches: Vec<Dispatch>,
-    activations: Vec<wgpu::Buffer>,
+    pub(crate) pipelines: Vec<wgpu::ComputePipeline>,
+    pub(crate) dispatches: Vec<Dispatch>,
+    pub(crate) activations: Vec<wgpu::Buffer>,
     readback: wgpu::Buffer,
-    input: (usize, Vec<usize>),
-    output: (usize, Vec<usize>),
+    pub(crate) input: (usize, Vec<usize>),
+    pub(crate) output: (usize, Vec<usize>),
     max_batch: usize,
     /// Runs share the activation buffers: one at a time.
-    running: Mutex<()>,
+    pub(crate) running: Mutex<()>,
 }
 
 impl Session {
@@ -56,6 +56,8 @@ impl Session {
         let desc = wgpu::DeviceDescriptor {
             label: Some("mfn"),
             required_limits: req.limits(&adapter.limits()),
+            // Per-kernel profiling where the adapter can time dispatches; nothing else is needed.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
@@ -202,7 +204,7 @@ impl Session {
     /// result holds one output sample per input sample.
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>> {
         let per_sample: usize = self.input.1.iter().product();
-        if input.is_empty() || input.len() % per_sample != 0 {
+        if input.is_empty() || !input.len().is_multiple_of(per_sample) {
             return Err(RuntimeError::InputSize { got: input.len(), shape: self.input.1.clone(), per_sample });
         }
         let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -228,26 +230,34 @@ impl Session {
         let bytes = (4 * batch * self.output.1.iter().product::<usize>()) as u64;
         encoder.copy_buffer_to_buffer(&self.activations[self.output.0], 0, &self.readback, 0, bytes);
         self.queue.submit([encoder.finish()]);
-        let slice = self.readback.slice(..bytes);
-        let (tx, rx) = mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| RuntimeError::Gpu { stage: "run", message: e.to_string() })?;
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(RuntimeError::Gpu { stage: "run", message: e.to_string() });
-        }
-        rx.recv()
-            .map_err(|e| RuntimeError::Readback(e.to_string()))?
-            .map_err(|e| RuntimeError::Readback(e.to_string()))?;
-        let view = slice.get_mapped_range().map_err(|e| RuntimeError::Readback(e.to_string()))?;
-        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
-        drop(view);
-        self.readback.unmap();
-        Ok(out)
+        read_back(&self.device, &self.readback, bytes, scope)
     }
+}
+
+/// Waits for the submitted work, checks the error scope, and copies `bytes` of `buffer` (mappable)
+/// to the CPU as f32.
+pub(crate) fn read_back(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scope: wgpu::ErrorScopeGuard) -> Result<Vec<f32>> {
+    let bytes = map_read(device, buffer, bytes, scope)?;
+    Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
+}
+
+/// Maps `bytes` of `buffer` after the submitted work, checking the error scope first.
+pub(crate) fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scope: wgpu::ErrorScopeGuard) -> Result<Vec<u8>> {
+    let slice = buffer.slice(..bytes);
+    let (tx, rx) = mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| RuntimeError::Gpu { stage: "run", message: e.to_string() })?;
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(RuntimeError::Gpu { stage: "run", message: e.to_string() });
+    }
+    rx.recv().map_err(|e| RuntimeError::Readback(e.to_string()))?.map_err(|e| RuntimeError::Readback(e.to_string()))?;
+    let view = slice.get_mapped_range().map_err(|e| RuntimeError::Readback(e.to_string()))?;
+    let out = view.to_vec();
+    drop(view);
+    buffer.unmap();
+    Ok(out)
 }
 
 fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::BindGroupLayout {

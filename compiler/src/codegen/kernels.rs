@@ -77,6 +77,24 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
     p
 }
 
+/// Output channels one invocation of the pointwise kernel computes.
+const POINTWISE_CO_TILE: usize = 8;
+/// Pixels one invocation of the pointwise kernel computes.
+const POINTWISE_PX_TILE: usize = 4;
+
+/// `[C_out, C_in]` -> `[C_in, C_out rounded up to the tile]`, zero-padded: the pointwise kernel
+/// reads the weights of four output channels as one vec4.
+fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    let cols = c_out.div_ceil(POINTWISE_CO_TILE) * POINTWISE_CO_TILE;
+    let mut packed = vec![0.0; c_in * cols];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            packed[ci * cols + co] = w[co * c_in + ci];
+        }
+    }
+    packed
+}
+
 fn threads_to_groups(threads: usize) -> u32 {
     threads.div_ceil(WORKGROUP as usize) as u32
 }
@@ -103,8 +121,9 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let e = &conv.epilogue;
             let mut params = channel_params(&bias(), e.act.as_ref());
             let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
-            let (template, mut constants, threads) = if conv.is_pointwise() && conv.prologue.is_none() {
-                (Template::Pointwise, vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))], c_out.div_ceil(4) * hw_out)
+            let pointwise = conv.is_pointwise() && conv.prologue.is_none();
+            let (template, mut constants, threads) = if pointwise {
+                (Template::Pointwise, vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))], c_out.div_ceil(POINTWISE_CO_TILE) * hw_out.div_ceil(POINTWISE_PX_TILE * WORKGROUP as usize) * WORKGROUP as usize)
             } else {
                 let depthwise = conv.is_depthwise(c_in, c_out) && conv.prologue.is_none();
                 let mut k = if depthwise { vec![("C", u(c_in))] } else { vec![("C_IN", u(c_in))] };
@@ -125,7 +144,12 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             };
             constants.extend(epilogue_constants(e));
             constants.push(("WG", Const::U32(WORKGROUP)));
-            let binds = layer_binds(graph, node, params, e.residual);
+            let mut binds = layer_binds(graph, node, params, e.residual);
+            if pointwise {
+                if let Bind::Data(_, w) = &mut binds[1] {
+                    *w = pack_pointwise(w, c_out, c_in);
+                }
+            }
             Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: threads_to_groups(threads) })
         }
         Op::GdConv(e) => {

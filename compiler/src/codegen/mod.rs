@@ -18,10 +18,14 @@ use kernels::{Bind, KernelKey, WORKGROUP};
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 
 pub fn generate(graph: &Graph) -> Result<Program> {
-    if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
-        return Err(CompileError::BadInput {
-            name: graph.inputs.iter().chain(&graph.outputs).map(|&v| graph.value(v).name.clone()).collect::<Vec<_>>().join(", "),
-            message: format!("mfn runs models with one input and one output, this one has {} and {}", graph.inputs.len(), graph.outputs.len()),
+    let (inputs, outputs) = (graph.inputs.len(), graph.outputs.len());
+    if inputs != 1 || outputs != 1 {
+        let names = |ids: &[crate::ir::ValueId]| ids.iter().map(|&v| graph.value(v).name.clone()).collect::<Vec<_>>().join(", ");
+        let message = format!("mfn runs models with one input and one output, this one has {inputs} and {outputs}");
+        return Err(if inputs != 1 {
+            CompileError::BadInput { name: names(&graph.inputs), message }
+        } else {
+            CompileError::BadOutput { name: names(&graph.outputs), message }
         });
     }
     let plan = plan::plan(graph)?;

@@ -75,11 +75,10 @@ pub fn binary(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         return Ok(imp.emit_const(ctx, shape, TensorData::F32(data)));
     }
     let activation = if imp.graph.is_const(a) { &sb } else { &sa };
-    if imp.graph.is_const(a) || imp.graph.is_const(b) {
-        if &shape != activation {
+    if (imp.graph.is_const(a) || imp.graph.is_const(b))
+        && &shape != activation {
             return Err(ctx.err(format!("the constant operand would broadcast the activation {activation:?} to {shape:?}")));
         }
-    }
     imp.emit(ctx, Op::Binary(op), vec![a, b], shape)
 }
 
@@ -132,7 +131,7 @@ fn resolve_reshape(ctx: &Ctx, input: &[usize], target: &[i64], allow_zero: bool)
     let total = numel(input);
     if let Some(i) = infer {
         let known = numel(&shape);
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(ctx.err(format!("cannot reshape {input:?} to {target:?}")));
         }
         shape[i] = total / known;

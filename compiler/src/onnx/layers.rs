@@ -17,13 +17,13 @@ fn pair(ctx: &Ctx, attr: &str, v: Option<Vec<i64>>, default: usize) -> Result<[u
 pub fn conv(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
     let x = imp.required(ctx, 0)?;
     let (w_shape, _) = imp.const_input(ctx, 1)?;
-    let w = imp.required(ctx, 1)?;
+    let w = imp.f32_const(ctx, 1)?;
     let x_shape = imp.graph.shape(x).to_vec();
     if x_shape.len() != 4 || w_shape.len() != 4 {
         return Err(ctx.err(format!("only 2-D convolutions are supported (input {x_shape:?}, weight {w_shape:?})")));
     }
     let group = ctx.attrs.int_or("group", 1)?;
-    if group < 1 || x_shape[1] % group as usize != 0 || w_shape[0] % group as usize != 0 {
+    if group < 1 || !x_shape[1].is_multiple_of(group as usize) || w_shape[0] % group as usize != 0 {
         return Err(ctx.attrs.error("group", &group.to_string(), &format!(" for {} input and {} output channels", x_shape[1], w_shape[0])));
     }
     let group = group as usize;
@@ -82,7 +82,7 @@ pub fn conv(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
             if b_shape.iter().product::<usize>() != c_out {
                 return Err(ctx.err(format!("bias {b_shape:?} does not match {c_out} output channels")));
             }
-            imp.required(ctx, 2)?
+            imp.f32_const(ctx, 2)?
         }
         None => imp.graph.add_const(format!("{}.bias", ctx.name), vec![c_out], vec![0.0; c_out]),
     };
@@ -104,7 +104,7 @@ pub fn batch_norm(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         if s.iter().product::<usize>() != c {
             return Err(ctx.err(format!("input {i} has shape {s:?}, expected {c} values (one per channel)")));
         }
-        params.push(imp.required(ctx, i)?);
+        params.push(imp.f32_const(ctx, i)?);
     }
     let epsilon = ctx.attrs.float_or("epsilon", 1e-5)?;
     ctx.attrs.ignore("momentum");

@@ -51,7 +51,7 @@ pub fn import(bytes: &[u8], batch: usize) -> Result<Graph> {
         imp.node(node)?;
     }
     for output in &proto.output {
-        let id = *imp.names.get(&output.name).ok_or_else(|| CompileError::BadInput {
+        let id = *imp.names.get(&output.name).ok_or_else(|| CompileError::BadOutput {
             name: output.name.clone(),
             message: "this graph output is computed by no node".into(),
         })?;
@@ -218,6 +218,18 @@ impl Importer {
         match &v.data {
             Some(TensorData::F32(d)) => Ok((v.shape.clone(), d.clone())),
             Some(TensorData::I64(d)) => Ok((v.shape.clone(), d.iter().map(|&x| x as f32).collect())),
+            None => Err(ctx.err(format!("input '{}' must be a constant (an initializer)", v.name))),
+        }
+    }
+
+    /// Input `i`, which must be a float constant: the weights and statistics the passes and the
+    /// code generator read as f32 (an integer tensor there is not valid ONNX).
+    pub fn f32_const(&self, ctx: &Ctx, i: usize) -> Result<ValueId> {
+        let id = self.required(ctx, i)?;
+        let v = self.graph.value(id);
+        match &v.data {
+            Some(TensorData::F32(_)) => Ok(id),
+            Some(TensorData::I64(_)) => Err(ctx.err(format!("input '{}' must be a float tensor, not an integer one", v.name))),
             None => Err(ctx.err(format!("input '{}' must be a constant (an initializer)", v.name))),
         }
     }

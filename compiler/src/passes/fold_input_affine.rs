@@ -47,13 +47,13 @@ fn fold_exact(graph: &mut Graph, j: usize, scale: &[f32], shift: &[f32], group: 
     let w_shape = graph.shape(graph.nodes[j].inputs[1]).to_vec();
     let (c_out, c_in_g, taps) = (w_shape[0], w_shape[1], w_shape[2] * w_shape[3]);
     let out_per_group = c_out / group;
-    for o in 0..c_out {
+    for (o, bias) in b.iter_mut().enumerate().take(c_out) {
         let g = o / out_per_group;
         for ci in 0..c_in_g {
             let c = g * c_in_g + ci;
             for t in 0..taps {
                 let k = (o * c_in_g + ci) * taps + t;
-                b[o] += w[k] * shift[c];
+                *bias += w[k] * shift[c];
                 w[k] *= scale[c];
             }
         }

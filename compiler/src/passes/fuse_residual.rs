@@ -11,7 +11,14 @@ use crate::ir::{BinOp, Graph, Op};
 pub fn run(graph: &mut Graph) -> Result<()> {
     let mut j = 0;
     while j < graph.nodes.len() {
-        if let Some((i, r)) = candidate(graph, j) {
+        if let Some((mut i, r)) = candidate(graph, j) {
+            // The producer will read `r`: when a later node computes `r`, move the producer down to
+            // just before the Add (valid: the Add is its only reader, its inputs are computed earlier).
+            if graph.producer(r).is_some_and(|p| p > i) {
+                let node = graph.nodes.remove(i);
+                graph.nodes.insert(j - 1, node);
+                i = j - 1;
+            }
             graph.nodes[i].inputs.push(r);
             if let Some(e) = graph.nodes[i].op.epilogue_mut() {
                 e.residual = true;

@@ -1,0 +1,826 @@
+//! Per-kernel GPU parity: tiny ONNX models, one pattern each, run on the GPU and compared with the
+//! CPU evaluator on the *imported, unoptimised* graph (so the passes are checked as well as the
+//! kernels), and with the evaluator on the optimised graph. Every case also states which kernels the
+//! compiled program dispatches, in order: that is where a fusion that did (or did not) happen shows.
+//!
+//! The cases are tables of small builders ([`Net`]) with seeded random weights and inputs; the
+//! harness ([`run_cases`]) checks every case and reports all failures at once.
+
+mod common;
+
+use mfn_compiler::Program;
+use mfn_models::builder::{Attr, Dim, GraphBuilder};
+use mfn_models::rng::Rng;
+
+/// Relative tolerance, max |got - want| / max |want|. The longest accumulations here are dot
+/// products of at most ~820 f32 terms (a 13x7x9 Gemm input, a 7x7 conv over 13 channels), summed
+/// in a different order (or with BN, bias and the input normalisation folded into the weights) on
+/// each side. Rounding errors of such sums grow like sqrt(K) ulps of the partial sums, ~1e-6 of the
+/// output range; measured below 1e-6 on every case. 1e-5 leaves room for a GPU that contracts to
+/// FMA or evaluates `exp` to its 3-ulp WGSL bound, and still fails any indexing or fusion bug,
+/// which shows up as errors of order 1e-2 or more.
+const TOLERANCE: f32 = 1e-5;
+
+// ---------------------------------------------------------------------------------------------
+// Model builder
+// ---------------------------------------------------------------------------------------------
+
+/// Padding of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pad {
+    /// No `pads` attribute (zero padding).
+    None,
+    /// `pads` = top, left, bottom, right.
+    Explicit([usize; 4]),
+    /// `auto_pad` = SAME_UPPER, SAME_LOWER or VALID.
+    Auto(&'static str),
+}
+
+/// Grouping of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Group {
+    Dense,
+    /// `group` = channels, one filter per channel (output channels = input channels).
+    Depthwise,
+    /// `group` = n.
+    Groups(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ConvSpec {
+    c_out: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    group: Group,
+    pad: Pad,
+    bias: bool,
+}
+
+impl ConvSpec {
+    fn new(c_out: usize, k: usize) -> Self {
+        ConvSpec { c_out, kernel: [k, k], stride: [1, 1], group: Group::Dense, pad: Pad::None, bias: true }
+    }
+    fn kernel(self, kh: usize, kw: usize) -> Self {
+        ConvSpec { kernel: [kh, kw], ..self }
+    }
+    fn stride(self, stride: usize) -> Self {
+        self.strides(stride, stride)
+    }
+    fn strides(self, sh: usize, sw: usize) -> Self {
+        ConvSpec { stride: [sh, sw], ..self }
+    }
+    fn group(self, group: Group) -> Self {
+        ConvSpec { group, ..self }
+    }
+    fn pad(self, pad: Pad) -> Self {
+        ConvSpec { pad, ..self }
+    }
+    /// Symmetric explicit padding `p` on every side.
+    fn same(self, p: usize) -> Self {
+        self.pad(Pad::Explicit([p; 4]))
+    }
+    fn no_bias(self) -> Self {
+        ConvSpec { bias: false, ..self }
+    }
+}
+
+/// The padding ONNX gives a conv of kernel `k` and stride `s` over `size` (one axis): before, after.
+fn resolve_pad(pad: Pad, axis: usize, size: usize, k: usize, s: usize) -> (usize, usize) {
+    match pad {
+        Pad::None | Pad::Auto("VALID") => (0, 0),
+        Pad::Explicit(p) => (p[axis], p[axis + 2]),
+        Pad::Auto(mode) => {
+            let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
+            let (small, large) = (total / 2, total - total / 2);
+            if mode == "SAME_UPPER" {
+                (small, large)
+            } else {
+                (large, small)
+            }
+        }
+    }
+}
+
+/// The kernel template the compiler should pick for a conv: mirrors the rules documented in
+/// `ir::Conv` and `passes::gdconv` (pointwise = 1x1/s1/unpadded/dense, depthwise = one filter per
+/// channel, gdconv = depthwise over the whole unpadded input).
+fn conv_template(c_in: usize, hw: [usize; 2], spec: &ConvSpec, pads: [usize; 4]) -> &'static str {
+    let depthwise = spec.group == Group::Depthwise && c_in > 1;
+    if depthwise && pads == [0; 4] && spec.kernel == hw {
+        "gdconv"
+    } else if depthwise {
+        "depthwise"
+    } else if spec.kernel == [1, 1] && spec.stride == [1, 1] && pads == [0; 4] && spec.group == Group::Dense {
+        "pointwise"
+    } else {
+        "conv2d"
+    }
+}
+
+/// A model under construction: a chain of nodes from the graph input "x" (symbolic batch "N"),
+/// with seeded random weights. `cur` is the value the next node reads, `shape` its per-sample shape.
+struct Net {
+    builder: GraphBuilder,
+    rng: Rng,
+    opset: i64,
+    input_shape: Vec<usize>,
+    shape: Vec<usize>,
+    cur: String,
+    count: usize,
+    /// The template each conv added is expected to compile to (for the geometry table).
+    conv_templates: Vec<&'static str>,
+}
+
+impl Net {
+    fn new(seed: u64, input_shape: &[usize]) -> Net {
+        Net::with_opset(seed, 13, input_shape)
+    }
+
+    fn with_opset(seed: u64, opset: i64, input_shape: &[usize]) -> Net {
+        let mut builder = GraphBuilder::new(opset);
+        let mut dims = vec![Dim::param("N")];
+        dims.extend(input_shape.iter().map(|&d| Dim::Fixed(d as i64)));
+        builder.input("x", &dims);
+        Net {
+            builder,
+            rng: Rng::new(seed),
+            opset,
+            input_shape: input_shape.to_vec(),
+            shape: input_shape.to_vec(),
+            cur: "x".into(),
+            count: 0,
+            conv_templates: Vec::new(),
+        }
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.count += 1;
+        format!("{prefix}{}", self.count)
+    }
+
+    fn constant(&mut self, prefix: &str, dims: &[usize], data: Vec<f32>) -> String {
+        let name = self.fresh(prefix);
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        self.builder.initializer(&name, &dims, data);
+        name
+    }
+
+    fn normal(&mut self, prefix: &str, dims: &[usize], std: f32) -> String {
+        let data = self.rng.normal_vec(dims.iter().product(), std);
+        self.constant(prefix, dims, data)
+    }
+
+    fn uniform(&mut self, prefix: &str, dims: &[usize], lo: f32, hi: f32) -> String {
+        let data = self.rng.uniform_vec(dims.iter().product(), lo, hi);
+        self.constant(prefix, dims, data)
+    }
+
+    /// Adds a node reading `inputs`; its output becomes `cur`, of per-sample shape `shape`.
+    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>, shape: Vec<usize>) -> &mut Self {
+        let out = self.fresh(&op.to_lowercase());
+        self.builder.node(op, inputs, &[&out], attrs);
+        self.cur = out;
+        self.shape = shape;
+        self
+    }
+
+    /// A node reading `cur` (plus `extra` inputs) that keeps the shape.
+    fn unary(&mut self, op: &str, extra: &[&str], attrs: Vec<Attr>) -> &mut Self {
+        let x = self.cur.clone();
+        let mut inputs = vec![x.as_str()];
+        inputs.extend_from_slice(extra);
+        let shape = self.shape.clone();
+        self.node(op, &inputs, attrs, shape)
+    }
+
+    fn conv(&mut self, spec: ConvSpec) -> &mut Self {
+        let (c_in, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
+        let (group, c_out) = match spec.group {
+            Group::Dense => (1, spec.c_out),
+            Group::Depthwise => (c_in, c_in),
+            Group::Groups(g) => (g, spec.c_out),
+        };
+        let [kh, kw] = spec.kernel;
+        let fan_in = c_in / group * kh * kw;
+        let weight = self.normal("w", &[c_out, c_in / group, kh, kw], 1.0 / (fan_in as f32).sqrt());
+        let mut inputs = vec![self.cur.clone(), weight];
+        if spec.bias {
+            inputs.push(self.normal("b", &[c_out], 0.5));
+        }
+        let mut attrs = vec![Attr::Ints("kernel_shape", vec![kh as i64, kw as i64])];
+        let [sh, sw] = spec.stride;
+        if spec.stride != [1, 1] {
+            attrs.push(Attr::Ints("strides", vec![sh as i64, sw as i64]));
+        }
+        if group != 1 {
+            attrs.push(Attr::Int("group", group as i64));
+        }
+        match spec.pad {
+            Pad::None => {}
+            Pad::Explicit(p) => attrs.push(Attr::Ints("pads", p.iter().map(|&v| v as i64).collect())),
+            Pad::Auto(mode) => attrs.push(Attr::Str("auto_pad", mode.into())),
+        }
+        let (t, b) = resolve_pad(spec.pad, 0, h, kh, sh);
+        let (l, r) = resolve_pad(spec.pad, 1, w, kw, sw);
+        let (oh, ow) = ((h + t + b - kh) / sh + 1, (w + l + r - kw) / sw + 1);
+        let spec = ConvSpec { c_out, ..spec };
+        self.conv_templates.push(conv_template(c_in, [h, w], &spec, [t, l, b, r]));
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node("Conv", &inputs, attrs, vec![c_out, oh, ow])
+    }
+
+    /// BatchNormalization with random statistics (variance well away from zero).
+    fn bn(&mut self) -> &mut Self {
+        let c = self.shape[0];
+        let gamma = self.uniform("gamma", &[c], 0.5, 1.5);
+        let beta = self.normal("beta", &[c], 0.3);
+        let mean = self.normal("mean", &[c], 0.3);
+        let var = self.uniform("var", &[c], 0.5, 2.0);
+        self.unary("BatchNormalization", &[&gamma, &beta, &mean, &var], vec![Attr::Float("epsilon", 1e-3)])
+    }
+
+    /// PRelu with random slopes (some negative) of shape `dims`.
+    fn prelu(&mut self, dims: &[usize]) -> &mut Self {
+        let slope = self.uniform("slope", dims, -0.5, 0.5);
+        self.unary("PRelu", &[&slope], vec![])
+    }
+
+    /// Clip in the form of the net's opset: attributes before 11, constant inputs from 11 on.
+    fn clip(&mut self, min: Option<f32>, max: Option<f32>) -> &mut Self {
+        if self.opset < 11 {
+            let attrs = [min.map(|v| Attr::Float("min", v)), max.map(|v| Attr::Float("max", v))];
+            return self.unary("Clip", &[], attrs.into_iter().flatten().collect());
+        }
+        let min = min.map_or(String::new(), |v| self.constant("min", &[], vec![v]));
+        let max = max.map_or(String::new(), |v| self.constant("max", &[], vec![v]));
+        self.unary("Clip", &[&min, &max], vec![])
+    }
+
+    fn act(&mut self, act: Activation) -> &mut Self {
+        let c = self.shape[0];
+        match act {
+            Activation::None => self,
+            Activation::Relu => self.unary("Relu", &[], vec![]),
+            Activation::Sigmoid => self.unary("Sigmoid", &[], vec![]),
+            Activation::PRelu => {
+                // [C, 1, 1] for feature maps, [C] for [N, C] activations.
+                let dims: Vec<usize> = std::iter::once(c).chain(self.shape[1..].iter().map(|_| 1)).collect();
+                self.prelu(&dims)
+            }
+            Activation::PReluScalar => self.prelu(&[1]),
+            Activation::Clip => self.clip(Some(-0.5), Some(0.75)),
+        }
+    }
+
+    /// A binary op of `cur` and `other` (same shape, or a constant).
+    fn binary(&mut self, op: &str, other: &str) -> &mut Self {
+        self.unary(op, &[other], vec![])
+    }
+
+    fn flatten(&mut self) -> &mut Self {
+        let n = self.shape.iter().product();
+        let x = self.cur.clone();
+        self.node("Flatten", &[&x], vec![Attr::Int("axis", 1)], vec![n])
+    }
+
+    fn reshape(&mut self, target: &[i64]) -> &mut Self {
+        let n = self.shape.iter().product();
+        let shape = self.fresh("shape");
+        self.builder.initializer_i64(&shape, &[target.len() as i64], target.to_vec());
+        let x = self.cur.clone();
+        self.node("Reshape", &[&x, &shape], vec![], vec![n])
+    }
+
+    fn global_average_pool(&mut self) -> &mut Self {
+        let c = self.shape[0];
+        let x = self.cur.clone();
+        self.node("GlobalAveragePool", &[&x], vec![], vec![c, 1, 1])
+    }
+
+    /// Gemm of the `[N, K]` activation by a random B (`[K, M]`, or `[M, K]` with transB).
+    fn gemm(&mut self, m: usize, trans_b: bool, alpha: f32, beta: f32, c: Option<&[usize]>) -> &mut Self {
+        let k = self.shape[0];
+        let std = 1.0 / (k as f32).sqrt();
+        let dims = if trans_b { [m, k] } else { [k, m] };
+        let b = self.normal("B", &dims, std);
+        let c = c.map_or(String::new(), |dims| self.normal("C", dims, 0.5));
+        let attrs = vec![Attr::Int("transB", trans_b as i64), Attr::Float("alpha", alpha), Attr::Float("beta", beta)];
+        let x = self.cur.clone();
+        let inputs: Vec<&str> = [x.as_str(), &b, &c].into_iter().filter(|s| !s.is_empty()).collect();
+        self.node("Gemm", &inputs, attrs, vec![m])
+    }
+
+    fn matmul(&mut self, m: usize) -> &mut Self {
+        let k = self.shape[0];
+        let b = self.normal("B", &[k, m], 1.0 / (k as f32).sqrt());
+        let x = self.cur.clone();
+        self.node("MatMul", &[&x, &b], vec![], vec![m])
+    }
+
+    /// The input normalisation of face models, `(x - 127.5) * (1 / 128)`.
+    fn normalise(&mut self) -> &mut Self {
+        let mean = self.constant("mean", &[], vec![127.5]);
+        let scale = self.constant("scale", &[], vec![1.0 / 128.0]);
+        self.binary("Sub", &mean).binary("Mul", &scale)
+    }
+
+    /// An inverted-residual bottleneck: 1x1 expand (BN, PRelu), 3x3 depthwise (BN, PRelu),
+    /// 1x1 project (BN), plus the block input (`skip_first` puts the shortcut first in the Add).
+    fn bottleneck(&mut self, expansion: usize, skip_first: bool) -> &mut Self {
+        let (skip, c) = (self.cur.clone(), self.shape[0]);
+        self.conv(ConvSpec::new(c * expansion, 1).no_bias()).bn().act(Activation::PRelu);
+        self.conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias()).bn().act(Activation::PRelu);
+        self.conv(ConvSpec::new(c, 1).no_bias()).bn();
+        let proj = self.cur.clone();
+        let shape = self.shape.clone();
+        let inputs = if skip_first { [skip.as_str(), &proj] } else { [proj.as_str(), &skip] };
+        self.node("Add", &inputs, vec![], shape)
+    }
+
+    /// The finished model: `cur` is the graph output.
+    fn finish(&mut self) -> Vec<u8> {
+        let mut dims = vec![Dim::param("N")];
+        dims.extend(self.shape.iter().map(|&d| Dim::Fixed(d as i64)));
+        let out = self.cur.clone();
+        self.builder.output(&out, &dims);
+        self.builder.to_bytes()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Activation {
+    None,
+    Relu,
+    Sigmoid,
+    /// Slope per channel: `[C, 1, 1]` on feature maps, `[C]` on `[N, C]`.
+    PRelu,
+    /// One slope for all channels.
+    PReluScalar,
+    Clip,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+struct Case {
+    name: String,
+    onnx: Vec<u8>,
+    input_shape: Vec<usize>,
+    batch: usize,
+    /// Most samples per GPU submission (smaller than `batch` to exercise batch splitting).
+    max_batch: usize,
+    /// Inputs are pixel values in [0, 255] instead of N(0, 1).
+    pixels: bool,
+    /// Template of every dispatch, in order.
+    templates: Vec<&'static str>,
+    /// Text the optimised graph dump must contain / must not contain.
+    dump_has: Vec<&'static str>,
+    dump_lacks: Vec<&'static str>,
+}
+
+impl Case {
+    fn new(name: impl Into<String>, net: &mut Net, templates: &[&'static str]) -> Case {
+        Case {
+            name: name.into(),
+            onnx: net.finish(),
+            input_shape: net.input_shape.clone(),
+            batch: 1,
+            max_batch: 1,
+            pixels: false,
+            templates: templates.to_vec(),
+            dump_has: Vec::new(),
+            dump_lacks: Vec::new(),
+        }
+    }
+    fn batch(self, batch: usize) -> Case {
+        Case { batch, max_batch: batch, ..self }
+    }
+    fn max_batch(self, max_batch: usize) -> Case {
+        Case { max_batch, ..self }
+    }
+    fn pixels(self) -> Case {
+        Case { pixels: true, ..self }
+    }
+    fn dump_has(mut self, text: &'static str) -> Case {
+        self.dump_has.push(text);
+        self
+    }
+    fn dump_lacks(mut self, text: &'static str) -> Case {
+        self.dump_lacks.push(text);
+        self
+    }
+}
+
+/// max |got - want| / max |want| (the reference is never all zeros here).
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "output lengths differ");
+    let scale = want.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+}
+
+/// A seed for the case's input, from its name (FNV-1a), so that every case gets its own numbers.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn dispatch_templates(program: &Program) -> Vec<&str> {
+    program.steps.iter().map(|s| program.kernels[s.kernel].template.as_str()).collect()
+}
+
+/// Checks one case; returns the GPU's relative error (`None` without a GPU), or a description of
+/// the first thing wrong.
+fn check(case: &Case) -> Result<Option<f32>, String> {
+    let imported = mfn_compiler::onnx::import(&case.onnx, 1).map_err(|e| format!("import: {e}"))?;
+    let optimised = mfn_compiler::optimise(&case.onnx, &Default::default()).map_err(|e| format!("optimise: {e}"))?;
+    let program = mfn_compiler::codegen::generate(&optimised).map_err(|e| format!("codegen: {e}"))?;
+    let dump = optimised.to_string();
+    let templates = dispatch_templates(&program);
+    if templates != case.templates {
+        return Err(format!("dispatches {templates:?}, expected {:?}; optimised graph:\n{dump}", case.templates));
+    }
+    for text in &case.dump_has {
+        if !dump.contains(text) {
+            return Err(format!("optimised graph lacks '{text}':\n{dump}"));
+        }
+    }
+    for text in &case.dump_lacks {
+        if dump.contains(text) {
+            return Err(format!("optimised graph contains '{text}':\n{dump}"));
+        }
+    }
+    let mut rng = Rng::new(seed_of(&case.name));
+    let n = case.batch * case.input_shape.iter().product::<usize>();
+    let input = if case.pixels { rng.uniform_vec(n, 0.0, 255.0) } else { rng.normal_vec(n, 1.0) };
+    let want = mfn_compiler::eval::run(&imported, &input).map_err(|e| format!("eval (imported): {e}"))?;
+    let opt = mfn_compiler::eval::run(&optimised, &input).map_err(|e| format!("eval (optimised): {e}"))?;
+    let err = rel_err(&opt, &want);
+    if err > TOLERANCE {
+        return Err(format!("optimised graph differs from the imported one by {err:e}; optimised graph:\n{dump}"));
+    }
+    let Some(session) = common::session(&program, case.max_batch) else { return Ok(None) };
+    let got = session.run(&input).map_err(|e| format!("GPU run: {e}"))?;
+    let (err, err_opt) = (rel_err(&got, &want), rel_err(&got, &opt));
+    if err.max(err_opt) > TOLERANCE {
+        return Err(format!(
+            "GPU differs from the CPU evaluator by {err:e} (imported graph), {err_opt:e} (optimised graph); plan:\n{}",
+            program.plan_text()
+        ));
+    }
+    Ok(Some(err))
+}
+
+/// Checks every case and fails with the list of those that went wrong.
+fn run_cases(cases: Vec<Case>) {
+    assert!(!cases.is_empty());
+    let mut failures = Vec::new();
+    let mut worst: Option<(f32, &str)> = None;
+    for case in &cases {
+        match check(case) {
+            Err(e) => failures.push(format!("--- {}: {e}", case.name)),
+            Ok(Some(err)) if worst.is_none_or(|(w, _)| err > w) => worst = Some((err, &case.name)),
+            Ok(_) => {}
+        }
+    }
+    if let Some((err, name)) = worst {
+        eprintln!("{} cases, largest GPU error {err:e} ({name})", cases.len());
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// `n` items cycling through `items` in a seeded random order: every item appears (n / len times)
+/// when n >= len, so a table drawn from it covers each option.
+fn deck<T: Copy>(rng: &mut Rng, items: &[T], n: usize) -> Vec<T> {
+    let mut out: Vec<T> = (0..n).map(|i| items[i % items.len()]).collect();
+    for i in (1..n).rev() {
+        out.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+/// Every kernel size x stride x grouping, with the padding, spatial size, channel count, batch and
+/// bias drawn from seeded decks (so each option appears several times).
+#[test]
+fn conv_geometry() {
+    const PADS: [&str; 6] = ["none", "symmetric", "asymmetric", "SAME_UPPER", "SAME_LOWER", "VALID"];
+    const SPATIAL: [[usize; 2]; 4] = [[7, 9], [13, 13], [11, 8], [9, 7]];
+    let combos: Vec<(usize, usize, Group)> = [1, 3, 5, 7]
+        .into_iter()
+        .flat_map(|k| [1, 2].into_iter().flat_map(move |s| [Group::Dense, Group::Depthwise, Group::Groups(2)].map(|g| (k, s, g))))
+        .collect();
+    let n = combos.len();
+    let mut rng = Rng::new(0xC0_4E);
+    let (pads, spatial) = (deck(&mut rng, &PADS, n), deck(&mut rng, &SPATIAL, n));
+    let (batches, biases) = (deck(&mut rng, &[1, 3], n), deck(&mut rng, &[true, false], n));
+    let odd_channels = deck(&mut rng, &[3, 5, 13], n);
+    let cases = combos
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, stride, group))| {
+            // Grouped convs need an even channel count: 6 and 10 are not multiples of 4 either.
+            let (c_in, c_out) = match group {
+                Group::Groups(_) => ([6, 10][(i / 3) % 2], [10, 6, 2][(i / 3) % 3]),
+                _ => (odd_channels[i], odd_channels[(i + 1) % n]),
+            };
+            let pad = match pads[i] {
+                "none" => Pad::None,
+                "symmetric" => Pad::Explicit([k / 2; 4]),
+                "asymmetric" => Pad::Explicit([k / 2, 0, k - 1, k.div_ceil(2)]),
+                auto => Pad::Auto(auto),
+            };
+            let mut spec = ConvSpec::new(c_out, k).stride(stride).group(group).pad(pad);
+            if !biases[i] {
+                spec = spec.no_bias();
+            }
+            let mut net = Net::new(i as u64, &[c_in, spatial[i][0], spatial[i][1]]);
+            net.conv(spec);
+            let templates = net.conv_templates.clone();
+            let name = format!("conv k{k} s{stride} {group:?} {:?} {c_in}->{c_out} in {:?} batch {}", pad, spatial[i], batches[i]);
+            Case::new(name, &mut net, &templates).batch(batches[i])
+        })
+        .collect();
+    run_cases(cases);
+}
+
+/// Convolutions the table above does not reach: a depthwise conv with a channel multiplier
+/// (group = C, 2C outputs), more than two groups, a 1x1 conv that is not pointwise (padded),
+/// non-square kernels and strides (which catch a swapped axis), and a batch split in submissions.
+#[test]
+fn conv_extras() {
+    let cases = vec![
+        Case::new("depthwise x2 multiplier", Net::new(1, &[5, 9, 7]).conv(ConvSpec::new(10, 3).group(Group::Groups(5)).same(1)), &["conv2d"]),
+        Case::new("3 groups, stride 2", Net::new(2, &[9, 13, 13]).conv(ConvSpec::new(6, 3).group(Group::Groups(3)).stride(2)), &["conv2d"]),
+        Case::new("padded 1x1", Net::new(3, &[3, 7, 9]).conv(ConvSpec::new(5, 1).same(1)), &["conv2d"]),
+        Case::new("1x3 kernel", Net::new(4, &[5, 7, 9]).conv(ConvSpec::new(3, 1).kernel(1, 3).pad(Pad::Explicit([0, 1, 0, 1]))), &["conv2d"]),
+        Case::new("strides 1x2", Net::new(6, &[5, 9, 11]).conv(ConvSpec::new(13, 3).strides(1, 2).same(1)), &["conv2d"]).batch(3),
+        Case::new("strides 2x1", Net::new(7, &[3, 13, 13]).conv(ConvSpec::new(5, 5).strides(2, 1).pad(Pad::Auto("SAME_LOWER"))), &["conv2d"]),
+        Case::new(
+            "depthwise 5x3, strides 2x1",
+            Net::new(8, &[13, 11, 9]).conv(ConvSpec::new(0, 0).kernel(5, 3).strides(2, 1).group(Group::Depthwise).pad(Pad::Auto("SAME_UPPER"))),
+            &["depthwise"],
+        ),
+        Case::new(
+            "depthwise 3x5, strides 1x2",
+            Net::new(9, &[5, 9, 11]).conv(ConvSpec::new(0, 0).kernel(3, 5).strides(1, 2).group(Group::Depthwise).pad(Pad::Explicit([0, 2, 1, 1]))),
+            &["depthwise"],
+        )
+        .batch(3),
+        Case::new("batch 3 in submissions of 2", Net::new(5, &[13, 13, 13]).conv(ConvSpec::new(5, 1)), &["pointwise"])
+            .batch(3)
+            .max_batch(2),
+    ];
+    run_cases(cases);
+}
+
+/// Conv -> BatchNormalization -> activation, on each conv kernel: one dispatch, BN folded into the
+/// weights and the activation in the epilogue.
+#[test]
+fn conv_bn_activation_epilogues() {
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::PRelu,
+        Activation::PReluScalar,
+        Activation::Clip,
+    ];
+    type Layer = (&'static str, [usize; 3], ConvSpec, &'static str);
+    let layers: [Layer; 4] = [
+        ("pointwise 5->13", [5, 7, 9], ConvSpec::new(13, 1).no_bias(), "pointwise"),
+        ("depthwise 3x3", [13, 9, 7], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise"),
+        ("dense 3x3 s2", [5, 13, 13], ConvSpec::new(3, 3).stride(2).pad(Pad::Auto("SAME_UPPER")), "conv2d"),
+        ("gdconv 7x7", [13, 7, 7], ConvSpec::new(0, 7).group(Group::Depthwise).no_bias(), "gdconv"),
+    ];
+    let mut cases = Vec::new();
+    for (li, (layer, shape, spec, template)) in layers.iter().enumerate() {
+        for (ai, &act) in acts.iter().enumerate() {
+            let mut net = Net::new((li * 10 + ai) as u64, shape);
+            net.conv(*spec).bn().act(act);
+            let case = Case::new(format!("{layer} + BN + {act:?}"), &mut net, &[template]).batch(1 + 2 * (ai % 2));
+            cases.push(case.dump_lacks("BatchNorm[").dump_lacks("Act["));
+        }
+    }
+    // Clip with its bounds as attributes (opset 9), and with only a lower bound (opset 11).
+    let mut net = Net::with_opset(50, 9, &[5, 7, 9]);
+    net.conv(ConvSpec::new(13, 1)).bn().clip(Some(0.0), Some(0.5));
+    cases.push(Case::new("pointwise + BN + Clip (opset 9 attributes)", &mut net, &["pointwise"]).dump_has("act=clip(0,0.5)"));
+    let mut net = Net::with_opset(51, 9, &[5, 7, 9]);
+    net.conv(ConvSpec::new(13, 3).same(1)).clip(Some(-0.25), None);
+    cases.push(Case::new("conv + Clip min only (opset 9)", &mut net, &["conv2d"]).dump_has("act=clip"));
+    let mut net = Net::new(52, &[13, 9, 7]);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)).clip(None, Some(0.25));
+    cases.push(Case::new("depthwise + Clip max only (opset 11 inputs)", &mut net, &["depthwise"]).dump_has("act=clip"));
+    run_cases(cases);
+}
+
+/// Inverted-residual bottlenecks (expand, depthwise, project + Add of the block input): three
+/// dispatches each, the Add in the projection's residual epilogue, whichever Add operand it is.
+#[test]
+fn inverted_residual_blocks() {
+    let mut cases = Vec::new();
+    for (i, skip_first) in [false, true].into_iter().enumerate() {
+        let mut net = Net::new(60 + i as u64, &[3, 13, 13]);
+        net.conv(ConvSpec::new(5, 3).stride(2).same(1).no_bias()).bn().act(Activation::PRelu);
+        net.bottleneck(2, skip_first).bottleneck(3, !skip_first);
+        let templates = ["conv2d", "pointwise", "depthwise", "pointwise", "pointwise", "depthwise", "pointwise"];
+        let case = Case::new(format!("stem + 2 bottlenecks (shortcut first: {skip_first})"), &mut net, &templates);
+        cases.push(case.batch(3).dump_has("+residual").dump_lacks("Add("));
+    }
+    // A block straight on the graph input: the residual binding is the input buffer.
+    let mut net = Net::new(62, &[5, 7, 9]);
+    net.bottleneck(2, false);
+    cases.push(Case::new("bottleneck on the graph input", &mut net, &["pointwise", "depthwise", "pointwise"]).dump_has("+residual"));
+    run_cases(cases);
+}
+
+/// The global depthwise convolution: kernel = the whole (square or not) feature map, on a channel
+/// count that is not a multiple of 4, with more taps than a workgroup has invocations, and as in
+/// MobileFaceNet's head (GDConv, BN, 1x1 linear conv, BN, Flatten).
+#[test]
+fn gdconv() {
+    let gd = |kh, kw| ConvSpec::new(0, 0).kernel(kh, kw).group(Group::Depthwise).no_bias();
+    let mut cases = vec![
+        Case::new("7x7 on 5 channels", Net::new(70, &[5, 7, 7]).conv(gd(7, 7)), &["gdconv"]).batch(3),
+        Case::new("7x6 on 13 channels + BN", Net::new(71, &[13, 7, 6]).conv(gd(7, 6)).bn(), &["gdconv"]),
+        Case::new("9x11 (99 taps > workgroup) + bias", Net::new(72, &[5, 9, 11]).conv(ConvSpec { bias: true, ..gd(9, 11) }.pad(Pad::Auto("VALID"))), &["gdconv"])
+            .batch(3),
+    ];
+    let mut net = Net::new(73, &[13, 7, 7]);
+    net.conv(gd(7, 7)).bn().conv(ConvSpec::new(7, 1).no_bias()).bn().flatten();
+    cases.push(Case::new("MobileFaceNet head", &mut net, &["gdconv", "pointwise"]).batch(3).dump_has("GdConv[]"));
+    // Padded, it is an ordinary depthwise conv.
+    let mut net = Net::new(74, &[5, 7, 7]);
+    net.conv(gd(7, 7).same(1));
+    cases.push(Case::new("7x7 padded is not global", &mut net, &["depthwise"]));
+    run_cases(cases);
+}
+
+/// GlobalAveragePool (lowered to the GDConv kernel with uniform weights), Gemm in all its forms and
+/// MatMul, after Flatten or Reshape.
+#[test]
+fn pooling_and_linear() {
+    let mut cases = vec![
+        Case::new("GAP 13x7x9", Net::new(80, &[13, 7, 9]).global_average_pool(), &["gdconv"]).batch(3),
+        Case::new("GAP 5x13x13", Net::new(81, &[5, 13, 13]).global_average_pool(), &["gdconv"]),
+    ];
+    type GemmForm = (&'static str, bool, f32, f32, Option<&'static [usize]>);
+    let forms: [GemmForm; 6] = [
+        ("plain", false, 1.0, 1.0, None),
+        ("transB", true, 1.0, 1.0, None),
+        ("alpha 0.5, C [M]", false, 0.5, 1.0, Some(&[7])),
+        ("transB, beta 2, C [1, M]", true, 1.0, 2.0, Some(&[1, 7])),
+        ("alpha 2, beta 0.25, scalar C", true, 2.0, 0.25, Some(&[1])),
+        ("transB, alpha -1, C [M]", true, -1.0, 1.0, Some(&[7])),
+    ];
+    for (i, (form, trans_b, alpha, beta, c)) in forms.into_iter().enumerate() {
+        let mut net = Net::new(82 + i as u64, &[13, 7, 9]);
+        if i % 2 == 0 {
+            net.flatten();
+        } else {
+            net.global_average_pool().flatten();
+        }
+        net.gemm(7, trans_b, alpha, beta, c);
+        let templates: &[&str] = if i % 2 == 0 { &["linear"] } else { &["gdconv", "linear"] };
+        cases.push(Case::new(format!("Gemm {form}"), &mut net, templates).batch(1 + 2 * (i % 2)));
+    }
+    let mut net = Net::new(90, &[5, 7, 9]);
+    net.reshape(&[0, -1]).matmul(13);
+    cases.push(Case::new("Reshape [0,-1] + MatMul", &mut net, &["linear"]).batch(3));
+    let mut net = Net::new(91, &[13, 1, 1]);
+    net.flatten().matmul(5).act(Activation::Relu);
+    cases.push(Case::new("Flatten + MatMul + Relu", &mut net, &["linear"]).dump_has("Linear[act=relu]"));
+    let mut net = Net::new(92, &[13, 3, 3]);
+    net.flatten().gemm(5, true, 1.0, 1.0, Some(&[5])).bn().act(Activation::PRelu);
+    cases.push(Case::new("Gemm + BN + PRelu slope [C] on [N, C]", &mut net, &["linear"]).batch(3).dump_has("Linear[act=prelu]"));
+    let mut net = Net::new(93, &[5, 3, 3]);
+    net.flatten();
+    let flat = net.cur.clone();
+    net.gemm(45, true, 1.0, 1.0, Some(&[45])).binary("Add", &flat);
+    cases.push(Case::new("Gemm + Add (residual of the flattened input)", &mut net, &["linear"]).dump_has("Linear[+residual]"));
+    run_cases(cases);
+}
+
+/// The input normalisation `(x - 127.5) / 128` (as Sub then Mul, or per channel as Sub then Div):
+/// folded into the weights of an unpadded conv, kept as a prologue of a zero-padded one (a raw
+/// pixel 0 in the padding would otherwise become -127.5/128: wrong at every border pixel).
+#[test]
+fn input_normalisation() {
+    let mut cases = Vec::new();
+    let mut net = Net::new(100, &[3, 13, 13]);
+    net.normalise().conv(ConvSpec::new(5, 3).same(1).no_bias()).bn().act(Activation::PRelu);
+    cases.push(Case::new("into a zero-padded 3x3 conv", &mut net, &["conv2d"]).dump_has("prologue=affine"));
+    let mut net = Net::new(101, &[3, 7, 9]);
+    net.normalise().conv(ConvSpec::new(13, 3).stride(2).pad(Pad::Auto("SAME_UPPER")));
+    cases.push(Case::new("into a SAME_UPPER stride-2 conv", &mut net, &["conv2d"]).batch(3).dump_has("prologue=affine"));
+    let mut net = Net::new(102, &[3, 7, 9]);
+    net.normalise().conv(ConvSpec::new(5, 3));
+    cases.push(Case::new("into an unpadded 3x3 conv (folded)", &mut net, &["conv2d"]).dump_lacks("prologue").dump_lacks("Affine"));
+    let mut net = Net::new(103, &[3, 7, 9]);
+    net.normalise().conv(ConvSpec::new(5, 1)).act(Activation::Relu);
+    cases.push(Case::new("into a 1x1 conv (folded)", &mut net, &["pointwise"]).batch(3).dump_lacks("prologue"));
+    // Per-channel mean and std, into a padded depthwise conv: the prologue needs the conv2d kernel.
+    let mut net = Net::new(104, &[3, 9, 7]);
+    let mean = net.constant("mean", &[1, 3, 1, 1], vec![120.0, 110.0, 100.0]);
+    let std = net.constant("std", &[3, 1, 1], vec![60.0, 64.0, 70.0]);
+    net.binary("Sub", &mean).binary("Div", &std).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1));
+    cases.push(Case::new("per channel into a padded depthwise conv", &mut net, &["conv2d"]).dump_has("prologue=affine"));
+    let mut net = Net::new(105, &[3, 9, 7]);
+    net.normalise().conv(ConvSpec::new(0, 3).group(Group::Depthwise).pad(Pad::Auto("VALID")));
+    cases.push(Case::new("into an unpadded depthwise conv (folded)", &mut net, &["depthwise"]).dump_lacks("prologue"));
+    let mut cases: Vec<Case> = cases.into_iter().map(Case::pixels).collect();
+    // A standalone BatchNormalization on the input is an affine map too.
+    let mut net = Net::new(106, &[3, 9, 7]);
+    net.bn().conv(ConvSpec::new(5, 3).pad(Pad::Explicit([1, 0, 2, 1])));
+    cases.push(Case::new("BN of the input into an asymmetrically padded conv", &mut net, &["conv2d"]).dump_has("prologue=affine"));
+    run_cases(cases);
+}
+
+/// Element-wise operations that cannot fuse into a producer run as their own kernel.
+#[test]
+fn standalone_elementwise() {
+    let mut cases = Vec::new();
+    // PRelu of a conv output that is read twice: the conv cannot absorb it.
+    let mut net = Net::new(110, &[5, 7, 9]);
+    net.conv(ConvSpec::new(13, 1));
+    let y = net.cur.clone();
+    net.act(Activation::PRelu).binary("Add", &y);
+    cases.push(Case::new("PRelu of a conv output used twice", &mut net, &["pointwise", "elementwise", "elementwise"]));
+    // Add (and Mul, Sub, Div) of two activations, neither produced by a conv.
+    for (i, op) in ["Add", "Mul", "Sub", "Div"].into_iter().enumerate() {
+        let mut net = Net::new(111 + i as u64, &[13, 7, 9]);
+        net.unary("Sigmoid", &[], vec![]);
+        let s = net.cur.clone();
+        net.cur = "x".into();
+        net.act(Activation::Relu).binary(op, &s);
+        cases.push(Case::new(format!("{op} of Relu(x) and Sigmoid(x)"), &mut net, &["elementwise"; 3]).batch(3));
+    }
+    cases.push(Case::new("Relu of the graph input", Net::new(120, &[5, 7, 9]).act(Activation::Relu), &["elementwise"]).batch(3));
+    cases.push(Case::new("Clip of the graph input", Net::new(121, &[5, 7, 9]).act(Activation::Clip), &["elementwise"]));
+    cases.push(Case::new("PRelu of the graph input", Net::new(122, &[13, 3, 3]).act(Activation::PRelu), &["elementwise"]));
+    cases.push(Case::new("Sigmoid of [N, C]", Net::new(123, &[13, 3, 3]).flatten().act(Activation::Sigmoid), &["elementwise"]));
+    // Per-channel constants: one affine kernel, or folded into a conv that produces the operand.
+    let constants: [(&str, &[usize]); 4] = [("Mul", &[5, 1, 1]), ("Div", &[1, 5, 1, 1]), ("Add", &[5, 1, 1]), ("Sub", &[1])];
+    for (i, (op, dims)) in constants.into_iter().enumerate() {
+        let mut net = Net::new(130 + i as u64, &[5, 7, 9]);
+        let c = net.uniform("c", dims, 0.5, 2.0);
+        net.binary(op, &c);
+        cases.push(Case::new(format!("{op} by constant {dims:?}"), &mut net, &["elementwise"]).dump_has("Affine("));
+        let mut net = Net::new(140 + i as u64, &[13, 7, 9]);
+        net.conv(ConvSpec::new(5, 1));
+        let c = net.uniform("c", dims, 0.5, 2.0);
+        net.binary(op, &c);
+        cases.push(Case::new(format!("conv then {op} by constant {dims:?} (folded)"), &mut net, &["pointwise"]).dump_lacks("Affine"));
+    }
+    let mut net = Net::new(150, &[5, 7, 9]);
+    let c = net.uniform("c", &[5, 1, 1], 0.5, 2.0);
+    net.binary("Mul", &c).act(Activation::Relu);
+    cases.push(Case::new("Mul by constant then Relu", &mut net, &["elementwise", "elementwise"]));
+    let mut net = Net::new(151, &[5, 7, 9]);
+    net.bn();
+    cases.push(Case::new("BatchNormalization of the graph input", &mut net, &["elementwise"]).batch(3));
+    // The constant first: c - x is an affine map with scale -1.
+    let mut net = Net::new(152, &[5, 7, 9]);
+    let c = net.uniform("c", &[5, 1, 1], -1.0, 1.0);
+    let x = net.cur.clone();
+    net.node("Sub", &[&c, &x], vec![], vec![5, 7, 9]);
+    cases.push(Case::new("constant minus x", &mut net, &["elementwise"]));
+    // A conv output read by two activations, summed.
+    let mut net = Net::new(153, &[5, 7, 9]);
+    net.conv(ConvSpec::new(5, 3).same(1));
+    let y = net.cur.clone();
+    net.act(Activation::Sigmoid);
+    let s = net.cur.clone();
+    net.cur = y;
+    net.act(Activation::Relu).binary("Add", &s);
+    cases.push(Case::new("two activations of one conv, added", &mut net, &["conv2d", "elementwise", "elementwise", "elementwise"]));
+    run_cases(cases);
+}
+
+/// Adds that meet convs in other ways than the bottleneck: two conv branches, an activation after
+/// the Add (must stay outside the epilogue), and a shortcut computed after the conv.
+#[test]
+fn residual_variants() {
+    let mut cases = Vec::new();
+    let mut net = Net::new(160, &[5, 7, 9]);
+    net.conv(ConvSpec::new(13, 1));
+    let a = net.cur.clone();
+    net.cur = "x".into();
+    net.shape = vec![5, 7, 9];
+    net.conv(ConvSpec::new(13, 3).same(1)).binary("Add", &a);
+    cases.push(Case::new("Add of two conv branches", &mut net, &["pointwise", "conv2d"]).dump_has("+residual"));
+    let mut net = Net::new(161, &[5, 7, 9]);
+    net.conv(ConvSpec::new(5, 3).same(1)).binary("Add", "x").act(Activation::Relu);
+    cases.push(Case::new("Relu after the Add", &mut net, &["conv2d", "elementwise"]).batch(3).dump_has("+residual"));
+    // The shortcut is computed by a node that comes after the conv in the model.
+    let mut net = Net::new(162, &[5, 7, 9]);
+    net.conv(ConvSpec::new(5, 1));
+    let y = net.cur.clone();
+    net.cur = "x".into();
+    net.act(Activation::Sigmoid).binary("Add", &y);
+    cases.push(Case::new("shortcut computed after the conv", &mut net, &["elementwise", "pointwise"]).dump_has("+residual"));
+    run_cases(cases);
+}
