@@ -53,3 +53,44 @@ impl Requirements {
         l
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mfn_compiler::{Kernel, Port, Program, Stats, Step, Weight};
+
+    use super::*;
+
+    /// A plan with one 1 MiB activation buffer a sample and a 4 KiB weight.
+    fn program() -> Program {
+        let port = |buffer| Port { name: "x".into(), shape: vec![262_144], buffer };
+        Program {
+            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), workgroup_size: 64, bindings: 4 }],
+            steps: vec![Step { kernel: 0, nodes: vec![], bindings: vec![], workgroups: [4096, 1], output_shape: vec![262_144], macs: 0 }],
+            buffers: vec![262_144, 262_144],
+            weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024] }],
+            input: port(0),
+            output: port(1),
+            stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn batch_is_capped_by_the_binding_limit() {
+        let limits = wgpu::Limits { max_storage_buffer_binding_size: 5 << 20, ..wgpu::Limits::default() };
+        let req = Requirements::of(&program(), 64, &limits, "tiny").expect("fits at a smaller batch");
+        assert_eq!(req.max_batch, 5);
+    }
+
+    #[test]
+    fn what_does_not_fit_is_named() {
+        let check = |limits: wgpu::Limits, what: &str| {
+            let err = Requirements::of(&program(), 1, &limits, "tiny").err().expect("must not fit").to_string();
+            assert!(err.contains(what) && err.contains("'tiny'"), "{err}");
+        };
+        check(wgpu::Limits { max_storage_buffer_binding_size: 1 << 19, ..Default::default() }, "largest activation buffer");
+        check(wgpu::Limits { max_storage_buffer_binding_size: 1 << 11, ..Default::default() }, "largest weight buffer");
+        check(wgpu::Limits { max_compute_workgroup_size_x: 32, ..Default::default() }, "workgroup size x");
+        check(wgpu::Limits { max_compute_workgroups_per_dimension: 1000, ..Default::default() }, "workgroups per dimension");
+        check(wgpu::Limits { max_storage_buffers_per_shader_stage: 3, ..Default::default() }, "storage buffers per shader stage");
+    }
+}
