@@ -15,6 +15,7 @@
 pub mod codegen;
 pub mod error;
 pub mod eval;
+pub mod format;
 pub mod ir;
 pub mod onnx;
 pub mod passes;

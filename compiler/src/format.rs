@@ -1,0 +1,253 @@
+//! The `.mfn` file: a compiled [`Program`] (kernels, plan, weights) in one self-contained file that
+//! the runtime loads without the ONNX front end or naga.
+//!
+//! Layout (little-endian): the magic `MFNPROG\0`, the format version (u32), the payload length
+//! (u64), the CRC-32 of the payload (u32), then the payload. Every length inside the payload is
+//! checked against the bytes that remain before anything is allocated, so a corrupted or hostile
+//! file is an error, never a huge allocation or a panic.
+
+use thiserror::Error;
+
+use crate::program::{Kernel, Port, Program, Resource, Stats, Step, Weight};
+
+pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
+/// Bumped on any change of the payload's layout; other versions are rejected.
+pub const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 4;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum FormatError {
+    #[error("not an .mfn file (no MFNPROG magic at the start)")]
+    NotMfn,
+    #[error(".mfn format version {found} is not supported (this build reads version {VERSION}); recompile the model with `mfn pack`")]
+    Version { found: u32 },
+    #[error(".mfn file is truncated: {expected} bytes expected, {actual} present")]
+    Truncated { expected: u64, actual: u64 },
+    #[error(".mfn file is corrupted: checksum {stored:08x} stored, {computed:08x} computed")]
+    Checksum { stored: u32, computed: u32 },
+    #[error(".mfn file is malformed: {0}")]
+    Malformed(String),
+}
+
+impl Program {
+    /// Serialises the program as an `.mfn` file.
+    pub fn to_mfn(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.program(self);
+        let payload = w.0;
+        let mut out = Vec::with_capacity(HEADER + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Reads an `.mfn` file, checking its magic, version, length and checksum.
+    pub fn from_mfn(bytes: &[u8]) -> Result<Program, FormatError> {
+        if bytes.len() < 8 || &bytes[..8] != MAGIC {
+            return Err(FormatError::NotMfn);
+        }
+        if bytes.len() < HEADER {
+            return Err(FormatError::Truncated { expected: HEADER as u64, actual: bytes.len() as u64 });
+        }
+        let found = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if found != VERSION {
+            return Err(FormatError::Version { found });
+        }
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+        let payload = &bytes[HEADER..];
+        if payload.len() as u64 != len {
+            return Err(FormatError::Truncated { expected: HEADER as u64 + len, actual: bytes.len() as u64 });
+        }
+        let computed = crc32fast::hash(payload);
+        if computed != stored {
+            return Err(FormatError::Checksum { stored, computed });
+        }
+        let mut r = Reader { bytes: payload, pos: 0 };
+        let program = r.program()?;
+        if r.pos != payload.len() {
+            return Err(FormatError::Malformed(format!("{} bytes after the program", payload.len() - r.pos)));
+        }
+        program.check()?;
+        Ok(program)
+    }
+
+    /// Cross-references a decoded program: every index it holds must point inside it.
+    fn check(&self) -> Result<(), FormatError> {
+        let bad = |m: String| Err(FormatError::Malformed(m));
+        for (i, s) in self.steps.iter().enumerate() {
+            let Some(k) = self.kernels.get(s.kernel) else { return bad(format!("step {i} uses kernel {} of {}", s.kernel, self.kernels.len())) };
+            if s.bindings.len() != k.bindings as usize {
+                return bad(format!("step {i} binds {} buffers, kernel {} has {}", s.bindings.len(), k.name, k.bindings));
+            }
+            for r in &s.bindings {
+                match *r {
+                    Resource::Activation(b) if b >= self.buffers.len() => return bad(format!("step {i} binds buffer {b}")),
+                    Resource::Weight(w) if w >= self.weights.len() => return bad(format!("step {i} binds weight {w}")),
+                    _ => {}
+                }
+            }
+        }
+        for p in [&self.input, &self.output] {
+            if p.buffer >= self.buffers.len() || p.elements() > self.buffers[p.buffer] {
+                return bad(format!("port '{}' does not fit its buffer", p.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn usize(&mut self, v: usize) {
+        self.u64(v as u64);
+    }
+    fn str(&mut self, s: &str) {
+        self.usize(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn usizes(&mut self, v: &[usize]) {
+        self.usize(v.len());
+        v.iter().for_each(|&x| self.usize(x));
+    }
+    fn port(&mut self, p: &Port) {
+        self.str(&p.name);
+        self.usizes(&p.shape);
+        self.usize(p.buffer);
+    }
+    fn program(&mut self, p: &Program) {
+        self.usize(p.kernels.len());
+        for k in &p.kernels {
+            self.str(&k.name);
+            self.str(&k.template);
+            self.str(&k.wgsl);
+            self.u32(k.workgroup_size);
+            self.u32(k.bindings);
+        }
+        self.usize(p.steps.len());
+        for s in &p.steps {
+            self.usize(s.kernel);
+            self.usize(s.nodes.len());
+            s.nodes.iter().for_each(|n| self.str(n));
+            self.usize(s.bindings.len());
+            for r in &s.bindings {
+                let (tag, index) = match *r {
+                    Resource::Activation(b) => (0, b),
+                    Resource::Weight(w) => (1, w),
+                    Resource::Unused => (2, 0),
+                };
+                self.u32(tag);
+                self.usize(index);
+            }
+            self.u32(s.workgroups[0]);
+            self.u32(s.workgroups[1]);
+            self.usizes(&s.output_shape);
+            self.u64(s.macs);
+        }
+        self.usizes(&p.buffers);
+        self.usize(p.weights.len());
+        for w in &p.weights {
+            self.str(&w.name);
+            self.usize(w.data.len());
+            w.data.iter().for_each(|v| self.0.extend_from_slice(&v.to_le_bytes()));
+        }
+        self.port(&p.input);
+        self.port(&p.output);
+        let s = &p.stats;
+        [s.parameters, s.macs, s.peak_activation_bytes, s.total_activation_bytes].into_iter().for_each(|v| self.u64(v));
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], FormatError> {
+        if self.bytes.len() - self.pos < n {
+            return Err(FormatError::Malformed(format!("a field at byte {} runs past the end", self.pos)));
+        }
+        self.pos += n;
+        Ok(&self.bytes[self.pos - n..self.pos])
+    }
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn usize(&mut self) -> Result<usize, FormatError> {
+        usize::try_from(self.u64()?).map_err(|_| FormatError::Malformed("a size does not fit this machine".into()))
+    }
+    /// A count of items of at least `min_size` bytes each, checked against what remains.
+    fn count(&mut self, min_size: usize) -> Result<usize, FormatError> {
+        let n = self.usize()?;
+        if n.saturating_mul(min_size) > self.bytes.len() - self.pos {
+            return Err(FormatError::Malformed(format!("a count of {n} at byte {} exceeds the file", self.pos - 8)));
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> Result<String, FormatError> {
+        let n = self.count(1)?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| FormatError::Malformed("a name is not UTF-8".into()))
+    }
+    fn usizes(&mut self) -> Result<Vec<usize>, FormatError> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.usize()).collect()
+    }
+    fn port(&mut self) -> Result<Port, FormatError> {
+        Ok(Port { name: self.str()?, shape: self.usizes()?, buffer: self.usize()? })
+    }
+    fn program(&mut self) -> Result<Program, FormatError> {
+        let n = self.count(32)?;
+        let kernels = (0..n)
+            .map(|_| Ok(Kernel { name: self.str()?, template: self.str()?, wgsl: self.str()?, workgroup_size: self.u32()?, bindings: self.u32()? }))
+            .collect::<Result<_, FormatError>>()?;
+        let n = self.count(48)?;
+        let steps = (0..n).map(|_| self.step()).collect::<Result<_, _>>()?;
+        let buffers = self.usizes()?;
+        let n = self.count(16)?;
+        let weights = (0..n)
+            .map(|_| {
+                let name = self.str()?;
+                let len = self.count(4)?;
+                let data = self.take(4 * len)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+                Ok(Weight { name, data })
+            })
+            .collect::<Result<_, FormatError>>()?;
+        let (input, output) = (self.port()?, self.port()?);
+        let stats = Stats { parameters: self.u64()?, macs: self.u64()?, peak_activation_bytes: self.u64()?, total_activation_bytes: self.u64()? };
+        Ok(Program { kernels, steps, buffers, weights, input, output, stats })
+    }
+    fn step(&mut self) -> Result<Step, FormatError> {
+        let kernel = self.usize()?;
+        let n = self.count(8)?;
+        let nodes = (0..n).map(|_| self.str()).collect::<Result<_, _>>()?;
+        let n = self.count(12)?;
+        let bindings = (0..n)
+            .map(|_| {
+                let (tag, index) = (self.u32()?, self.usize()?);
+                match tag {
+                    0 => Ok(Resource::Activation(index)),
+                    1 => Ok(Resource::Weight(index)),
+                    2 => Ok(Resource::Unused),
+                    t => Err(FormatError::Malformed(format!("unknown binding kind {t}"))),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let workgroups = [self.u32()?, self.u32()?];
+        Ok(Step { kernel, nodes, bindings, workgroups, output_shape: self.usizes()?, macs: self.u64()? })
+    }
+}

@@ -1,0 +1,63 @@
+//! The `.mfn` file: a program survives the round trip bit for bit, and every damaged file is
+//! rejected with a clear error, never a panic.
+
+use mfn_compiler::format::FormatError;
+use mfn_compiler::Program;
+use mfn_models::{mobilefacenet, Variant};
+use onnx_protobuf::Message;
+
+fn program() -> Program {
+    let onnx = mobilefacenet(Variant::S, 7).write_to_bytes().expect("model serialises");
+    mfn_compiler::compile(&onnx, &Default::default()).expect("compiles")
+}
+
+#[test]
+fn round_trip_is_exact() {
+    let p = program();
+    let bytes = p.to_mfn();
+    assert_eq!(Program::from_mfn(&bytes).expect("reads back"), p);
+}
+
+#[test]
+fn damage_is_detected() {
+    let bytes = program().to_mfn();
+    assert_eq!(Program::from_mfn(b"hello"), Err(FormatError::NotMfn));
+    assert_eq!(Program::from_mfn(&[]), Err(FormatError::NotMfn));
+    let mut other = bytes.clone();
+    other[8] = 99;
+    assert_eq!(Program::from_mfn(&other), Err(FormatError::Version { found: 99 }));
+    for cut in [9, 23, 24, 1000, bytes.len() / 2, bytes.len() - 1] {
+        let err = Program::from_mfn(&bytes[..cut]).expect_err("truncated");
+        assert!(matches!(err, FormatError::Truncated { .. }), "cut at {cut}: {err}");
+    }
+    for at in [24, 100, bytes.len() / 3, bytes.len() - 1] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x40;
+        assert!(matches!(Program::from_mfn(&flipped), Err(FormatError::Checksum { .. })), "flip at {at}");
+    }
+}
+
+/// A payload with a valid checksum but nonsense inside (as a hostile file would have).
+#[test]
+fn hostile_payloads_are_malformed_not_panics() {
+    let bytes = program().to_mfn();
+    let reseal = |mut b: Vec<u8>| {
+        let crc = crc32fast::hash(&b[24..]);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    // A kernel count of 2^60 must not allocate.
+    let mut huge = bytes.clone();
+    huge[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    assert!(matches!(Program::from_mfn(&reseal(huge)), Err(FormatError::Malformed(_))));
+    let mut rng = 0x9E3779B97F4A7C15u64;
+    for _ in 0..500 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut b = bytes.clone();
+        let at = 24 + (rng as usize) % (b.len() - 24);
+        b[at] = (rng >> 32) as u8;
+        let _ = Program::from_mfn(&reseal(b));
+    }
+}
