@@ -12,20 +12,29 @@
 //!
 //! [`eval`] is a naive f32 CPU evaluator of the IR, the oracle of the tests.
 
+#[cfg(feature = "frontend")]
 pub mod codegen;
+#[cfg(feature = "frontend")]
 pub mod error;
+#[cfg(feature = "frontend")]
 pub mod eval;
 pub mod format;
+#[cfg(feature = "frontend")]
 pub mod ir;
+#[cfg(feature = "frontend")]
 pub mod onnx;
+#[cfg(feature = "frontend")]
 pub mod passes;
 mod program;
+#[cfg(feature = "frontend")]
 pub mod stats;
 
+#[cfg(feature = "frontend")]
 pub use error::CompileError;
 pub use program::*;
 
 /// Options of [`compile`].
+#[cfg(feature = "frontend")]
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
     /// Batch size used to specialise the symbolic batch dimension for shape inference and the IR
@@ -33,12 +42,14 @@ pub struct CompileOptions {
     pub batch: usize,
 }
 
+#[cfg(feature = "frontend")]
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions { batch: 1 }
     }
 }
 
+#[cfg(feature = "frontend")]
 /// Imports an ONNX model and runs the optimisation passes: the graph the kernels are made from.
 pub fn optimise(onnx: &[u8], options: &CompileOptions) -> Result<ir::Graph, CompileError> {
     let mut graph = onnx::import(onnx, options.batch)?;
@@ -46,6 +57,7 @@ pub fn optimise(onnx: &[u8], options: &CompileOptions) -> Result<ir::Graph, Comp
     Ok(graph)
 }
 
+#[cfg(feature = "frontend")]
 /// Compiles ONNX bytes to a [`Program`].
 pub fn compile(onnx: &[u8], options: &CompileOptions) -> Result<Program, CompileError> {
     let graph = optimise(onnx, options)?;

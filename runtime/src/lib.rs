@@ -22,3 +22,6 @@ pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
 pub use error::{Result, RuntimeError};
 pub use session::{Session, SessionOptions};
 pub use wgpu;
+/// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a
+/// runtime-only build loads `.mfn` files without the ONNX front end or naga.
+pub use mfn_compiler::{format::FormatError, Program};
