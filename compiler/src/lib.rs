@@ -15,6 +15,8 @@
 #[cfg(feature = "frontend")]
 pub mod codegen;
 #[cfg(feature = "frontend")]
+pub mod emit;
+#[cfg(feature = "frontend")]
 pub mod error;
 #[cfg(feature = "frontend")]
 pub mod eval;
