@@ -438,3 +438,26 @@ fn cli_reports_a_broken_model_file() {
     assert!(!ok);
     assert!(stderr.contains("cannot read model file") && stderr.contains("missing.onnx"), "stderr:\n{stderr}");
 }
+
+#[test]
+fn names_defined_twice_are_errors() {
+    let conv = |g: &mut GraphBuilder, out: &str| {
+        g.named_node(out, "Relu", &["x"], &[out], vec![]);
+    };
+    let mut g = GraphBuilder::new(13);
+    g.input("x", &[Dim::param("N"), 2.into(), 4.into(), 4.into()]);
+    conv(&mut g, "y");
+    g.named_node("again", "Sigmoid", &["x"], &["y"], vec![]);
+    g.output("y", &[Dim::param("N"), 2.into(), 4.into(), 4.into()]);
+    let err = mfn_compiler::compile(&g.to_bytes(), &Default::default()).expect_err("duplicate output").to_string();
+    assert!(err.contains("'again'") && err.contains("output 'y' is already defined"), "{err}");
+
+    let mut g = GraphBuilder::new(13);
+    g.input("x", &[Dim::param("N"), 2.into()]);
+    g.initializer("w", &[2], vec![1.0, 2.0]);
+    g.initializer("w", &[2], vec![3.0, 4.0]);
+    g.node("Mul", &["x", "w"], &["y"], vec![]);
+    g.output("y", &[Dim::param("N"), 2.into()]);
+    let err = mfn_compiler::compile(&g.to_bytes(), &Default::default()).expect_err("duplicate initializer").to_string();
+    assert!(err.contains("tensor 'w': two initializers have this name"), "{err}");
+}

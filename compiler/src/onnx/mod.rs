@@ -37,7 +37,9 @@ pub fn import(bytes: &[u8], batch: usize) -> Result<Graph> {
     for init in &proto.initializer {
         let (shape, data) = tensor::decode(init)?;
         let id = imp.graph.add_value(init.name.clone(), shape, Some(data));
-        imp.names.insert(init.name.clone(), id);
+        if imp.names.insert(init.name.clone(), id).is_some() {
+            return Err(CompileError::BadTensor { name: init.name.clone(), message: "two initializers have this name".into() });
+        }
     }
     for input in &proto.input {
         if !imp.names.contains_key(&input.name) {
@@ -188,8 +190,15 @@ impl Importer {
         if proto.op_type == "Dropout" && used_outputs > 0 {
             return Err(ctx.err("the mask output is not supported (inference only)"));
         }
+        let name = &proto.output[0];
+        if name.is_empty() {
+            return Err(ctx.err("its output has an empty name"));
+        }
+        if self.names.contains_key(name) {
+            return Err(ctx.err(format!("its output '{name}' is already defined (by an initializer, a graph input or another node)")));
+        }
         ctx.attrs.finish()?;
-        self.names.insert(proto.output[0].clone(), out);
+        self.names.insert(name.clone(), out);
         Ok(())
     }
 
