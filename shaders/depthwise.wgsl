@@ -1,5 +1,7 @@
-// Depthwise 2-D convolution (one filter per channel): one invocation per output element of one
-// sample, with the fused bias/activation/residual epilogue.
+// Depthwise 2-D convolution (one filter per channel), with the fused bias/activation/residual
+// epilogue. One invocation computes OX_TILE neighbouring outputs of a row of one sample: it loads
+// each input row segment they share once (zero outside the map, no divergent branches) and each
+// weight once for OX_TILE multiply-adds.
 // Layouts: x [C, H_IN, W_IN], w [C, 1, KH, KW], y [C, H_OUT, W_OUT] per sample (workgroup_id.z);
 // p = [bias; C] ++ [prelu slope; C].
 
@@ -22,6 +24,11 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
+/// Outputs along a row one invocation computes: they share the input rows they read.
+const OX_TILE: u32 = 8u;
+const OX_CHUNKS: u32 = (W_OUT + OX_TILE - 1u) / OX_TILE;
+/// Input columns the OX_TILE outputs of a row read.
+const SPAN: u32 = (OX_TILE - 1u) * SW + KW;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -46,22 +53,37 @@ fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-    if idx >= C * H_OUT * W_OUT { return; }
-    let c = idx / (H_OUT * W_OUT);
-    let oy = (idx / W_OUT) % H_OUT;
-    let ox = idx % W_OUT;
+    let t = (wid.x + wid.y * nwg.x) * WG + lid;
+    if t >= C * H_OUT * OX_CHUNKS { return; }
+    let c = t / (H_OUT * OX_CHUNKS);
+    let oy = (t / OX_CHUNKS) % H_OUT;
+    let ox0 = (t % OX_CHUNKS) * OX_TILE;
     let x0 = (wid.z * C + c) * H_IN * W_IN;
-    var acc = 0.0;
+    let ix0 = i32(ox0 * SW) - i32(PAD_L);
+    var acc: array<f32, OX_TILE>;
     for (var ky = 0u; ky < KH; ky++) {
         let iy = i32(oy * SH + ky) - i32(PAD_T);
-        if iy < 0 || iy >= i32(H_IN) { continue; }
+        let row_ok = iy >= 0 && iy < i32(H_IN);
+        let row = x0 + u32(clamp(iy, 0, i32(H_IN) - 1)) * W_IN;
+        // The input row segment all OX_TILE outputs read, zero outside the map (padding).
+        var xs: array<f32, SPAN>;
+        for (var j = 0u; j < SPAN; j++) {
+            let ix = ix0 + i32(j);
+            let v = x[row + u32(clamp(ix, 0, i32(W_IN) - 1))];
+            xs[j] = select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
+        }
         for (var kx = 0u; kx < KW; kx++) {
-            let ix = i32(ox * SW + kx) - i32(PAD_L);
-            if ix < 0 || ix >= i32(W_IN) { continue; }
-            acc += x[x0 + u32(iy) * W_IN + u32(ix)] * w[(c * KH + ky) * KW + kx];
+            let wv = w[(c * KH + ky) * KW + kx];
+            for (var o = 0u; o < OX_TILE; o++) {
+                acc[o] += xs[o * SW + kx] * wv;
+            }
         }
     }
-    let i = wid.z * C * H_OUT * W_OUT + idx;
-    y[i] = epilogue(acc, c, i);
+    for (var o = 0u; o < OX_TILE; o++) {
+        let ox = ox0 + o;
+        if ox < W_OUT {
+            let i = ((wid.z * C + c) * H_OUT + oy) * W_OUT + ox;
+            y[i] = epilogue(acc[o], c, i);
+        }
+    }
 }

@@ -1,9 +1,10 @@
-// Pointwise (1x1, stride 1, no padding) convolution, a GEMM y[co, p] = sum_ci w[co, ci] x[ci, p].
-// Each invocation computes a tile of CO_TILE = 8 output channels by PX_TILE = 4 pixels (WG apart)
-// of one sample: each input it loads serves 8 multiply-adds, each weight vector 16. Neighbouring
-// invocations take neighbouring pixels, so input loads are contiguous across the workgroup and
-// the weights they read are the same (uniform); the compiler stores the weights transposed and
-// packed, w[ci][co / 4] as vec4 (zero-padded past C_OUT), so each is one vector load.
+// Pointwise (1x1, stride 1, no padding) convolution, a GEMM y[co, p] = sum_ci w[co, ci] x[ci, p];
+// the general case (shaders/pointwise_vec4.wgsl takes feature maps of a multiple of 4 pixels).
+// Each invocation computes a tile of CO_TILE output channels by PX_TILE pixels (PX_CHUNKS apart)
+// of one sample; the invocations of a dispatch cover (block of output channels, pixel) pairs
+// densely, so small feature maps leave no lanes idle. Neighbouring invocations take neighbouring
+// pixels, so input loads are contiguous across the workgroup. The compiler stores the weights
+// transposed and packed, w[ci][co / 4] as vec4 (zero-padded past C_OUT), so each is one load.
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z);
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
@@ -18,13 +19,15 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
+/// Output channels of an invocation's tile (a multiple of 4; the compiler pads the weights to it).
 const CO_TILE: u32 = 8u;
+const CO_VECS: u32 = CO_TILE / 4u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const PX_TILE: u32 = 4u;
-/// Pixel tiles of WG * PX_TILE pixels covering HW.
-const PX_TILES: u32 = (HW + WG * PX_TILE - 1u) / (WG * PX_TILE);
+/// Invocations per block of output channels: each takes PX_TILE pixels PX_CHUNKS apart.
+const PX_CHUNKS: u32 = (HW + PX_TILE - 1u) / PX_TILE;
 /// vec4 columns of one packed weight row (w[ci][..]).
-const W_ROW: u32 = CO_BLOCKS * 2u;
+const W_ROW: u32 = CO_BLOCKS * CO_VECS;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -60,29 +63,31 @@ fn store(acc: vec4<f32>, co0: u32, pix: u32, n: u32) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let group = wid.x + wid.y * nwg.x;
-    if group >= CO_BLOCKS * PX_TILES { return; }
-    let block = group / PX_TILES;
+    let t = (wid.x + wid.y * nwg.x) * WG + lid;
+    if t >= CO_BLOCKS * PX_CHUNKS { return; }
+    let block = t / PX_CHUNKS;
     var pix: array<u32, PX_TILE>;
     var xi: array<u32, PX_TILE>;
     for (var k = 0u; k < PX_TILE; k++) {
-        pix[k] = (group % PX_TILES) * WG * PX_TILE + k * WG + lid;
+        pix[k] = t % PX_CHUNKS + k * PX_CHUNKS;
         xi[k] = wid.z * C_IN * HW + min(pix[k], HW - 1u);
     }
-    var lo: array<vec4<f32>, PX_TILE>;
-    var hi: array<vec4<f32>, PX_TILE>;
+    var acc: array<vec4<f32>, CO_VECS * PX_TILE>;
     for (var ci = 0u; ci < C_IN; ci++) {
-        let wi = ci * W_ROW + 2u * block;
-        let w_lo = w[wi];
-        let w_hi = w[wi + 1u];
+        var wv: array<vec4<f32>, CO_VECS>;
+        for (var j = 0u; j < CO_VECS; j++) {
+            wv[j] = w[ci * W_ROW + block * CO_VECS + j];
+        }
         for (var k = 0u; k < PX_TILE; k++) {
             let xv = x[xi[k] + ci * HW];
-            lo[k] += xv * w_lo;
-            hi[k] += xv * w_hi;
+            for (var j = 0u; j < CO_VECS; j++) {
+                acc[k * CO_VECS + j] += xv * wv[j];
+            }
         }
     }
     for (var k = 0u; k < PX_TILE; k++) {
-        store(lo[k], block * CO_TILE, pix[k], wid.z);
-        store(hi[k], block * CO_TILE + 4u, pix[k], wid.z);
+        for (var j = 0u; j < CO_VECS; j++) {
+            store(acc[k * CO_VECS + j], block * CO_TILE + 4u * j, pix[k], wid.z);
+        }
     }
 }

@@ -7,9 +7,11 @@ use anyhow::{bail, Context, Result};
 use mfn_compiler::{CompileOptions, Program};
 use mfn_runtime::{AdapterOptions, Session, SessionOptions};
 
+use mfn::face::cosine;
+
 use crate::GpuArgs;
 
-fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
+pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
     let env = AdapterOptions::from_env();
     SessionOptions {
         adapter: AdapterOptions { backend: gpu.backend.clone().or(env.backend), name: gpu.adapter.clone().or(env.name) },
@@ -114,13 +116,6 @@ pub fn adapters() -> Result<()> {
         println!("{}", mfn_runtime::describe(&info));
     }
     Ok(())
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> Result<()> {

@@ -27,6 +27,11 @@ impl RgbImage {
         }
         out
     }
+
+    /// The image as the runtime takes it ([`mfn_runtime::Session::run_images`]).
+    pub fn view(&self) -> mfn_runtime::Image<'_> {
+        mfn_runtime::Image { width: self.width, height: self.height, rgb: &self.data }
+    }
 }
 
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
@@ -46,16 +51,44 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     Ok(RgbImage { width, height, data: rgb.into_raw() })
 }
 
+/// The JPEG's bytes, noting whether the decoder asked for more than there is: libjpeg only warns
+/// on a truncated file (and fills the rest with grey), which must be an error here.
+struct WatchedBytes<'a> {
+    rest: &'a [u8],
+    ran_out: &'a std::sync::atomic::AtomicBool,
+}
+
+impl std::io::Read for WatchedBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(&mut self.rest, buf)
+    }
+}
+
+impl std::io::BufRead for WatchedBytes<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.rest.is_empty() {
+            self.ran_out.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(self.rest)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.rest = &self.rest[amount.min(self.rest.len())..];
+    }
+}
+
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
+    let ran_out = std::sync::atomic::AtomicBool::new(false);
     // mozjpeg reports libjpeg's fatal errors by unwinding.
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<RgbImage> {
-        let mut image = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
+        let mut image = mozjpeg::Decompress::new_reader(WatchedBytes { rest: bytes, ran_out: &ran_out })?.rgb()?;
         let (width, height) = (image.width(), image.height());
         let pixels: Vec<[u8; 3]> = image.read_scanlines()?;
         image.finish()?;
         Ok(RgbImage { width, height, data: pixels.concat() })
     });
     match decoded {
+        _ if ran_out.load(std::sync::atomic::Ordering::Relaxed) => bail!("the JPEG ends before its image data does (truncated)"),
         Ok(Ok(img)) if img.data.len() == img.width * img.height * 3 && img.width > 0 => Ok(img),
         Ok(Ok(_)) => bail!("the JPEG decoded to fewer pixels than its size says (truncated?)"),
         Ok(Err(e)) => bail!("invalid JPEG: {e}"),

@@ -2,7 +2,9 @@
 //! where the project's shared material lives, and loading a model from a path or the project's
 //! own generated MobileFaceNet.
 
+pub mod face;
 pub mod image_io;
+pub mod lfw;
 
 use std::path::{Path, PathBuf};
 

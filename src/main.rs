@@ -1,6 +1,8 @@
 //! `mfn`: compile, inspect and run MobileFaceNet ONNX models on any GPU through wgpu.
 
+mod bench;
 mod commands;
+mod face_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -73,6 +75,69 @@ enum Command {
     },
     /// List the GPU adapters wgpu finds.
     Adapters,
+    /// Benchmark: batch latency (median, spread) and faces/s per batch size, cold start, and the
+    /// GPU time of every kernel (where the adapter has timestamp queries).
+    Bench {
+        /// Model: an .onnx path or synthetic[:VARIANT] (default: as for demo).
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch sizes, comma-separated.
+        #[arg(long, default_value = "1,16,64")]
+        batch: String,
+        /// Timed runs per batch size.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Untimed warm-up runs per batch size (after the first run).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// One JSON object per batch size instead of the report.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// One L2-normalised embedding per aligned face crop (preprocessing on the GPU).
+    Embed {
+        #[command(flatten)]
+        model: face_cli::ModelArgs,
+        /// Images (JPEG or PNG; resized to the model's input size when they differ).
+        #[arg(required = true)]
+        images: Vec<std::path::PathBuf>,
+        /// Write the embeddings as .npy [N, D].
+        #[arg(long, conflicts_with = "json")]
+        out: Option<std::path::PathBuf>,
+        /// Print the embeddings as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Compare two aligned face crops: their cosine, SAME or DIFFERENT.
+    Verify {
+        #[command(flatten)]
+        model: face_cli::ModelArgs,
+        a: std::path::PathBuf,
+        b: std::path::PathBuf,
+        /// SAME when the cosine is above it (default: the best threshold on LFW).
+        #[arg(long)]
+        threshold: Option<f64>,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// LFW verification accuracy (best threshold, 10-fold) and throughput on a pairs file.
+    EvalLfw {
+        #[command(flatten)]
+        model: face_cli::ModelArgs,
+        /// img1,img2,same[,cos_onnxruntime_fp32]; images under images/ beside it
+        /// (default: ../shared/faces/lfw/pairs.csv).
+        #[arg(long)]
+        pairs: Option<std::path::PathBuf>,
+        /// Faces per GPU submission.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
 }
 
 fn main() {
@@ -84,6 +149,12 @@ fn main() {
         Command::Run { model, input, out, gpu } => commands::run(&model, &input, &out, &gpu),
         Command::Synth { variant, out } => commands::synth(&variant, &out),
         Command::Adapters => commands::adapters(),
+        Command::Bench { model, batch, runs, warmup, json, gpu } => {
+            bench::bench(&bench::BenchArgs { model: model.as_deref(), batches: &batch, runs, warmup, json, gpu: &gpu })
+        }
+        Command::Embed { model, images, out, json, gpu } => face_cli::embed(&model, &images, out.as_deref(), json, &gpu),
+        Command::Verify { model, a, b, threshold, gpu } => face_cli::verify(&model, &a, &b, threshold, &gpu),
+        Command::EvalLfw { model, pairs, batch, gpu } => face_cli::eval_lfw(&model, pairs.as_deref(), batch, &gpu),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

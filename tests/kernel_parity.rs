@@ -104,14 +104,24 @@ fn resolve_pad(pad: Pad, axis: usize, size: usize, k: usize, s: usize) -> (usize
 /// The kernel template the compiler should pick for a conv: mirrors the rules documented in
 /// `ir::Conv` and `passes::gdconv` (pointwise = 1x1/s1/unpadded/dense, depthwise = one filter per
 /// channel, gdconv = depthwise over the whole unpadded input).
-fn conv_template(c_in: usize, hw: [usize; 2], spec: &ConvSpec, pads: [usize; 4]) -> &'static str {
+fn conv_template(c_in: usize, hw: [usize; 2], out_w: usize, spec: &ConvSpec, pads: [usize; 4]) -> &'static str {
     let depthwise = spec.group == Group::Depthwise && c_in > 1;
+    // Rows of whole vec4s (in and out), horizontal stride 1, at most 4 pixels of padding or
+    // filter overhang either side: the vec4 variant.
+    let rows_of_vec4 = hw[1].is_multiple_of(4) && out_w.is_multiple_of(4);
     if depthwise && pads == [0; 4] && spec.kernel == hw {
         "gdconv"
+    } else if depthwise && rows_of_vec4 && spec.stride[1] == 1 && pads[1] <= 4 && spec.kernel[1] <= 5 + pads[1] {
+        "depthwise_vec4"
     } else if depthwise {
         "depthwise"
     } else if spec.kernel == [1, 1] && spec.stride == [1, 1] && pads == [0; 4] && spec.group == Group::Dense {
-        "pointwise"
+        // Feature maps of a multiple of 4 pixels get the vec4 variant.
+        if (hw[0] * hw[1]).is_multiple_of(4) {
+            "pointwise_vec4"
+        } else {
+            "pointwise"
+        }
     } else {
         "conv2d"
     }
@@ -224,7 +234,7 @@ impl Net {
         let (l, r) = resolve_pad(spec.pad, 1, w, kw, sw);
         let (oh, ow) = ((h + t + b - kh) / sh + 1, (w + l + r - kw) / sw + 1);
         let spec = ConvSpec { c_out, ..spec };
-        self.conv_templates.push(conv_template(c_in, [h, w], &spec, [t, l, b, r]));
+        self.conv_templates.push(conv_template(c_in, [h, w], ow, &spec, [t, l, b, r]));
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         self.node("Conv", &inputs, attrs, vec![c_out, oh, ow])
     }
@@ -570,6 +580,25 @@ fn conv_extras() {
         )
         .batch(3),
         Case::new("batch 3 in submissions of 2", Net::new(5, &[13, 13, 13]).conv(ConvSpec::new(5, 1)), &["pointwise"])
+            .batch(3)
+            .max_batch(2),
+        Case::new(
+            "vec4 depthwise 3x3 same, 3 vec4s a row",
+            Net::new(7, &[6, 5, 12]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)),
+            &["depthwise_vec4"],
+        )
+        .batch(3),
+        Case::new(
+            "vec4 depthwise 5x3, no padding, stride 2x1",
+            Net::new(8, &[3, 11, 8]).conv(ConvSpec::new(0, 0).kernel(5, 1).strides(2, 1).group(Group::Depthwise)),
+            &["depthwise_vec4"],
+        ),
+        Case::new(
+            "vec4 depthwise 5x5, pads 2 (left 4, right 0)",
+            Net::new(9, &[4, 6, 8]).conv(ConvSpec::new(0, 0).kernel(5, 5).group(Group::Depthwise).pad(Pad::Explicit([2, 4, 2, 0]))),
+            &["depthwise_vec4"],
+        ),
+        Case::new("vec4 pointwise, batch 3 in submissions of 2", Net::new(6, &[13, 4, 5]).conv(ConvSpec::new(11, 1)), &["pointwise_vec4"])
             .batch(3)
             .max_batch(2),
     ];

@@ -14,6 +14,10 @@ pub enum RuntimeError {
     RequestDevice { adapter: String, message: String },
     #[error("input has {got} values, which is not a whole batch of samples of shape {shape:?} ({per_sample} values each)")]
     InputSize { got: usize, shape: Vec<usize>, per_sample: usize },
+    #[error("image {index}: {reason}")]
+    BadImage { index: usize, reason: String },
+    #[error("the model's input {shape:?} is not one RGB image (expected [3, H, W])")]
+    NotImageInput { shape: Vec<usize> },
     #[error("the GPU reported an error during {stage}: {message}")]
     Gpu { stage: &'static str, message: String },
     #[error("reading the result back from the GPU failed: {0}")]

@@ -11,15 +11,20 @@
 //! let embeddings = session.run(&vec![0.0; 2 * 3 * 112 * 112])?; // a batch of two faces
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! 8-bit RGB images can be given as they are: [`Session::run_images`] converts, resizes and
+//! normalises them on the GPU ([`Normalization`]) in the same submission as the model.
 
 mod adapter;
 mod error;
 mod limits;
+mod preprocess;
 mod profile;
 mod session;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
 pub use error::{Result, RuntimeError};
+pub use preprocess::{Image, Normalization};
 pub use session::{Session, SessionOptions};
 pub use wgpu;
 /// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a

@@ -45,6 +45,8 @@ pub struct Session {
     max_batch: usize,
     /// Runs share the activation buffers: one at a time.
     pub(crate) running: Mutex<()>,
+    /// The image preprocessing pipeline of [`Session::run_images`], created on first use.
+    pub(crate) preprocess: Mutex<Option<crate::preprocess::Preprocess>>,
 }
 
 impl Session {
@@ -173,6 +175,7 @@ impl Session {
             output: (program.output.buffer, program.output.shape.clone()),
             max_batch,
             running: Mutex::new(()),
+            preprocess: Mutex::new(None),
         })
     }
 
@@ -218,9 +221,16 @@ impl Session {
     fn run_chunk(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.write_buffer(&self.activations[self.input.0], 0, bytemuck::cast_slice(input));
+        self.record_and_read(batch, scope, &|_| {})
+    }
+
+    /// Records `prologue` (which may fill the input buffer) and every dispatch of the model into
+    /// one compute pass, submits once and reads the output back.
+    pub(crate) fn record_and_read(&self, batch: usize, scope: wgpu::ErrorScopeGuard, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<f32>> {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn run") });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
+            prologue(&mut pass);
             for d in &self.dispatches {
                 pass.set_pipeline(&self.pipelines[d.pipeline]);
                 pass.set_bind_group(0, &d.bind_group, &[]);
@@ -260,7 +270,7 @@ pub(crate) fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64,
     Ok(out)
 }
 
-fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::BindGroupLayout {
+pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::BindGroupLayout {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
         .map(|i| wgpu::BindGroupLayoutEntry {
             binding: i,

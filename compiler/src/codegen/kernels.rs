@@ -81,6 +81,17 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
 const POINTWISE_CO_TILE: usize = 8;
 /// Pixels one invocation of the pointwise kernel computes.
 const POINTWISE_PX_TILE: usize = 4;
+/// Pixel vec4s one invocation of the vec4 pointwise kernel computes.
+const POINTWISE_VEC4_PX_VECS: usize = 2;
+
+/// Outputs along a row one invocation of the depthwise kernel computes.
+const DEPTHWISE_OX_TILE: usize = 8;
+
+/// Output channels one invocation of the conv2d kernel computes: the largest of 8, 4, 2, 1 that
+/// divides the output channels of a group (so a tile never straddles two groups).
+fn conv2d_co_tile(c_out_per_group: usize) -> usize {
+    [8, 4, 2, 1].into_iter().find(|t| c_out_per_group.is_multiple_of(*t)).unwrap_or(1)
+}
 
 /// `[C_out, C_in]` -> `[C_in, C_out rounded up to the tile]`, zero-padded: the pointwise kernel
 /// reads the weights of four output channels as one vec4.
@@ -90,6 +101,22 @@ fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     for co in 0..c_out {
         for ci in 0..c_in {
             packed[ci * cols + co] = w[co * c_in + ci];
+        }
+    }
+    packed
+}
+
+/// `[C_out, C_in / group, KH, KW]` -> `[C_out / tile, C_in / group, KH, KW, tile rounded up to 4]`,
+/// zero-padded: the conv2d kernel reads the weights of one tap for its tile of output channels
+/// as whole vec4s.
+fn pack_conv2d(w: &[f32], c_out: usize, tile: usize) -> Vec<f32> {
+    let per_co = w.len() / c_out.max(1);
+    let lanes = tile.div_ceil(4) * 4;
+    let mut packed = vec![0.0; c_out / tile * per_co * lanes];
+    for co in 0..c_out {
+        let (block, j) = (co / tile, co % tile);
+        for k in 0..per_co {
+            packed[(block * per_co + k) * lanes + j] = w[co * per_co + k];
         }
     }
     packed
@@ -123,7 +150,12 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
             let pointwise = conv.is_pointwise() && conv.prologue.is_none();
             let (template, mut constants, threads) = if pointwise {
-                (Template::Pointwise, vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))], c_out.div_ceil(POINTWISE_CO_TILE) * hw_out.div_ceil(POINTWISE_PX_TILE * WORKGROUP as usize) * WORKGROUP as usize)
+                let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
+                if hw_out.is_multiple_of(4) {
+                    (Template::PointwiseVec4, k, c_out.div_ceil(POINTWISE_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS))
+                } else {
+                    (Template::Pointwise, k, c_out.div_ceil(POINTWISE_CO_TILE) * hw_out.div_ceil(POINTWISE_PX_TILE))
+                }
             } else {
                 let depthwise = conv.is_depthwise(c_in, c_out) && conv.prologue.is_none();
                 let mut k = if depthwise { vec![("C", u(c_in))] } else { vec![("C_IN", u(c_in))] };
@@ -135,19 +167,34 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 k.extend([("SH", u(conv.stride[0])), ("SW", u(conv.stride[1])), ("PAD_T", u(conv.pads[0])), ("PAD_L", u(conv.pads[1]))]);
                 if !depthwise {
                     k.extend([("GROUP", u(conv.group)), ("HAS_PROLOGUE", Const::Bool(conv.prologue.is_some()))]);
+                    k.push(("CO_TILE", u(conv2d_co_tile(c_out / conv.group))));
                     if let Some(pro) = &conv.prologue {
                         params.extend_from_slice(&pro.scale);
                         params.extend_from_slice(&pro.shift);
                     }
                 }
-                (if depthwise { Template::Depthwise } else { Template::Conv2d }, k, c_out * hw_out)
+                let threads = if depthwise {
+                    c_out * y[2] * y[3].div_ceil(DEPTHWISE_OX_TILE)
+                } else {
+                    c_out / conv2d_co_tile(c_out / conv.group) * hw_out
+                };
+                let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
+                let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
+                if depthwise && conv.stride[1] == 1 && rows_of_vec4 && pad_l <= 4 && kw <= 5 + pad_l {
+                    k.retain(|(name, _)| *name != "SW");
+                    (Template::DepthwiseVec4, k, c_out * y[2] * (y[3] / 4).div_ceil(2))
+                } else {
+                    (if depthwise { Template::Depthwise } else { Template::Conv2d }, k, threads)
+                }
             };
             constants.extend(epilogue_constants(e));
             constants.push(("WG", Const::U32(WORKGROUP)));
             let mut binds = layer_binds(graph, node, params, e.residual);
-            if pointwise {
-                if let Bind::Data(_, w) = &mut binds[1] {
+            if let Bind::Data(_, w) = &mut binds[1] {
+                if pointwise {
                     *w = pack_pointwise(w, c_out, c_in);
+                } else if template == Template::Conv2d {
+                    *w = pack_conv2d(w, c_out, conv2d_co_tile(c_out / conv.group));
                 }
             }
             Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: threads_to_groups(threads) })

@@ -9,21 +9,35 @@ use crate::error::{CompileError, Result};
 pub enum Template {
     Conv2d,
     Depthwise,
+    /// The depthwise convolution of horizontal stride 1 on rows of a multiple of 4 pixels.
+    DepthwiseVec4,
     Pointwise,
+    /// The pointwise convolution of feature maps of a multiple of 4 pixels (vec4 activations).
+    PointwiseVec4,
     GdConv,
     Linear,
     Elementwise,
 }
 
 impl Template {
-    pub const ALL: [Template; 6] =
-        [Template::Conv2d, Template::Depthwise, Template::Pointwise, Template::GdConv, Template::Linear, Template::Elementwise];
+    pub const ALL: [Template; 8] = [
+        Template::Conv2d,
+        Template::Depthwise,
+        Template::DepthwiseVec4,
+        Template::Pointwise,
+        Template::PointwiseVec4,
+        Template::GdConv,
+        Template::Linear,
+        Template::Elementwise,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Template::Conv2d => "conv2d",
             Template::Depthwise => "depthwise",
+            Template::DepthwiseVec4 => "depthwise_vec4",
             Template::Pointwise => "pointwise",
+            Template::PointwiseVec4 => "pointwise_vec4",
             Template::GdConv => "gdconv",
             Template::Linear => "linear",
             Template::Elementwise => "elementwise",
@@ -34,7 +48,9 @@ impl Template {
         match self {
             Template::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
             Template::Depthwise => include_str!("../../../shaders/depthwise.wgsl"),
+            Template::DepthwiseVec4 => include_str!("../../../shaders/depthwise_vec4.wgsl"),
             Template::Pointwise => include_str!("../../../shaders/pointwise.wgsl"),
+            Template::PointwiseVec4 => include_str!("../../../shaders/pointwise_vec4.wgsl"),
             Template::GdConv => include_str!("../../../shaders/gdconv.wgsl"),
             Template::Linear => include_str!("../../../shaders/linear.wgsl"),
             Template::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),

@@ -1,0 +1,223 @@
+//! Preprocessing on the GPU: 8-bit RGB images go up as bytes (packed four to a u32), and the
+//! kernel of `shaders/preprocess.wgsl` converts them to the model's f32 NCHW input — resized
+//! bilinearly where an image is not the model's size, normalised per channel — writing straight
+//! into the session's input buffer, in the same submission as the model.
+
+use std::ops::Range;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Result, RuntimeError};
+use crate::session::Session;
+
+const SOURCE: &str = include_str!("../../shaders/preprocess.wgsl");
+const WORKGROUP: u32 = 64;
+
+/// An 8-bit RGB image: `rgb` holds `width * height` pixels, row-major, 3 bytes each.
+#[derive(Clone, Copy, Debug)]
+pub struct Image<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: &'a [u8],
+}
+
+/// Per-channel (R, G, B) normalisation of 0..255 pixel values: `(x - mean) / std`.
+/// [`Normalization::IDENTITY`] (0..255 as they are) suits models that normalise in their graph,
+/// such as the pretrained MobileFaceNet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    pub const IDENTITY: Normalization = Normalization { mean: [0.0; 3], std: [1.0; 3] };
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Normalization::IDENTITY
+    }
+}
+
+/// The preprocessing pipeline of one normalisation, created on first use and kept by the session.
+pub(crate) struct Preprocess {
+    norm: Normalization,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// The template with its constants block replaced (the same convention as the model's kernels).
+fn specialise(out_h: usize, out_w: usize, norm: &Normalization) -> String {
+    let (begin, end) = ("// mfn:constants\n", "// mfn:end-constants\n");
+    let (b, e) = (SOURCE.find(begin).expect("constants block"), SOURCE.find(end).expect("constants block end"));
+    let mut consts = format!("// mfn:specialised\nconst OUT_H: u32 = {out_h}u;\nconst OUT_W: u32 = {out_w}u;\n");
+    for (name, values) in [("MEAN", norm.mean), ("SCALE", norm.std.map(|s| 1.0 / s))] {
+        for (channel, v) in ["R", "G", "B"].iter().zip(values) {
+            consts.push_str(&format!("const {name}_{channel}: f32 = {v:?};\n"));
+        }
+    }
+    consts.push_str(&format!("const WG: u32 = {WORKGROUP}u;\n"));
+    format!("{}{consts}{}", &SOURCE[..b], &SOURCE[e + end.len()..])
+}
+
+impl Session {
+    /// Runs a batch of 8-bit RGB images (of any sizes) through the model: on the GPU they are
+    /// converted to f32 NCHW, resized bilinearly (half-pixel centres) where they are not the
+    /// model's input size, and normalised by `norm`, in the same submission as the model (one per
+    /// chunk of [`Session::max_batch`] images). Returns one output sample per image. The model's
+    /// input must be one RGB image, [3, H, W].
+    pub fn run_images(&self, images: &[Image<'_>], norm: &Normalization) -> Result<Vec<f32>> {
+        let per_out: usize = self.output_shape().iter().product();
+        let mut output = Vec::with_capacity(images.len() * per_out);
+        self.each_chunk(images, norm, |batch, record| {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            output.extend(self.record_and_read(batch, scope, record)?);
+            Ok(())
+        })?;
+        Ok(output)
+    }
+
+    /// The model input [`Session::run_images`] computes for `images` (f32 NCHW, batch first),
+    /// read back without running the model: for tests and debugging.
+    pub fn preprocess(&self, images: &[Image<'_>], norm: &Normalization) -> Result<Vec<f32>> {
+        let per_sample: usize = self.input_shape().iter().product();
+        let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("preprocess readback"),
+            size: (4 * per_sample * self.max_batch()) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut output = Vec::with_capacity(images.len() * per_sample);
+        self.each_chunk(images, norm, |batch, record| {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            record(&mut encoder.begin_compute_pass(&Default::default()));
+            let bytes = (4 * per_sample * batch) as u64;
+            encoder.copy_buffer_to_buffer(&self.activations[self.input.0], 0, &readback, 0, bytes);
+            self.queue.submit([encoder.finish()]);
+            output.extend(crate::session::read_back(&self.device, &readback, bytes, scope)?);
+            Ok(())
+        })?;
+        Ok(output)
+    }
+
+    /// Checks the images, then for each chunk that fits one submission hands `submit` the batch
+    /// size and a function recording the preprocessing dispatch into a compute pass.
+    fn each_chunk(
+        &self,
+        images: &[Image<'_>],
+        norm: &Normalization,
+        mut submit: impl FnMut(usize, &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<()>,
+    ) -> Result<()> {
+        let [3, out_h, out_w] = self.input.1[..] else {
+            return Err(RuntimeError::NotImageInput { shape: self.input.1.clone() });
+        };
+        check_images(images)?;
+        let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self.preprocess.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cached.as_ref().is_none_or(|p| p.norm != *norm) {
+            *cached = Some(self.create_preprocess(out_h, out_w, norm)?);
+        }
+        let pre = cached.as_ref().expect("created above");
+        let limits = self.device.limits();
+        let max_bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        for range in chunks(images, self.max_batch(), max_bytes)? {
+            let batch = range.len();
+            let bind_group = self.bind_images(pre, &images[range]);
+            let groups = (out_h * out_w).div_ceil(WORKGROUP as usize) as u32;
+            submit(batch, &|pass: &mut wgpu::ComputePass<'_>| {
+                pass.set_pipeline(&pre.pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(groups, 1, batch as u32);
+            })?;
+        }
+        Ok(())
+    }
+
+    fn create_preprocess(&self, out_h: usize, out_w: usize, norm: &Normalization) -> Result<Preprocess> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("preprocess"),
+            source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, norm).into()),
+        });
+        let layout = crate::session::bind_group_layout(&self.device, 3);
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("preprocess"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("preprocess"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(RuntimeError::Gpu { stage: "preprocessing pipeline creation", message: e.to_string() });
+        }
+        Ok(Preprocess { norm: *norm, pipeline, layout })
+    }
+
+    /// Uploads a chunk's pixels (each image at a 4-byte-aligned offset) and their sizes.
+    fn bind_images(&self, pre: &Preprocess, images: &[Image<'_>]) -> wgpu::BindGroup {
+        let mut bytes = Vec::with_capacity(images.iter().map(|i| i.rgb.len().next_multiple_of(4)).sum());
+        let mut info: Vec<u32> = Vec::with_capacity(4 * images.len());
+        for image in images {
+            info.extend([bytes.len() as u32, image.width as u32, image.height as u32, 0]);
+            bytes.extend_from_slice(image.rgb);
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+        let storage = |label, contents: &[u8]| {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE })
+        };
+        let pixels = storage("pixels", &bytes);
+        let sizes = storage("image sizes", bytemuck::cast_slice(&info));
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("preprocess"),
+            layout: &pre.layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: pixels.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: sizes.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: self.activations[self.input.0].as_entire_binding() },
+            ],
+        })
+    }
+}
+
+fn check_images(images: &[Image<'_>]) -> Result<()> {
+    if images.is_empty() {
+        return Err(RuntimeError::BadImage { index: 0, reason: "no images given".into() });
+    }
+    for (index, image) in images.iter().enumerate() {
+        let bad = |reason: String| Err(RuntimeError::BadImage { index, reason });
+        if image.width == 0 || image.height == 0 {
+            return bad(format!("it is {}x{}", image.width, image.height));
+        }
+        if image.width.checked_mul(image.height).and_then(|n| n.checked_mul(3)) != Some(image.rgb.len()) {
+            return bad(format!("{} bytes for {}x{} RGB pixels", image.rgb.len(), image.width, image.height));
+        }
+    }
+    Ok(())
+}
+
+/// Consecutive ranges of at most `max_batch` images whose packed pixels fit one storage binding.
+fn chunks(images: &[Image<'_>], max_batch: usize, max_bytes: u64) -> Result<Vec<Range<usize>>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, image) in images.iter().enumerate() {
+        let size = image.rgb.len().next_multiple_of(4) as u64;
+        if size > max_bytes || size > u64::from(u32::MAX) {
+            return Err(RuntimeError::BadImage { index: i, reason: format!("{}x{} is too large for one GPU buffer", image.width, image.height) });
+        }
+        if i > start && (i - start == max_batch || bytes + size > max_bytes.min(u64::from(u32::MAX))) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    out.push(start..images.len());
+    Ok(out)
+}

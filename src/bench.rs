@@ -1,0 +1,351 @@
+//! `mfn bench`: batch latency and throughput per batch size, cold start (compile, session
+//! creation, first run), and a per-kernel GPU profile where the adapter has timestamp queries.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use mfn_compiler::{CompileOptions, Program, Resource};
+use mfn_runtime::Session;
+
+use crate::commands::session_options;
+use crate::GpuArgs;
+
+/// What `mfn bench` measures.
+pub struct BenchArgs<'a> {
+    pub model: Option<&'a str>,
+    /// e.g. "1,16,64".
+    pub batches: &'a str,
+    /// Timed runs per batch size (after the warm-up).
+    pub runs: usize,
+    /// Untimed runs per batch size before the timed ones (after the first run).
+    pub warmup: usize,
+    pub json: bool,
+    pub gpu: &'a GpuArgs,
+}
+
+/// Latency statistics of the timed runs, in milliseconds.
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+    p10: f64,
+    p90: f64,
+}
+
+impl Stats {
+    fn of(mut times: Vec<f64>) -> Stats {
+        times.sort_by(f64::total_cmp);
+        // Nearest-rank percentiles (exact for the median of an odd count).
+        let at = |q: f64| times[((q * (times.len() - 1) as f64).round() as usize).min(times.len() - 1)];
+        let median = if times.len() % 2 == 1 {
+            times[times.len() / 2]
+        } else {
+            (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+        };
+        Stats { median, min: times[0], max: times[times.len() - 1], p10: at(0.1), p90: at(0.9) }
+    }
+}
+
+/// One row of the per-kernel profile.
+struct KernelTime {
+    kernel: String,
+    nodes: Vec<String>,
+    ms: f64,
+    gflops: f64,
+    gbytes: f64,
+}
+
+/// The result of one batch size.
+struct BatchResult {
+    batch: usize,
+    /// Samples per submission (the session splits larger batches).
+    max_batch: usize,
+    stats: Stats,
+    runs: usize,
+    session_ms: f64,
+    first_run_ms: f64,
+    /// None where the adapter has no timestamp queries.
+    profile: Option<Vec<KernelTime>>,
+}
+
+pub fn parse_batches(list: &str) -> Result<Vec<usize>> {
+    let mut batches = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let b: usize = part.parse().with_context(|| format!("batch size {part:?} in --batch {list:?}"))?;
+        if b == 0 {
+            bail!("batch sizes must be at least 1 (--batch {list:?})");
+        }
+        batches.push(b);
+    }
+    if batches.is_empty() {
+        bail!("--batch needs at least one batch size, e.g. 1,16,64");
+    }
+    Ok(batches)
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let batches = parse_batches(args.batches)?;
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let (bytes, what) = match args.model {
+        Some(spec) => (mfn::load_model(spec)?, spec.to_string()),
+        None => mfn::default_model(),
+    };
+    let t = Instant::now();
+    let program = mfn_compiler::compile(&bytes, &CompileOptions::default()).with_context(|| format!("compiling {what}"))?;
+    let compile_ms = ms(t);
+    let per_sample: usize = program.input.shape.iter().product();
+    let mut rng = mfn_models::rng::Rng::new(7);
+    let mut adapter = String::new();
+    let mut results = Vec::new();
+    if !args.json {
+        println!("model: {what}");
+        println!("compiled in {compile_ms:.1} ms: {} kernels, {} dispatches, {:.1} M multiply-adds a sample", program.kernels.len(), program.steps.len(), program.stats.macs as f64 / 1e6);
+    }
+    for &batch in &batches {
+        // One session per batch size, sized for it: its creation and first run are the cold start.
+        let t = Instant::now();
+        let session = Session::new(&program, &session_options(args.gpu, batch))?;
+        let session_ms = ms(t);
+        if adapter.is_empty() {
+            adapter = session.adapter();
+            if !args.json {
+                println!("adapter: {adapter}");
+            }
+        }
+        let input = rng.uniform_vec(batch * per_sample, 0.0, 255.0);
+        let t = Instant::now();
+        session.run(&input)?;
+        let first_run_ms = ms(t);
+        for _ in 0..args.warmup {
+            session.run(&input)?;
+        }
+        let times = (0..args.runs)
+            .map(|_| {
+                let t = Instant::now();
+                session.run(&input).map(|_| ms(t))
+            })
+            .collect::<Result<Vec<f64>, _>>()?;
+        let profile_batch = batch.min(session.max_batch());
+        let profile = session.profile(&input[..profile_batch * per_sample])?.map(|times| kernel_times(&program, &times, profile_batch));
+        let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile };
+        if args.json {
+            println!("{}", json_line(&r, compile_ms, &adapter, &what));
+        } else {
+            print_result(&r, compile_ms);
+        }
+        results.push(r);
+    }
+    if !args.json {
+        // The per-kernel table of the largest batch size.
+        if let Some(r) = results.iter().max_by_key(|r| r.batch) {
+            print_profile(r);
+        }
+    }
+    Ok(())
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn faces_per_s(r: &BatchResult) -> f64 {
+    r.batch as f64 * 1e3 / r.stats.median
+}
+
+fn cold_start_ms(r: &BatchResult, compile_ms: f64) -> f64 {
+    compile_ms + r.session_ms + r.first_run_ms
+}
+
+fn print_result(r: &BatchResult, compile_ms: f64) {
+    let s = &r.stats;
+    let split = if r.max_batch < r.batch { format!(" (in submissions of {})", r.max_batch) } else { String::new() };
+    println!(
+        "batch {:>3}{split}: median {:.2} ms  (min {:.2}, p10 {:.2}, p90 {:.2}, max {:.2}; {} runs)  {:.1} faces/s",
+        r.batch,
+        s.median,
+        s.min,
+        s.p10,
+        s.p90,
+        s.max,
+        r.runs,
+        faces_per_s(r)
+    );
+    println!(
+        "           cold start {:.1} ms = compile {:.1} + session (pipelines, weights) {:.1} + first run {:.1}",
+        cold_start_ms(r, compile_ms),
+        compile_ms,
+        r.session_ms,
+        r.first_run_ms
+    );
+}
+
+/// GPU time of every dispatch with its arithmetic and (approximate) memory throughput.
+fn kernel_times(program: &Program, times: &[f64], batch: usize) -> Vec<KernelTime> {
+    program
+        .steps
+        .iter()
+        .zip(times)
+        .map(|(step, &t)| {
+            let kernel = &program.kernels[step.kernel];
+            // Bytes moved, approximately: weights once, activations per sample (an input binding
+            // counts its whole buffer, an upper bound where buffers are shared), output once.
+            let last = step.bindings.len().saturating_sub(1);
+            let mut bytes = 4.0 * batch as f64 * step.output_shape.iter().product::<usize>() as f64;
+            for b in step.bindings.iter().take(last) {
+                bytes += 4.0
+                    * match *b {
+                        Resource::Activation(a) => (batch * program.buffers[a]) as f64,
+                        Resource::Weight(w) => program.weights[w].data.len() as f64,
+                        _ => 0.0,
+                    };
+            }
+            let secs = (t * 1e-3).max(1e-12);
+            KernelTime {
+                kernel: kernel.name.clone(),
+                nodes: step.nodes.clone(),
+                ms: t,
+                gflops: 2.0 * step.macs as f64 * batch as f64 / secs * 1e-9,
+                gbytes: bytes / secs * 1e-9,
+            }
+        })
+        .collect()
+}
+
+fn print_profile(r: &BatchResult) {
+    let Some(rows) = &r.profile else {
+        println!("per-kernel profile: not available (the adapter has no timestamp queries)");
+        return;
+    };
+    let batch = r.batch.min(r.max_batch);
+    let total: f64 = rows.iter().map(|k| k.ms).sum();
+    println!("per-kernel GPU time, batch {batch} (timestamp queries, one pass a dispatch): {total:.2} ms");
+    println!("  {:<22} {:>9} {:>6} {:>8} {:>7}  fused nodes", "kernel", "ms", "share", "GFLOP/s", "GB/s~");
+    for k in rows {
+        let mut nodes = k.nodes.join(" + ");
+        if nodes.len() > 60 {
+            nodes.truncate(57);
+            nodes.push_str("...");
+        }
+        println!("  {:<22} {:>9.3} {:>5.1}% {:>8.2} {:>7.2}  {nodes}", k.kernel, k.ms, 100.0 * k.ms / total.max(1e-12), k.gflops, k.gbytes);
+    }
+    // Totals by template (the kernel name ends with it).
+    let mut by_template: Vec<(String, f64, f64)> = Vec::new();
+    for k in rows {
+        let template = k.kernel.split_once('_').map_or(k.kernel.as_str(), |(_, t)| t).to_string();
+        let flop = k.gflops * k.ms * 1e-3;
+        match by_template.iter_mut().find(|(t, ..)| *t == template) {
+            Some(e) => {
+                e.1 += k.ms;
+                e.2 += flop;
+            }
+            None => by_template.push((template, k.ms, flop)),
+        }
+    }
+    by_template.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("  by template:");
+    for (t, ms, gflop) in by_template {
+        println!("    {t:<18} {ms:9.3} ms {:5.1}%  {:8.2} GFLOP/s", 100.0 * ms / total.max(1e-12), gflop / (ms * 1e-3).max(1e-12));
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A finite number as JSON (NaN and infinities, which JSON lacks, as null).
+fn json_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_line(r: &BatchResult, compile_ms: f64, adapter: &str, model: &str) -> String {
+    let s = &r.stats;
+    let n = json_number;
+    let profile = match &r.profile {
+        None => "null".to_string(),
+        Some(rows) => {
+            let items: Vec<String> = rows
+                .iter()
+                .map(|k| {
+                    let nodes: Vec<String> = k.nodes.iter().map(|s| json_string(s)).collect();
+                    format!(
+                        "{{\"kernel\":{},\"nodes\":[{}],\"ms\":{},\"gflops\":{},\"gbytes_per_s\":{}}}",
+                        json_string(&k.kernel),
+                        nodes.join(","),
+                        n(k.ms),
+                        n(k.gflops),
+                        n(k.gbytes)
+                    )
+                })
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+    };
+    format!(
+        "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"adapter\":{},\"model\":{},\"profile\":{}}}",
+        r.batch,
+        n(s.median),
+        n(s.min),
+        n(s.max),
+        n(s.p10),
+        n(s.p90),
+        r.runs,
+        n(faces_per_s(r)),
+        n(cold_start_ms(r, compile_ms)),
+        n(compile_ms),
+        n(r.session_ms),
+        n(r.first_run_ms),
+        r.max_batch,
+        json_string(adapter),
+        json_string(model),
+        profile
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_lists() {
+        assert_eq!(parse_batches("1,16,64").unwrap(), vec![1, 16, 64]);
+        assert_eq!(parse_batches(" 8 ").unwrap(), vec![8]);
+        assert!(parse_batches("0").is_err());
+        assert!(parse_batches("x").is_err());
+        assert!(parse_batches("").is_err());
+    }
+
+    #[test]
+    fn statistics() {
+        let s = Stats::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((s.median, s.min, s.max), (3.0, 1.0, 5.0));
+        let s = Stats::of(vec![4.0, 2.0]);
+        assert_eq!(s.median, 3.0);
+    }
+
+    #[test]
+    fn json_escapes() {
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(json_number(f64::NAN), "null");
+    }
+}
