@@ -3,7 +3,7 @@
 //! so the innermost runs over contiguous memory.
 
 use crate::error::{CompileError, Result};
-use crate::ir::broadcast::{broadcast_shape, broadcast_strides};
+use crate::ir::broadcast::broadcast_binary;
 use crate::ir::{numel, Affine, BinOp, Conv, Epilogue, Graph, Node, Op, ValueId};
 
 /// Runs `graph` on `input` (a batch of samples of the graph input's shape, batch first) and
@@ -116,20 +116,7 @@ fn binary(op: BinOp, graph: &Graph, a: ValueId, b: ValueId, xa: &[f32], xb: &[f3
         }
     };
     let (sa, sb) = (shape_of(a), shape_of(b));
-    let out = broadcast_shape(&sa, &sb).unwrap_or_default();
-    let (ta, tb) = (broadcast_strides(&sa, &out), broadcast_strides(&sb, &out));
-    (0..numel(&out))
-        .map(|i| {
-            let (mut rem, mut ia, mut ib) = (i, 0, 0);
-            for axis in (0..out.len()).rev() {
-                let c = rem % out[axis];
-                rem /= out[axis];
-                ia += c * ta[axis];
-                ib += c * tb[axis];
-            }
-            op.apply(xa[ia], xb[ib])
-        })
-        .collect()
+    broadcast_binary(op, &sa, xa, &sb, xb).map(|(_, data)| data).unwrap_or_default()
 }
 
 /// Direct convolution of one sample: `x [C_in, H, W]`, `w [C_out, C_in/g, kH, kW]`.

@@ -35,12 +35,8 @@ pub fn imported(onnx: &[u8]) -> mfn_compiler::ir::Graph {
     mfn_compiler::onnx::import(onnx, 1).expect("model imports")
 }
 
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
+#[allow(unused_imports)]
+pub use mfn::face::cosine;
 
 /// Largest absolute difference, scaled by the largest magnitude of the reference (at least 1).
 pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {

@@ -1,5 +1,7 @@
 //! Numpy-style broadcasting helpers shared by the importer, the passes and the evaluator.
 
+use super::BinOp;
+
 /// The broadcast shape of `a` and `b`, `None` when they do not broadcast.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
@@ -43,6 +45,26 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         stride *= shape[i];
     }
     strides
+}
+
+/// `op` applied element-wise to `a` and `b` broadcast together; `None` when the shapes do not
+/// broadcast.
+pub fn broadcast_binary(op: BinOp, sa: &[usize], a: &[f32], sb: &[usize], b: &[f32]) -> Option<(Vec<usize>, Vec<f32>)> {
+    let out = broadcast_shape(sa, sb)?;
+    let (ta, tb) = (broadcast_strides(sa, &out), broadcast_strides(sb, &out));
+    let data = (0..out.iter().product())
+        .map(|i| {
+            let (mut rem, mut ia, mut ib) = (i, 0, 0);
+            for axis in (0..out.len()).rev() {
+                let c = rem % out[axis];
+                rem /= out[axis];
+                ia += c * ta[axis];
+                ib += c * tb[axis];
+            }
+            op.apply(a[ia], b[ib])
+        })
+        .collect();
+    Some((out, data))
 }
 
 #[cfg(test)]

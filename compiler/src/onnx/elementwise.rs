@@ -3,7 +3,7 @@
 
 use super::{tensor, Ctx, Importer};
 use crate::error::Result;
-use crate::ir::broadcast::{broadcast_shape, broadcast_strides, per_channel};
+use crate::ir::broadcast::{broadcast_binary, broadcast_shape, per_channel};
 use crate::ir::{numel, Act, BinOp, Op, TensorData, ValueId};
 
 pub fn activation(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
@@ -59,19 +59,7 @@ pub fn binary(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
     if imp.graph.is_const(a) && imp.graph.is_const(b) {
         let (_, da) = imp.const_input(ctx, 0)?;
         let (_, db) = imp.const_input(ctx, 1)?;
-        let (ta, tb) = (broadcast_strides(&sa, &shape), broadcast_strides(&sb, &shape));
-        let data = (0..numel(&shape))
-            .map(|i| {
-                let (mut rem, mut ia, mut ib) = (i, 0, 0);
-                for axis in (0..shape.len()).rev() {
-                    let c = rem % shape[axis];
-                    rem /= shape[axis];
-                    ia += c * ta[axis];
-                    ib += c * tb[axis];
-                }
-                op.apply(da[ia], db[ib])
-            })
-            .collect();
+        let (_, data) = broadcast_binary(op, &sa, &da, &sb, &db).expect("shapes broadcast (checked above)");
         return Ok(imp.emit_const(ctx, shape, TensorData::F32(data)));
     }
     let activation = if imp.graph.is_const(a) { &sb } else { &sa };
