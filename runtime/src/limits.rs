@@ -13,6 +13,19 @@ pub(crate) struct Requirements {
     workgroups_per_dim: u32,
 }
 
+/// The workgroup grid `[x, y]` of a dispatch re-laid so that neither side exceeds `limit`. Kernels
+/// read their linear workgroup index as `x + y * num_workgroups.x` and ignore indices past their
+/// work, so any grid of at least `x * y` workgroups computes the same result.
+pub(crate) fn split_workgroups(grid: [u32; 2], limit: u32) -> Option<[u32; 2]> {
+    let total = u64::from(grid[0]) * u64::from(grid[1]);
+    if grid[0] <= limit && grid[1] <= limit {
+        return Some(grid);
+    }
+    let x = total.min(u64::from(limit.max(1)));
+    let y = total.div_ceil(x);
+    (y <= u64::from(limit)).then_some([x as u32, y as u32])
+}
+
 impl Requirements {
     /// The needs of `program` at the largest batch (at most `wanted`) its buffers allow.
     pub fn of(program: &Program, wanted: usize, limits: &wgpu::Limits, adapter: &str) -> Result<Requirements> {
@@ -31,7 +44,14 @@ impl Requirements {
         let max_batch = wanted.clamp(1, batch_cap.max(1));
         let workgroup_size = program.kernels.iter().map(|k| k.workgroup_size).max().unwrap_or(1);
         let storage_buffers = program.kernels.iter().map(|k| k.bindings).max().unwrap_or(1);
-        let workgroups_per_dim = program.steps.iter().flat_map(|s| s.workgroups).max().unwrap_or(1).max(max_batch as u32);
+        let per_dim = limits.max_compute_workgroups_per_dimension;
+        let mut workgroups_per_dim = max_batch as u32;
+        for step in &program.steps {
+            let total = u64::from(step.workgroups[0]) * u64::from(step.workgroups[1]);
+            let [x, y] = split_workgroups(step.workgroups, per_dim)
+                .ok_or_else(|| RuntimeError::Limit { adapter: adapter.into(), what: "workgroups of one dispatch (x * y)".into(), needed: total, available: u64::from(per_dim).pow(2) })?;
+            workgroups_per_dim = workgroups_per_dim.max(x).max(y);
+        }
         limit("storage buffers per shader stage", storage_buffers.into(), limits.max_storage_buffers_per_shader_stage.into())?;
         limit("workgroup size x", workgroup_size.into(), limits.max_compute_workgroup_size_x.into())?;
         limit("invocations per workgroup", workgroup_size.into(), limits.max_compute_invocations_per_workgroup.into())?;
@@ -82,6 +102,17 @@ mod tests {
     }
 
     #[test]
+    fn large_grids_are_split_not_refused() {
+        assert_eq!(split_workgroups([4096, 1], 65535), Some([4096, 1]));
+        assert_eq!(split_workgroups([4096, 1], 1000), Some([1000, 5]));
+        assert_eq!(split_workgroups([70000, 2], 65535), Some([65535, 3]));
+        assert_eq!(split_workgroups([4096, 1], 50), None);
+        let limits = wgpu::Limits { max_compute_workgroups_per_dimension: 1000, ..wgpu::Limits::default() };
+        let req = Requirements::of(&program(), 64, &limits, "small grid").expect("split, not refused");
+        assert_eq!(req.max_batch, 64);
+    }
+
+    #[test]
     fn what_does_not_fit_is_named() {
         let check = |limits: wgpu::Limits, what: &str| {
             let err = Requirements::of(&program(), 1, &limits, "tiny").err().expect("must not fit").to_string();
@@ -90,7 +121,7 @@ mod tests {
         check(wgpu::Limits { max_storage_buffer_binding_size: 1 << 19, ..Default::default() }, "largest activation buffer");
         check(wgpu::Limits { max_storage_buffer_binding_size: 1 << 11, ..Default::default() }, "largest weight buffer");
         check(wgpu::Limits { max_compute_workgroup_size_x: 32, ..Default::default() }, "workgroup size x");
-        check(wgpu::Limits { max_compute_workgroups_per_dimension: 1000, ..Default::default() }, "workgroups per dimension");
+        check(wgpu::Limits { max_compute_workgroups_per_dimension: 50, ..Default::default() }, "workgroups of one dispatch");
         check(wgpu::Limits { max_storage_buffers_per_shader_stage: 3, ..Default::default() }, "storage buffers per shader stage");
     }
 }

@@ -9,7 +9,7 @@ use wgpu::util::DeviceExt;
 
 use crate::adapter::{describe, select_adapter, AdapterOptions};
 use crate::error::{Result, RuntimeError};
-use crate::limits::Requirements;
+use crate::limits::{split_workgroups, Requirements};
 
 /// Options of [`Session::new`].
 #[derive(Clone, Debug)]
@@ -127,6 +127,8 @@ impl Session {
                 })
             })
             .collect();
+        // Requirements::of checked that every grid fits once split.
+        let per_dim = device.limits().max_compute_workgroups_per_dimension;
         let dispatches = program
             .steps
             .iter()
@@ -150,7 +152,8 @@ impl Session {
                     layout: &layouts[&kernel.bindings],
                     entries: &entries,
                 });
-                Dispatch { pipeline: step.kernel, bind_group, workgroups: step.workgroups }
+                let workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
+                Dispatch { pipeline: step.kernel, bind_group, workgroups }
             })
             .collect();
         let out_bytes = 4 * program.output.elements() * max_batch;
