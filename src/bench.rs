@@ -214,11 +214,22 @@ fn kernel_times(program: &Program, times: &[f64], batch: usize) -> Vec<KernelTim
 }
 
 fn print_profile(r: &BatchResult) {
-    let Some(rows) = &r.profile else {
+    print_kernel_times(r.profile.as_deref(), r.batch.min(r.max_batch));
+}
+
+/// Times every kernel of `session` on one batch of `input` and prints the table `mfn bench` does.
+pub(crate) fn print_session_profile(program: &Program, session: &Session, input: &[f32]) -> Result<()> {
+    let batch = input.len() / program.input.elements();
+    let rows = session.profile(input)?.map(|times| kernel_times(program, &times, batch));
+    print_kernel_times(rows.as_deref(), batch);
+    Ok(())
+}
+
+fn print_kernel_times(rows: Option<&[KernelTime]>, batch: usize) {
+    let Some(rows) = rows else {
         println!("per-kernel profile: not available (the adapter has no timestamp queries)");
         return;
     };
-    let batch = r.batch.min(r.max_batch);
     let total: f64 = rows.iter().map(|k| k.ms).sum();
     println!("per-kernel GPU time, batch {batch} (timestamp queries, one pass a dispatch): {total:.2} ms");
     println!("  {:<22} {:>9} {:>6} {:>8} {:>7}  fused nodes", "kernel", "ms", "share", "GFLOP/s", "GB/s~");
@@ -250,7 +261,8 @@ fn print_profile(r: &BatchResult) {
     }
 }
 
-fn json_string(s: &str) -> String {
+/// A string as a JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

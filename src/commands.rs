@@ -150,34 +150,7 @@ pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> 
     let worst = gpu_out.chunks(per_out).zip(cpu_out.chunks(per_out)).map(|(g, c)| cosine(g, c)).fold(1.0, f64::min);
     println!("parity with the CPU evaluator: lowest cosine over the batch {worst:.7}");
     if profile {
-        print_profile(&program, &session, &input[..session.max_batch().min(batch) * per_sample])?;
-    }
-    Ok(())
-}
-
-/// GPU time per kernel template and the slowest dispatches.
-fn print_profile(program: &Program, session: &Session, input: &[f32]) -> Result<()> {
-    let Some(times) = session.profile(input)? else {
-        println!("profile: this adapter has no timestamp queries");
-        return Ok(());
-    };
-    let total: f64 = times.iter().sum();
-    println!("profile: {total:.2} ms of GPU time for batch {}", input.len() / program.input.elements());
-    let mut by_template: Vec<(String, f64, u64)> = Vec::new();
-    for (step, t) in program.steps.iter().zip(&times) {
-        let name = &program.kernels[step.kernel].template;
-        match by_template.iter_mut().find(|(n, ..)| n == name) {
-            Some(entry) => {
-                entry.1 += t;
-                entry.2 += step.macs;
-            }
-            None => by_template.push((name.clone(), *t, step.macs)),
-        }
-    }
-    by_template.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let batch = (input.len() / program.input.elements()) as f64;
-    for (name, t, macs) in by_template {
-        println!("  {name:<12} {t:8.2} ms {:5.1}%  {:6.1} GFLOP/s", 100.0 * t / total, 2.0 * macs as f64 * batch / (t * 1e6));
+        crate::bench::print_session_profile(&program, &session, &input[..session.max_batch().min(batch) * per_sample])?;
     }
     Ok(())
 }

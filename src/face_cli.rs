@@ -8,6 +8,7 @@ use mfn::face::{cosine, load_face, FaceEmbedder, DEFAULT_THRESHOLD};
 use mfn::image_io::RgbImage;
 use mfn_runtime::Normalization;
 
+use crate::bench::json_string;
 use crate::commands::session_options;
 use crate::GpuArgs;
 
@@ -85,20 +86,6 @@ pub fn embed(model: &ModelArgs, images: &[PathBuf], out: Option<&Path>, json: bo
         }
     }
     Ok(())
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 pub fn verify(model: &ModelArgs, a: &Path, b: &Path, threshold: Option<f64>, gpu: &GpuArgs) -> Result<()> {
