@@ -72,7 +72,7 @@ impl Session {
         let mut output = Vec::with_capacity(images.len() * per_out);
         self.each_chunk(images, norm, |batch, record| {
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            output.extend(self.record_and_read(batch, scope, record)?);
+            output.extend(self.record_and_read(batch, scope, record)?.swap_remove(0));
             Ok(())
         })?;
         Ok(output)
