@@ -11,6 +11,7 @@
 // ++ [prologue shift; C_IN].
 
 // mfn:constants
+alias stored = f32;
 const C_IN: u32 = 3u;
 const H_IN: u32 = 8u;
 const W_IN: u32 = 8u;
@@ -42,11 +43,11 @@ const C_OUT_G: u32 = C_OUT / GROUP;
 /// vec4s holding the weights of one tap for a tile of CO_TILE output channels.
 const CO_VECS: u32 = (CO_TILE + 3u) / 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
 fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
     var v = acc + p[co];
@@ -54,7 +55,7 @@ fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
     if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += f32(r[i]); }
     return v;
 }
 
@@ -84,13 +85,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let row = x0 + (c * H_IN + u32(clamp(iy, 0, i32(H_IN) - 1))) * W_IN;
             for (var kx = 0u; kx < KW; kx++) {
                 let ix = i32(ox * SW + kx) - i32(PAD_L);
-                var xv = x[row + u32(clamp(ix, 0, i32(W_IN) - 1))];
+                var xv = f32(x[row + u32(clamp(ix, 0, i32(W_IN) - 1))]);
                 if HAS_PROLOGUE { xv = xv * scale + shift; }
                 // Zero padding (after the prologue: padding is never normalised).
                 xv = select(0.0, xv, row_ok && ix >= 0 && ix < i32(W_IN));
                 let wi = (((co0 / CO_TILE) * C_IN_G + ci) * KH * KW + ky * KW + kx) * CO_VECS;
                 for (var v = 0u; v < CO_VECS; v++) {
-                    acc[v] += xv * w[wi + v];
+                    acc[v] += xv * vec4<f32>(w[wi + v]);
                 }
             }
         }
@@ -98,6 +99,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j = 0u; j < CO_TILE; j++) {
         let co = co0 + j;
         let i = (wid.z * C_OUT + co) * H_OUT * W_OUT + pix;
-        y[i] = epilogue(acc[j / 4u][j % 4u], co, i);
+        y[i] = stored(epilogue(acc[j / 4u][j % 4u], co, i));
     }
 }

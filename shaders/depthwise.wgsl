@@ -6,6 +6,7 @@
 // p = [bias; C] ++ [prelu slope; C].
 
 // mfn:constants
+alias stored = f32;
 const C: u32 = 4u;
 const H_IN: u32 = 8u;
 const W_IN: u32 = 8u;
@@ -34,11 +35,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<stored>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
 fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
     var v = acc + p[c];
@@ -46,7 +47,7 @@ fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
     if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += f32(r[i]); }
     return v;
 }
 
@@ -69,11 +70,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var xs: array<f32, SPAN>;
         for (var j = 0u; j < SPAN; j++) {
             let ix = ix0 + i32(j);
-            let v = x[row + u32(clamp(ix, 0, i32(W_IN) - 1))];
+            let v = f32(x[row + u32(clamp(ix, 0, i32(W_IN) - 1))]);
             xs[j] = select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
         }
         for (var kx = 0u; kx < KW; kx++) {
-            let wv = w[(c * KH + ky) * KW + kx];
+            let wv = f32(w[(c * KH + ky) * KW + kx]);
             for (var o = 0u; o < OX_TILE; o++) {
                 acc[o] += xs[o * SW + kx] * wv;
             }
@@ -83,7 +84,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let ox = ox0 + o;
         if ox < W_OUT {
             let i = ((wid.z * C + c) * H_OUT + oy) * W_OUT + ox;
-            y[i] = epilogue(acc[o], c, i);
+            y[i] = stored(epilogue(acc[o], c, i));
         }
     }
 }

@@ -8,6 +8,7 @@
 // KW - 1 - PAD_L <= 4 (the compiler checks).
 
 // mfn:constants
+alias stored = f32;
 const C: u32 = 4u;
 const H_IN: u32 = 8u;
 const W_IN: u32 = 8u;
@@ -34,11 +35,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
+@group(0) @binding(1) var<storage, read> w: array<stored>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
 fn epilogue(acc: vec4<f32>, c: u32, i: u32) -> vec4<f32> {
     var v = acc + p[c];
@@ -46,13 +47,13 @@ fn epilogue(acc: vec4<f32>, c: u32, i: u32) -> vec4<f32> {
     if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
     return v;
 }
 
 /// The vec4 of input row `row` (vec4 index) at vec4 column `q`, zero outside the map.
 fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
-    let v = x[row + u32(clamp(q, 0, i32(W_IN4) - 1))];
+    let v = vec4<f32>(x[row + u32(clamp(q, 0, i32(W_IN4) - 1))]);
     return select(vec4(0.0), v, row_ok && q >= 0 && q < i32(W_IN4));
 }
 
@@ -77,7 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let e = load(row, q0 + 2, row_ok && KW - 1u > PAD_L);
         let win = array<f32, 16>(l.x, l.y, l.z, l.w, a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w, e.x, e.y, e.z, e.w);
         for (var kx = 0u; kx < KW; kx++) {
-            let wv = w[(c * KH + ky) * KW + kx];
+            let wv = f32(w[(c * KH + ky) * KW + kx]);
             for (var o = 0u; o < 8u; o++) {
                 acc[o] += win[4u + o + kx - PAD_L] * wv;
             }
@@ -87,7 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let q = u32(q0) + h;
         if q < W_OUT4 {
             let i = ((wid.z * C + c) * H_OUT + oy) * W_OUT4 + q;
-            y[i] = epilogue(vec4(acc[4u * h], acc[4u * h + 1u], acc[4u * h + 2u], acc[4u * h + 3u]), c, i);
+            y[i] = vec4<stored>(epilogue(vec4(acc[4u * h], acc[4u * h + 1u], acc[4u * h + 2u], acc[4u * h + 3u]), c, i));
         }
     }
 }

@@ -4,6 +4,7 @@
 // slope; C]; for MODE_AFFINE [scale; C] ++ [shift; C].
 
 // mfn:constants
+alias stored = f32;
 const C: u32 = 4u;
 const INNER: u32 = 16u;
 const MODE: u32 = 0u;
@@ -22,10 +23,10 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
 @group(0) @binding(1) var<storage, read> p: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> r: array<stored>;
+@group(0) @binding(3) var<storage, read_write> y: array<stored>;
 
 fn activate(acc: f32, c: u32) -> f32 {
     var v = acc;
@@ -52,9 +53,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if idx >= C * INNER { return; }
     let c = idx / INNER;
     let i = wid.z * C * INNER + idx;
-    var v = x[i];
+    var v = f32(x[i]);
     if MODE == MODE_ACT { v = activate(v, c); }
     if MODE == MODE_AFFINE { v = v * p[c] + p[C + c]; }
-    if MODE == MODE_BINARY { v = binary(v, r[i]); }
-    y[i] = v;
+    if MODE == MODE_BINARY { v = binary(v, f32(r[i])); }
+    y[i] = stored(v);
 }

@@ -4,6 +4,7 @@
 // Layouts: x [C, HW], w [C, HW], y [C] per sample (workgroup_id.z); p = [bias; C] ++ [slope; C].
 
 // mfn:constants
+alias stored = f32;
 const C: u32 = 4u;
 const HW: u32 = 49u;
 const ACT: u32 = 0u;
@@ -18,11 +19,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<stored>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -32,7 +33,7 @@ fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
     if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += f32(r[i]); }
     return v;
 }
 
@@ -45,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let x0 = (wid.z * C + cc) * HW;
     var acc = 0.0;
     for (var k = lid; k < HW; k += WG) {
-        acc += x[x0 + k] * w[cc * HW + k];
+        acc += f32(x[x0 + k]) * f32(w[cc * HW + k]);
     }
     partial[lid] = acc;
     for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
@@ -54,6 +55,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if lid == 0u && c < C {
         let i = wid.z * C + c;
-        y[i] = epilogue(partial[0], c, i);
+        y[i] = stored(epilogue(partial[0], c, i));
     }
 }

@@ -3,6 +3,7 @@
 // Layouts: x [K], w [M, K], y [M] per sample (workgroup_id.z); p = [bias; M] ++ [slope; M].
 
 // mfn:constants
+alias stored = f32;
 const K: u32 = 16u;
 const M: u32 = 8u;
 const ACT: u32 = 0u;
@@ -17,11 +18,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<stored>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
 fn epilogue(acc: f32, m: u32, i: u32) -> f32 {
     var v = acc + p[m];
@@ -29,7 +30,7 @@ fn epilogue(acc: f32, m: u32, i: u32) -> f32 {
     if ACT == ACT_PRELU { v = select(v * p[M + m], v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += f32(r[i]); }
     return v;
 }
 
@@ -41,8 +42,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let x0 = wid.z * K;
     var acc = 0.0;
     for (var k = 0u; k < K; k++) {
-        acc += x[x0 + k] * w[m * K + k];
+        acc += f32(x[x0 + k]) * f32(w[m * K + k]);
     }
     let i = wid.z * M + m;
-    y[i] = epilogue(acc, m, i);
+    y[i] = stored(epilogue(acc, m, i));
 }

@@ -3,6 +3,7 @@
 // Layouts: x [C, H_IN, W_IN], y [C, H_OUT, W_OUT] per sample.
 
 // mfn:constants
+alias stored = f32;
 const C: u32 = 4u;
 const H_IN: u32 = 8u;
 const W_IN: u32 = 8u;
@@ -17,8 +18,8 @@ const PAD_L: u32 = 0u;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read_write> y: array<stored>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -36,11 +37,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let ix_lo = max(x0, PAD_L) - PAD_L;
     let ix_hi = min(x0 + KW, W_IN + PAD_L) - PAD_L;
     let plane = (wid.z * C + c) * H_IN * W_IN;
-    var m = x[plane + iy_lo * W_IN + ix_lo];
+    var m = f32(x[plane + iy_lo * W_IN + ix_lo]);
     for (var iy = iy_lo; iy < iy_hi; iy++) {
         for (var ix = ix_lo; ix < ix_hi; ix++) {
-            m = max(m, x[plane + iy * W_IN + ix]);
+            m = max(m, f32(x[plane + iy * W_IN + ix]));
         }
     }
-    y[wid.z * C * H_OUT * W_OUT + idx] = m;
+    y[wid.z * C * H_OUT * W_OUT + idx] = stored(m);
 }

@@ -9,6 +9,7 @@
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
+alias stored = f32;
 const C_IN: u32 = 8u;
 const C_OUT: u32 = 8u;
 const HW: u32 = 16u;
@@ -33,11 +34,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
 fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
     var v = acc + p[co];
@@ -45,7 +46,7 @@ fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
     if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += f32(r[i]); }
     return v;
 }
 
@@ -55,7 +56,7 @@ fn store(acc: vec4<f32>, co0: u32, pix: u32, n: u32) {
         let co = co0 + t;
         if co < C_OUT {
             let i = (n * C_OUT + co) * HW + pix;
-            y[i] = epilogue(acc[t], co, i);
+            y[i] = stored(epilogue(acc[t], co, i));
         }
     }
 }
@@ -76,10 +77,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ci = 0u; ci < C_IN; ci++) {
         var wv: array<vec4<f32>, CO_VECS>;
         for (var j = 0u; j < CO_VECS; j++) {
-            wv[j] = w[ci * W_ROW + block * CO_VECS + j];
+            wv[j] = vec4<f32>(w[ci * W_ROW + block * CO_VECS + j]);
         }
         for (var k = 0u; k < PX_TILE; k++) {
-            let xv = x[xi[k] + ci * HW];
+            let xv = f32(x[xi[k] + ci * HW]);
             for (var j = 0u; j < CO_VECS; j++) {
                 acc[k * CO_VECS + j] += xv * wv[j];
             }

@@ -9,6 +9,7 @@
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
+alias stored = f32;
 const C_IN: u32 = 8u;
 const C_OUT: u32 = 8u;
 const HW: u32 = 16u;
@@ -32,11 +33,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
 fn epilogue(acc: vec4<f32>, co: u32, i: u32) -> vec4<f32> {
     var v = acc + p[co];
@@ -44,7 +45,7 @@ fn epilogue(acc: vec4<f32>, co: u32, i: u32) -> vec4<f32> {
     if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += r[i]; }
+    if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
     return v;
 }
 
@@ -64,10 +65,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<vec4<f32>, 8u * PX_VECS>;
     for (var ci = 0u; ci < C_IN; ci++) {
         let wi = ci * W_ROW + 2u * block;
-        let wl = w[wi];
-        let wh = w[wi + 1u];
+        let wl = vec4<f32>(w[wi]);
+        let wh = vec4<f32>(w[wi + 1u]);
         for (var k = 0u; k < PX_VECS; k++) {
-            let xv = x[xi[k] + ci * HW4];
+            let xv = vec4<f32>(x[xi[k] + ci * HW4]);
             acc[k * 8u + 0u] += xv * wl.x;
             acc[k * 8u + 1u] += xv * wl.y;
             acc[k * 8u + 2u] += xv * wl.z;
@@ -84,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let co = block * CO_TILE + j;
             if co < C_OUT {
                 let i = (wid.z * C_OUT + co) * HW4 + q[k];
-                y[i] = epilogue(acc[k * 8u + j], co, i);
+                y[i] = vec4<stored>(epilogue(acc[k * 8u + j], co, i));
             }
         }
     }

@@ -4,6 +4,7 @@
 // S_k is the input stride of the axis that becomes output axis k.
 
 // mfn:constants
+alias stored = f32;
 const D0: u32 = 1u;
 const D1: u32 = 4u;
 const D2: u32 = 4u;
@@ -17,8 +18,8 @@ const WG: u32 = 64u;
 
 const N: u32 = D0 * D1 * D2 * D3;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read_write> y: array<stored>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -29,5 +30,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i2 = (idx / D3) % D2;
     let i1 = (idx / (D3 * D2)) % D1;
     let i0 = idx / (D3 * D2 * D1);
-    y[wid.z * N + idx] = x[wid.z * N + i0 * S0 + i1 * S1 + i2 * S2 + i3 * S3];
+    y[wid.z * N + idx] = stored(f32(x[wid.z * N + i0 * S0 + i1 * S1 + i2 * S2 + i3 * S3]));
 }

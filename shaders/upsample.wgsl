@@ -3,6 +3,7 @@
 // Layouts: x [C, H_IN, W_IN], y [C, H_IN * FH, W_IN * FW] per sample.
 
 // mfn:constants
+alias stored = f32;
 const C: u32 = 4u;
 const H_IN: u32 = 4u;
 const W_IN: u32 = 4u;
@@ -14,8 +15,8 @@ const WG: u32 = 64u;
 const H_OUT: u32 = H_IN * FH;
 const W_OUT: u32 = W_IN * FW;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read_write> y: array<stored>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -25,5 +26,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let c = idx / (H_OUT * W_OUT);
     let i = (idx / W_OUT) % H_OUT;
     let j = idx % W_OUT;
-    y[wid.z * C * H_OUT * W_OUT + idx] = x[((wid.z * C + c) * H_IN + i / FH) * W_IN + j / FW];
+    y[wid.z * C * H_OUT * W_OUT + idx] = stored(f32(x[((wid.z * C + c) * H_IN + i / FH) * W_IN + j / FW]));
 }

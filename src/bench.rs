@@ -93,14 +93,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         None => mfn::default_model(),
     };
     let t = Instant::now();
-    let program = mfn_compiler::compile(&bytes, &CompileOptions::default()).with_context(|| format!("compiling {what}"))?;
+    let options = CompileOptions { precision: args.gpu.precision, ..CompileOptions::default() };
+    let program = mfn_compiler::compile(&bytes, &options).with_context(|| format!("compiling {what}"))?;
     let compile_ms = ms(t);
     let per_sample: usize = program.input.shape.iter().product();
     let mut rng = mfn_models::rng::Rng::new(7);
     let mut adapter = String::new();
     let mut results = Vec::new();
     if !args.json {
-        println!("model: {what}");
+        println!("model: {what} ({} storage)", program.precision.wgsl());
         println!("compiled in {compile_ms:.1} ms: {} kernels, {} dispatches, {:.1} M multiply-adds a sample", program.kernels.len(), program.steps.len(), program.stats.macs as f64 / 1e6);
     }
     for &batch in &batches {

@@ -20,7 +20,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
 }
 
 /// Compile options with the input shape (`3,640,640`) models with symbolic sizes need.
-pub(crate) fn compile_options(input_shape: Option<&str>) -> Result<CompileOptions> {
+pub(crate) fn compile_options(input_shape: Option<&str>, precision: mfn_compiler::Precision) -> Result<CompileOptions> {
     let input_shape = match input_shape {
         None => None,
         Some(text) => Some(
@@ -30,12 +30,12 @@ pub(crate) fn compile_options(input_shape: Option<&str>) -> Result<CompileOption
                 .with_context(|| format!("--input-shape {text:?}: expected positive sizes separated by commas, without the batch (e.g. 3,640,640)"))?,
         ),
     };
-    Ok(CompileOptions { input_shape, ..CompileOptions::default() })
+    Ok(CompileOptions { input_shape, precision, ..CompileOptions::default() })
 }
 
-fn compile_model(spec: &str, input_shape: Option<&str>) -> Result<(Vec<u8>, Program)> {
+fn compile_model(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::Precision) -> Result<(Vec<u8>, Program)> {
     let bytes = mfn::load_model(spec)?;
-    let program = mfn_compiler::compile(&bytes, &compile_options(input_shape)?).with_context(|| format!("compiling {spec}"))?;
+    let program = mfn_compiler::compile(&bytes, &compile_options(input_shape, precision)?).with_context(|| format!("compiling {spec}"))?;
     Ok((bytes, program))
 }
 
@@ -73,7 +73,7 @@ fn dims(shape: &[usize]) -> String {
 
 pub fn info(spec: &str, input_shape: Option<&str>) -> Result<()> {
     let bytes = mfn::load_model(spec)?;
-    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape)?)?;
+    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape, Default::default())?)?;
     let program = mfn_compiler::codegen::generate(&graph)?;
     println!("# optimised graph of {spec}\n{graph}");
     print_figures(&program);
@@ -82,7 +82,7 @@ pub fn info(spec: &str, input_shape: Option<&str>) -> Result<()> {
 
 pub fn compile(spec: &str, input_shape: Option<&str>, out: &Path) -> Result<()> {
     let bytes = mfn::load_model(spec)?;
-    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape)?)?;
+    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape, Default::default())?)?;
     let program = mfn_compiler::codegen::generate(&graph)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for k in &program.kernels {
@@ -99,7 +99,7 @@ pub fn compile(spec: &str, input_shape: Option<&str>, out: &Path) -> Result<()> 
 /// Runs a model on an .npy batch. A model with several outputs writes one file each, named
 /// `OUT_STEM.OUTPUT_NAME.npy` beside `out`.
 pub fn run(spec: &str, input_shape: Option<&str>, input: &Path, out: &Path, gpu: &GpuArgs) -> Result<()> {
-    let (_, program) = compile_model(spec, input_shape)?;
+    let (_, program) = compile_model(spec, input_shape, gpu.precision)?;
     let (shape, data) = mfn_models::read_npy_file(input).with_context(|| format!("reading {}", input.display()))?;
     if shape.len() != program.input.shape.len() + 1 || shape[1..] != program.input.shape[..] {
         bail!("input {} has shape {shape:?}; the model expects [N,{}]", input.display(), dims(&program.input.shape));
@@ -152,7 +152,7 @@ pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> 
     println!("model: {what}");
     let t = Instant::now();
     let graph = mfn_compiler::optimise(&bytes, &CompileOptions::default())?;
-    let program = mfn_compiler::codegen::generate(&graph)?;
+    let program = mfn_compiler::codegen::generate_with(&graph, gpu.precision)?;
     println!("compiled in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     print_figures(&program);
     let t = Instant::now();

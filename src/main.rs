@@ -22,6 +22,10 @@ pub struct GpuArgs {
     /// Part of the adapter's name, e.g. "llvmpipe" (default: $MFN_ADAPTER, else the best found).
     #[arg(long)]
     adapter: Option<String>,
+    /// How activations and weights are stored on the GPU: f32, or f16 (opt-in; needs an adapter
+    /// with SHADER_F16; about 5e-3 relative error against f32).
+    #[arg(long, default_value = "f32")]
+    precision: mfn_compiler::Precision,
 }
 
 #[derive(Subcommand)]

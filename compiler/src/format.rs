@@ -8,7 +8,7 @@
 
 use thiserror::Error;
 
-use crate::program::{Kernel, Port, Program, Resource, Stats, Step, Weight};
+use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 
 pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// Bumped on any change of the payload's layout; other versions are rejected.
@@ -124,6 +124,12 @@ impl Writer {
         self.usize(v.len());
         v.iter().for_each(|&x| self.usize(x));
     }
+    fn precision(&mut self, p: Precision) {
+        self.u32(match p {
+            Precision::F32 => 32,
+            Precision::F16 => 16,
+        });
+    }
     fn port(&mut self, p: &Port) {
         self.str(&p.name);
         self.usizes(&p.shape);
@@ -164,11 +170,13 @@ impl Writer {
             self.str(&w.name);
             self.usize(w.data.len());
             w.data.iter().for_each(|v| self.0.extend_from_slice(&v.to_le_bytes()));
+            self.precision(w.precision);
         }
         self.port(&p.input);
         self.usize(p.outputs.len());
         p.outputs.iter().for_each(|o| self.port(o));
         self.u32(p.normalises_input as u32);
+        self.precision(p.precision);
         let s = &p.stats;
         [s.parameters, s.macs, s.peak_activation_bytes, s.total_activation_bytes].into_iter().for_each(|v| self.u64(v));
     }
@@ -212,6 +220,13 @@ impl Reader<'_> {
         let n = self.count(8)?;
         (0..n).map(|_| self.usize()).collect()
     }
+    fn precision(&mut self) -> Result<Precision, FormatError> {
+        match self.u32()? {
+            32 => Ok(Precision::F32),
+            16 => Ok(Precision::F16),
+            other => Err(FormatError::Malformed(format!("precision tag {other} at byte {}", self.pos - 4))),
+        }
+    }
     fn port(&mut self) -> Result<Port, FormatError> {
         Ok(Port { name: self.str()?, shape: self.usizes()?, buffer: self.usize()? })
     }
@@ -229,7 +244,7 @@ impl Reader<'_> {
                 let name = self.str()?;
                 let len = self.count(4)?;
                 let data = self.take(4 * len)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-                Ok(Weight { name, data })
+                Ok(Weight { name, data, precision: self.precision()? })
             })
             .collect::<Result<_, FormatError>>()?;
         let input = self.port()?;
@@ -240,8 +255,9 @@ impl Reader<'_> {
             1 => true,
             other => return Err(FormatError::Malformed(format!("normalises_input flag {other}"))),
         };
+        let precision = self.precision()?;
         let stats = Stats { parameters: self.u64()?, macs: self.u64()?, peak_activation_bytes: self.u64()?, total_activation_bytes: self.u64()? };
-        Ok(Program { kernels, steps, buffers, weights, input, outputs, normalises_input, stats })
+        Ok(Program { kernels, steps, buffers, weights, input, outputs, normalises_input, precision, stats })
     }
     fn step(&mut self) -> Result<Step, FormatError> {
         let kernel = self.usize()?;

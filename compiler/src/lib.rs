@@ -46,12 +46,14 @@ pub struct CompileOptions {
     /// symbolic dimensions besides the batch (detectors exported for any image size). Must agree
     /// with the model's fixed dimensions.
     pub input_shape: Option<Vec<usize>>,
+    /// How activations and weights are stored on the GPU (f16: opt-in, needs `SHADER_F16`).
+    pub precision: Precision,
 }
 
 #[cfg(feature = "frontend")]
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { batch: 1, input_shape: None }
+        CompileOptions { batch: 1, input_shape: None, precision: Precision::F32 }
     }
 }
 
@@ -67,5 +69,5 @@ pub fn optimise(onnx: &[u8], options: &CompileOptions) -> Result<ir::Graph, Comp
 /// Compiles ONNX bytes to a [`Program`].
 pub fn compile(onnx: &[u8], options: &CompileOptions) -> Result<Program, CompileError> {
     let graph = optimise(onnx, options)?;
-    codegen::generate(&graph)
+    codegen::generate_with(&graph, options.precision)
 }

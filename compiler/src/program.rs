@@ -3,6 +3,45 @@
 
 use std::fmt::Write;
 
+/// How activations and weights are stored on the GPU. Arithmetic is f32 either way; f16 halves
+/// the memory traffic at the cost of rounding every stored value to 11 significant bits (an opt-in
+/// mode for adapters with `SHADER_F16`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    /// Bytes of one stored element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    /// The WGSL scalar type.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!("precision '{other}': expected f32 or f16")),
+        }
+    }
+}
+
 /// A compiled model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
@@ -20,6 +59,8 @@ pub struct Program {
     /// The graph normalises its own input: it begins with constant arithmetic on it (such as the
     /// pretrained MobileFaceNet's `Sub 127.5, Mul 1/128`), so it takes raw pixel values.
     pub normalises_input: bool,
+    /// How activations (and the weights of [`Weight::precision`] f16) are stored.
+    pub precision: Precision,
     pub stats: Stats,
 }
 
@@ -64,6 +105,9 @@ pub enum Resource {
 pub struct Weight {
     pub name: String,
     pub data: Vec<f32>,
+    /// How the kernels read it: convolution and linear weights follow the program's precision,
+    /// per-channel parameters (bias, slopes) stay f32. The runtime converts at upload.
+    pub precision: Precision,
 }
 
 /// A graph input or output: name, shape per sample (without the batch) and its buffer.

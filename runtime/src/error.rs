@@ -10,6 +10,10 @@ pub enum RuntimeError {
     UnknownBackend(String),
     #[error("the adapter '{adapter}' does not support this program: {what} needs {needed}, the adapter allows {available}")]
     Limit { adapter: String, what: String, needed: u64, available: u64 },
+    #[error("the adapter '{adapter}' lacks {feature}, which {why} need; compile with f32 precision instead")]
+    MissingFeature { adapter: String, feature: &'static str, why: &'static str },
+    #[error("{0} is not available for programs compiled with f16 precision")]
+    F16Unsupported(&'static str),
     #[error("could not open the device on '{adapter}': {message}")]
     RequestDevice { adapter: String, message: String },
     #[error("input has {got} values, which is not a whole batch of samples of shape {shape:?} ({per_sample} values each)")]

@@ -26,6 +26,17 @@ pub(crate) fn split_workgroups(grid: [u32; 2], limit: u32) -> Option<[u32; 2]> {
     (y <= u64::from(limit)).then_some([x as u32, y as u32])
 }
 
+/// Device features a program needs: `SHADER_F16` for f16 storage.
+pub(crate) fn features(program: &Program, features: wgpu::Features, adapter: &str) -> Result<wgpu::Features> {
+    if program.precision != mfn_compiler::Precision::F16 {
+        return Ok(wgpu::Features::empty());
+    }
+    if !features.contains(wgpu::Features::SHADER_F16) {
+        return Err(RuntimeError::MissingFeature { adapter: adapter.into(), feature: "SHADER_F16", why: "programs compiled with f16 precision" });
+    }
+    Ok(wgpu::Features::SHADER_F16)
+}
+
 impl Requirements {
     /// The needs of `program` at the largest batch (at most `wanted`) its buffers allow.
     pub fn of(program: &Program, wanted: usize, limits: &wgpu::Limits, adapter: &str) -> Result<Requirements> {
@@ -36,8 +47,9 @@ impl Requirements {
             Ok(())
         };
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let per_sample = 4 * program.buffers.iter().copied().max().unwrap_or(1) as u64;
-        let weight_bytes = program.weights.iter().map(|w| 4 * w.data.len() as u64).max().unwrap_or(4);
+        let element = program.precision.bytes() as u64;
+        let per_sample = element * program.buffers.iter().copied().max().unwrap_or(1) as u64;
+        let weight_bytes = program.weights.iter().map(|w| w.precision.bytes() as u64 * w.data.len() as u64).max().unwrap_or(4);
         limit("the largest weight buffer (bytes)", weight_bytes, max_binding)?;
         limit("one sample's largest activation buffer (bytes)", per_sample, max_binding)?;
         let batch_cap = (max_binding / per_sample).min(u64::from(limits.max_compute_workgroups_per_dimension)) as usize;
@@ -76,7 +88,7 @@ impl Requirements {
 
 #[cfg(test)]
 mod tests {
-    use mfn_compiler::{Kernel, Port, Program, Stats, Step, Weight};
+    use mfn_compiler::{Kernel, Port, Precision, Program, Stats, Step, Weight};
 
     use super::*;
 
@@ -87,10 +99,11 @@ mod tests {
             kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), workgroup_size: 64, bindings: 4 }],
             steps: vec![Step { kernel: 0, nodes: vec![], bindings: vec![], workgroups: [4096, 1], output_shape: vec![262_144], macs: 0 }],
             buffers: vec![262_144, 262_144],
-            weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024] }],
+            weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024], precision: Precision::F32 }],
             input: port(0),
             outputs: vec![port(1)],
             normalises_input: false,
+            precision: Precision::F32,
             stats: Stats::default(),
         }
     }

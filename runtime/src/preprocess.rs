@@ -114,6 +114,9 @@ impl Session {
             return Err(RuntimeError::NotImageInput { shape: self.input.1.clone() });
         };
         check_images(images)?;
+        if self.precision != mfn_compiler::Precision::F32 {
+            return Err(RuntimeError::F16Unsupported("GPU image preprocessing"));
+        }
         let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut cached = self.preprocess.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if cached.as_ref().is_none_or(|p| p.norm != *norm) {

@@ -43,6 +43,7 @@ pub struct Session {
     pub(crate) input: (usize, Vec<usize>),
     pub(crate) outputs: Vec<Port>,
     max_batch: usize,
+    pub(crate) precision: mfn_compiler::Precision,
     /// Runs share the activation buffers: one at a time.
     pub(crate) running: Mutex<()>,
     /// The image preprocessing pipeline of [`Session::run_images`], created on first use.
@@ -55,11 +56,13 @@ impl Session {
         let adapter = select_adapter(&options.adapter)?;
         let info = adapter.get_info();
         let req = Requirements::of(program, options.max_batch, &adapter.limits(), &info.name)?;
+        let needed = crate::limits::features(program, adapter.features(), &info.name)?;
         let desc = wgpu::DeviceDescriptor {
             label: Some("mfn"),
             required_limits: req.limits(&adapter.limits()),
-            // Per-kernel profiling where the adapter can time dispatches; nothing else is needed.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            // Per-kernel profiling where the adapter can time dispatches, f16 where the program
+            // stores f16.
+            required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | needed,
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
@@ -70,12 +73,15 @@ impl Session {
     /// Makes `program` resident on a host application's device and queue (no second device).
     pub fn with_device(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
+        crate::limits::features(program, device.features(), &info.name)?;
         Self::build(program, device, queue, info, req.max_batch)
     }
 
     fn build(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let precision = program.precision;
+        let element = precision.bytes();
         let activations: Vec<wgpu::Buffer> = program
             .buffers
             .iter()
@@ -83,7 +89,7 @@ impl Session {
             .map(|(i, &elements)| {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(&format!("b{i}")),
-                    size: (4 * elements * max_batch).max(4) as u64,
+                    size: padded(element * elements * max_batch),
                     usage: storage,
                     mapped_at_creation: false,
                 })
@@ -96,7 +102,7 @@ impl Session {
                 let data: &[f32] = if w.data.is_empty() { &[0.0] } else { &w.data };
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(&w.name),
-                    contents: bytemuck::cast_slice(data),
+                    contents: &encode(data, w.precision),
                     usage: wgpu::BufferUsages::STORAGE,
                 })
             })
@@ -156,10 +162,10 @@ impl Session {
                 Dispatch { pipeline: step.kernel, bind_group, workgroups }
             })
             .collect();
-        let out_bytes = 4 * program.outputs.iter().map(Port::elements).sum::<usize>() * max_batch;
+        let out_bytes: u64 = program.outputs.iter().map(|o| padded(element * o.elements() * max_batch)).sum();
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: out_bytes.max(4) as u64,
+            size: out_bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -177,6 +183,7 @@ impl Session {
             input: (program.input.buffer, program.input.shape.clone()),
             outputs: program.outputs.clone(),
             max_batch,
+            precision,
             running: Mutex::new(()),
             preprocess: Mutex::new(None),
         })
@@ -238,7 +245,7 @@ impl Session {
 
     fn run_chunk(&self, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        self.queue.write_buffer(&self.activations[self.input.0], 0, bytemuck::cast_slice(input));
+        self.queue.write_buffer(&self.activations[self.input.0], 0, &encode(input, self.precision));
         self.record_and_read(batch, scope, &|_| {})
     }
 
@@ -255,21 +262,49 @@ impl Session {
                 pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], batch as u32);
             }
         }
-        // The outputs one after the other in the readback buffer.
+        // The outputs one after the other in the readback buffer, each padded to whole words.
+        let element = self.precision.bytes();
         let mut offset = 0;
         for o in &self.outputs {
-            let bytes = (4 * batch * o.elements()) as u64;
+            let bytes = padded(element * batch * o.elements());
             encoder.copy_buffer_to_buffer(&self.activations[o.buffer], 0, &self.readback, offset, bytes);
             offset += bytes;
         }
         self.queue.submit([encoder.finish()]);
-        let mut all = read_back(&self.device, &self.readback, offset, scope)?;
+        let all = map_read(&self.device, &self.readback, offset, scope)?;
         let mut outputs = Vec::with_capacity(self.outputs.len());
-        for o in self.outputs.iter().rev() {
-            outputs.push(all.split_off(all.len() - batch * o.elements()));
+        let mut at = 0;
+        for o in &self.outputs {
+            let n = batch * o.elements();
+            outputs.push(decode(&all[at..at + element * n], self.precision));
+            at += padded(element * n) as usize;
         }
-        outputs.reverse();
         Ok(outputs)
+    }
+}
+
+/// `bytes` rounded up to whole 16-byte units (vec4 of f32; buffer copies need 4-byte multiples).
+pub(crate) fn padded(bytes: usize) -> u64 {
+    bytes.max(1).div_ceil(16) as u64 * 16
+}
+
+/// f32 values as the bytes of `precision` (f16: rounded to nearest even), padded to 4 bytes.
+pub(crate) fn encode(values: &[f32], precision: mfn_compiler::Precision) -> Vec<u8> {
+    match precision {
+        mfn_compiler::Precision::F32 => bytemuck::cast_slice(values).to_vec(),
+        mfn_compiler::Precision::F16 => {
+            let mut bytes: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+            bytes
+        }
+    }
+}
+
+/// Stored values of `precision` as f32.
+pub(crate) fn decode(bytes: &[u8], precision: mfn_compiler::Precision) -> Vec<f32> {
+    match precision {
+        mfn_compiler::Precision::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        mfn_compiler::Precision::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
     }
 }
 

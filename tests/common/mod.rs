@@ -21,6 +21,20 @@ pub fn session(program: &Program, max_batch: usize) -> Option<Session> {
     }
 }
 
+/// The adapter sessions would use, or `None` (with a note) without one; a failure under CI.
+pub fn adapter() -> Option<mfn_runtime::wgpu::Adapter> {
+    match mfn_runtime::select_adapter(&Default::default()) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("CI=true but no GPU adapter: {e}");
+            }
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
 pub fn compile(onnx: &[u8]) -> Program {
     mfn_compiler::compile(onnx, &CompileOptions::default()).expect("model compiles")
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, Op};
-use crate::program::{Kernel, Port, Program, Resource, Stats, Step, Weight};
+use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 use crate::stats;
 use kernels::{Bind, KernelKey, WORKGROUP};
 
@@ -17,7 +17,13 @@ use kernels::{Bind, KernelKey, WORKGROUP};
 /// into the second dimension.
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 
+/// The program of an optimised graph, activations stored in f32.
 pub fn generate(graph: &Graph) -> Result<Program> {
+    generate_with(graph, Precision::F32)
+}
+
+/// The program of an optimised graph, activations and weights stored in `precision`.
+pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
     let (inputs, outputs) = (graph.inputs.len(), graph.outputs.len());
     if inputs != 1 || outputs == 0 {
         let names = |ids: &[crate::ir::ValueId]| ids.iter().map(|&v| graph.value(v).name.clone()).collect::<Vec<_>>().join(", ");
@@ -42,18 +48,21 @@ pub fn generate(graph: &Graph) -> Result<Program> {
         let kernel = match by_key.get(&id) {
             Some(&k) => k,
             None => {
-                kernels.push(make_kernel(&lowered.key, kernels.len())?);
+                kernels.push(make_kernel(&lowered.key, kernels.len(), precision)?);
                 by_key.insert(id, kernels.len() - 1);
                 kernels.len() - 1
             }
         };
+        let params = lowered.key.template.params_binding();
         let bindings = lowered
             .binds
             .into_iter()
-            .map(|b| match b {
+            .enumerate()
+            .map(|(i, b)| match b {
                 Bind::Value(v) => Resource::Activation(plan.buffer(v)),
                 Bind::Data(name, data) => {
-                    weights.push(Weight { name, data });
+                    let precision = if params == Some(i) { Precision::F32 } else { precision };
+                    weights.push(Weight { name, data, precision });
                     Resource::Weight(weights.len() - 1)
                 }
                 Bind::Unused => Resource::Unused,
@@ -86,13 +95,13 @@ pub fn generate(graph: &Graph) -> Result<Program> {
     };
     let input = port(graph.inputs[0]);
     let outputs = graph.outputs.iter().map(|&v| port(v)).collect();
-    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, stats })
+    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, precision, stats })
 }
 
-fn make_kernel(key: &KernelKey, index: usize) -> Result<Kernel> {
+fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Kernel> {
     let name = format!("k{index:02}_{}", key.template.name());
     let header = format!("// mfn kernel {name}: template shaders/{}.wgsl, workgroup size {WORKGROUP}\n", key.template.name());
-    let wgsl = template::specialise(key.template, &header, &key.constants)?;
+    let wgsl = template::specialise(key.template, &header, &key.constants, precision)?;
     template::validate(&name, &wgsl)?;
     Ok(Kernel { name, template: key.template.name().into(), wgsl, workgroup_size: WORKGROUP, bindings: key.template.bindings() })
 }

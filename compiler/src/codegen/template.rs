@@ -3,6 +3,7 @@
 //! is replaced as a whole by the kernel's constants. Shader bodies are never edited.
 
 use crate::error::{CompileError, Result};
+use crate::program::Precision;
 
 /// The kernel templates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +70,15 @@ impl Template {
         }
     }
 
+    /// The binding of the per-channel parameters (kept f32 whatever the precision), if any.
+    pub fn params_binding(self) -> Option<usize> {
+        match self {
+            Template::Elementwise => Some(1),
+            Template::MaxPool | Template::Upsample | Template::Transpose => None,
+            _ => Some(2),
+        }
+    }
+
     /// Number of storage bindings (the last one is the output).
     pub fn bindings(self) -> u32 {
         match self {
@@ -113,7 +123,7 @@ pub fn declared_constants(template: Template) -> Vec<String> {
 
 /// The template's source with its constants block replaced by `constants`, which must name
 /// exactly the constants the template declares, in order.
-pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)]) -> Result<String> {
+pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)], precision: Precision) -> Result<String> {
     let src = template.source();
     let declared = declared_constants(template);
     let given: Vec<&str> = constants.iter().map(|(n, _)| *n).collect();
@@ -125,6 +135,10 @@ pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)])
     out.push_str(header);
     out.push_str(&src[..b]);
     out.push_str("// mfn:specialised\n");
+    if precision == Precision::F16 {
+        out.push_str("enable f16;\n");
+    }
+    out.push_str(&format!("alias stored = {};\n", precision.wgsl()));
     for (name, value) in constants {
         let (ty, lit) = value.wgsl();
         out.push_str(&format!("const {name}: {ty} = {lit};\n"));
@@ -137,7 +151,7 @@ pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)])
 pub fn validate(name: &str, wgsl: &str) -> Result<()> {
     let invalid = |message: String| CompileError::InvalidWgsl { kernel: name.into(), message };
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| invalid(e.emit_to_string(wgsl)))?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16)
         .validate(&module)
         .map_err(|e| invalid(e.emit_to_string(wgsl)))?;
     Ok(())
