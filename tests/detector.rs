@@ -31,7 +31,7 @@ fn pattern(h: usize, w: usize) -> Vec<f32> {
 }
 
 fn options(shape: &[usize]) -> CompileOptions {
-    CompileOptions { batch: 1, input_shape: Some(shape.to_vec()) }
+    CompileOptions { input_shape: Some(shape.to_vec()), ..CompileOptions::default() }
 }
 
 #[test]
