@@ -946,3 +946,35 @@ fn detector_ops() {
     );
     run_cases(cases);
 }
+
+impl Net {
+    /// Concat of `inputs` (names of values of per-sample shapes `shapes`) along `axis` (batched).
+    fn concat(&mut self, inputs: &[&str], shapes: &[Vec<usize>], axis: usize) -> &mut Self {
+        let mut shape = shapes[0].clone();
+        shape[axis - 1] = shapes.iter().map(|s| s[axis - 1]).sum();
+        self.node("Concat", inputs, vec![Attr::Int("axis", axis as i64)], shape)
+    }
+}
+
+/// Concatenation of activations: two branches joined on channels (an FPN or inception join), and
+/// one value repeated six times along H (two chained kernels of at most four inputs).
+#[test]
+fn concat_activations() {
+    let mut net = Net::new(120, &[4, 6, 10]);
+    net.conv(ConvSpec::new(5, 1)).act(Activation::Relu);
+    let (a, sa) = (net.cur.clone(), net.shape.clone());
+    net.cur = "x".into();
+    net.shape = vec![4, 6, 10];
+    net.conv(ConvSpec::new(3, 3).same(1));
+    let (b, sb) = (net.cur.clone(), net.shape.clone());
+    net.concat(&[&a, &b], &[sa, sb], 1);
+    let mut cases = vec![Case::new("two branches on channels", &mut net, &["pointwise_vec4", "conv2d", "concat"]).batch(3).max_batch(2)];
+    let mut net = Net::new(121, &[2, 3, 5]);
+    let six = vec!["x"; 6];
+    net.concat(&six, &vec![vec![2, 3, 5]; 6], 2);
+    cases.push(Case::new("six copies along H", &mut net, &["concat", "concat"]).batch(2));
+    let mut net = Net::new(122, &[3, 7]);
+    net.concat(&["x", "x", "x"], &vec![vec![3, 7]; 3], 2);
+    cases.push(Case::new("rank 3, last axis", &mut net, &["concat"]));
+    run_cases(cases);
+}

@@ -144,6 +144,21 @@ fn unsupported_operations_and_attributes() {
             &["node 'lstm_0'", "unsupported op 'LSTM'"],
         ),
         (
+            "Concat on the batch axis",
+            model(|b| insert_after_conv(b, builder::node_proto("cat", "Concat", &["c", "c"], &["d"], &[Attr::Int("axis", 0)]))),
+            &["node 'cat' (Concat)", "attribute 'axis' = 0", "the batch axis"],
+        ),
+        (
+            "Concat of shapes that differ off the axis",
+            model(|b| insert_after_conv(b, builder::node_proto("cat", "Concat", &["c", "x"], &["d"], &[Attr::Int("axis", 2)]))),
+            &["node 'cat' (Concat)", "[1, 4, 8, 8] and [1, 3, 8, 8] differ outside axis 2"],
+        ),
+        (
+            "Concat of an activation and a constant",
+            model(|b| insert_after_conv(b, builder::node_proto("cat", "Concat", &["c", "b"], &["d"], &[Attr::Int("axis", 1)]))),
+            &["node 'cat' (Concat)", "concatenating the activation 'c' with constants is not supported"],
+        ),
+        (
             "an op of another domain",
             model(|b| b.graph_mut().node[1].domain = "com.microsoft".into()),
             &["node 'relu'", "unsupported op 'com.microsoft:Relu'"],

@@ -101,6 +101,17 @@ fn eval_node(graph: &Graph, node: &Node, values: &[Option<Vec<f32>>]) -> Result<
             let per_sample: Vec<usize> = perm[1..].iter().map(|&a| a - 1).collect();
             permute(x, sample_shape(graph, node.inputs[0]), &per_sample)
         }
+        Op::Concat { axis } => {
+            let outer = numel(&out_shape[..axis - 1]);
+            let parts: Vec<(&[f32], usize)> = node.inputs.iter().map(|&v| (get(v), numel(&sample_shape(graph, v)[axis - 1..]))).collect();
+            let mut y = Vec::with_capacity(numel(out_shape));
+            for o in 0..outer {
+                for (data, slab) in &parts {
+                    y.extend_from_slice(&data[o * slab..][..*slab]);
+                }
+            }
+            y
+        }
         Op::Reshape => x.to_vec(),
     };
     let (act, res) = match &node.op {

@@ -251,6 +251,19 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 vec![("C", u(x[1])), ("H_IN", u(x[2])), ("W_IN", u(x[3])), ("FH", u(factor[0])), ("FW", u(factor[1])), ("WG", Const::U32(WORKGROUP))];
             Ok(data_movement(Template::Upsample, constants, node, numel(&y[1..])))
         }
+        Op::Concat { axis } => {
+            let outer = numel(&y[1..*axis]);
+            let slab = |v: ValueId| numel(&graph.shape(v)[*axis..]);
+            let mut binds: Vec<Bind> = node.inputs.iter().map(|&v| Bind::Value(v)).collect();
+            let mut constants = vec![("OUTER", u(outer))];
+            for (k, name) in ["S_A", "S_B", "S_C", "S_D"].into_iter().enumerate() {
+                constants.push((name, u(node.inputs.get(k).map_or(0, |&v| slab(v)))));
+            }
+            constants.push(("WG", Const::U32(WORKGROUP)));
+            binds.resize(4, Bind::Unused);
+            binds.push(Bind::Value(node.output));
+            Ok(Lowered { key: KernelKey { template: Template::Concat, constants }, binds, workgroups: threads_to_groups(numel(&y[1..])) })
+        }
         Op::Transpose(perm) => {
             let sample = &x[1..];
             if sample.len() > 4 {

@@ -21,10 +21,11 @@ pub enum Template {
     MaxPool,
     Upsample,
     Transpose,
+    Concat,
 }
 
 impl Template {
-    pub const ALL: [Template; 11] = [
+    pub const ALL: [Template; 12] = [
         Template::Conv2d,
         Template::Depthwise,
         Template::DepthwiseVec4,
@@ -36,6 +37,7 @@ impl Template {
         Template::MaxPool,
         Template::Upsample,
         Template::Transpose,
+        Template::Concat,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Template {
             Template::MaxPool => "maxpool",
             Template::Upsample => "upsample",
             Template::Transpose => "transpose",
+            Template::Concat => "concat",
         }
     }
 
@@ -67,6 +70,7 @@ impl Template {
             Template::MaxPool => include_str!("../../../shaders/maxpool.wgsl"),
             Template::Upsample => include_str!("../../../shaders/upsample.wgsl"),
             Template::Transpose => include_str!("../../../shaders/transpose.wgsl"),
+            Template::Concat => include_str!("../../../shaders/concat.wgsl"),
         }
     }
 
@@ -74,7 +78,7 @@ impl Template {
     pub fn params_binding(self) -> Option<usize> {
         match self {
             Template::Elementwise => Some(1),
-            Template::MaxPool | Template::Upsample | Template::Transpose => None,
+            Template::MaxPool | Template::Upsample | Template::Transpose | Template::Concat => None,
             _ => Some(2),
         }
     }

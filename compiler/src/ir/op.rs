@@ -134,6 +134,8 @@ pub enum Op {
     Upsample { factor: [usize; 2] },
     /// Permutes the axes: output axis `i` is input axis `perm[i]`; `perm[0]` is 0 (the batch stays).
     Transpose(Vec<usize>),
+    /// Joins the inputs along `axis` (not the batch); every other axis agrees.
+    Concat { axis: usize },
     /// Same data, the output value's shape.
     Reshape,
 }
@@ -155,6 +157,7 @@ impl Op {
             Op::MaxPool(_) => "MaxPool",
             Op::Upsample { .. } => "Upsample",
             Op::Transpose(_) => "Transpose",
+            Op::Concat { .. } => "Concat",
             Op::Reshape => "Reshape",
         }
     }

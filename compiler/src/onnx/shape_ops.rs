@@ -124,19 +124,26 @@ pub fn squeeze(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
     imp.emit(ctx, Op::Reshape, vec![x], shape)
 }
 
-/// Concat of constants (shape arithmetic).
+/// Most inputs one concat kernel reads; longer concatenations are chained.
+const CONCAT_INPUTS: usize = 4;
+
+/// Concat: folded when every input is a constant (shape arithmetic), a kernel when every input is
+/// an activation (along any axis but the batch).
 pub fn concat(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
     let n = ctx.proto.input.len();
     if n == 0 {
         return Err(ctx.err("no inputs"));
     }
+    let ids = (0..n).map(|i| imp.required(ctx, i)).collect::<Result<Vec<_>>>()?;
+    if ids.iter().all(|&v| !imp.graph.is_const(v)) {
+        return concat_activations(imp, ctx, &ids);
+    }
     let mut parts = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = imp.required(ctx, i)?;
+    for &id in &ids {
         let v = imp.graph.value(id);
         match &v.data {
             Some(d) => parts.push((v.shape.clone(), d.clone())),
-            None => return Err(ctx.err(format!("concatenating the activation '{}' is not supported (only constants, as in shape arithmetic)", v.name))),
+            None => return Err(ctx.err(format!("concatenating the activation '{}' with constants is not supported", v.name))),
         }
     }
     let rank = parts[0].0.len();
@@ -179,6 +186,41 @@ pub fn concat(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         TensorData::F32(out)
     };
     Ok(imp.emit_const(ctx, shape, data))
+}
+
+fn concat_activations(imp: &mut Importer, ctx: &mut Ctx, ids: &[ValueId]) -> Result<ValueId> {
+    let first = imp.graph.shape(ids[0]).to_vec();
+    let a = ctx.attrs.int("axis")?.ok_or_else(|| ctx.err("attribute 'axis' is missing"))?;
+    let axis = axis(ctx, "axis", a, first.len())?;
+    if axis == 0 {
+        return Err(ctx.attrs.error("axis", &a.to_string(), " (the batch axis: mfn runs every sample separately)"));
+    }
+    for &v in ids {
+        let s = imp.graph.shape(v);
+        if s.len() != first.len() || (0..s.len()).any(|i| i != axis && s[i] != first[i]) {
+            return Err(ctx.err(format!("input shapes {first:?} and {s:?} differ outside axis {axis}")));
+        }
+    }
+    // Chained by at most CONCAT_INPUTS inputs: the first kernel takes four, each next one the
+    // result so far and three more.
+    let mut acc = ids[0];
+    let mut rest = &ids[1..];
+    let mut part = 0;
+    loop {
+        let take = rest.len().min(CONCAT_INPUTS - 1);
+        let inputs: Vec<ValueId> = std::iter::once(acc).chain(rest[..take].iter().copied()).collect();
+        rest = &rest[take..];
+        let mut shape = first.clone();
+        shape[axis] = inputs.iter().map(|&v| imp.graph.shape(v)[axis]).sum();
+        if rest.is_empty() {
+            return imp.emit(ctx, Op::Concat { axis }, inputs, shape);
+        }
+        part += 1;
+        let name = format!("{}.part{part}", ctx.proto.output[0]);
+        super::check_size(&name, &shape)?;
+        acc = imp.graph.add_value(name, shape, None);
+        imp.graph.nodes.push(crate::ir::Node { names: vec![ctx.name.clone()], op: Op::Concat { axis }, inputs, output: acc });
+    }
 }
 
 /// Transpose: folded on constants; on activations the batch must stay on axis 0.
