@@ -47,6 +47,15 @@ pub fn generate(graph: &Graph) -> Result<Program> {
                 kernels.len() - 1
             }
         };
+        // Activations read: every bound value but the last binding (the output).
+        let reads = &lowered.binds[..lowered.binds.len().saturating_sub(1)];
+        let input_shapes = reads
+            .iter()
+            .filter_map(|b| match b {
+                Bind::Value(v) => Some(graph.shape(*v)[1..].to_vec()),
+                _ => None,
+            })
+            .collect();
         let bindings = lowered
             .binds
             .into_iter()
@@ -70,6 +79,7 @@ pub fn generate(graph: &Graph) -> Result<Program> {
             nodes: node.names.clone(),
             bindings,
             workgroups,
+            input_shapes,
             output_shape: graph.shape(node.output)[1..].to_vec(),
             macs: stats::node_macs(graph, i),
         });
@@ -85,13 +95,18 @@ pub fn generate(graph: &Graph) -> Result<Program> {
         total_activation_bytes: 4 * plan.unshared as u64,
     };
     let (input, output) = (port(graph.inputs[0]), port(graph.outputs[0]));
-    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, output, stats })
+    let mut program = Program { kernels, steps, buffers: plan.sizes, weights, input, output, stats };
+    // The header describes every dispatch of a kernel: known once all steps are.
+    for k in 0..program.kernels.len() {
+        let header = program.kernel_header(k);
+        program.kernels[k].wgsl.insert_str(0, &header);
+    }
+    Ok(program)
 }
 
 fn make_kernel(key: &KernelKey, index: usize) -> Result<Kernel> {
     let name = format!("k{index:02}_{}", key.template.name());
-    let header = format!("// mfn kernel {name}: template shaders/{}.wgsl, workgroup size {WORKGROUP}\n", key.template.name());
-    let wgsl = template::specialise(key.template, &header, &key.constants)?;
+    let wgsl = template::specialise(key.template, "", &key.constants)?;
     template::validate(&name, &wgsl)?;
     Ok(Kernel { name, template: key.template.name().into(), wgsl, workgroup_size: WORKGROUP, bindings: key.template.bindings() })
 }
