@@ -161,7 +161,7 @@ pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> 
     let model = mfn::program_from_bytes(&bytes, &what)?;
     let program = &model.program;
     println!("{} in {:.0} ms", if model.graph.is_some() { "compiled" } else { "loaded" }, t.elapsed().as_secs_f64() * 1e3);
-    print_figures(&program);
+    print_figures(program);
     let t = Instant::now();
     let session = Session::new(program, &session_options(gpu, batch))?;
     println!("adapter: {}  (session ready in {:.0} ms)", session.adapter(), t.elapsed().as_secs_f64() * 1e3);
