@@ -54,6 +54,20 @@ fn packed_model_runs_like_the_onnx_it_came_from() {
         outputs.push(mfn_models::read_npy_file(&y).expect("read output"));
     }
     assert_eq!(outputs[0], outputs[1], "the .mfn and the .onnx give different outputs");
+    // The face commands and bench take it too.
+    let face = dir.join("face.png");
+    let pixels: Vec<u8> = (0..112 * 112 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    image::RgbImage::from_raw(112, 112, pixels).expect("image").save(&face).expect("write png");
+    let embed = |model: &Path| {
+        let (ok, out, err) = mfn(&["embed", "--model", s(model), s(&face), "--json"]);
+        assert!(ok, "embed --model {}: {err}", model.display());
+        out
+    };
+    assert_eq!(embed(&onnx), embed(&packed), "embed: the .mfn and the .onnx differ");
+    let (ok, out, err) = mfn(&["verify", "--model", s(&packed), s(&face), s(&face)]);
+    assert!(ok && out.contains("SAME"), "verify: {out}{err}");
+    let (ok, out, err) = mfn(&["bench", "--model", s(&packed), "--batch", "1", "--runs", "1", "--warmup", "0"]);
+    assert!(ok && out.contains("batch   1"), "bench: {out}{err}");
     let (ok, out, err) = mfn(&["info", s(&packed)]);
     assert!(ok && out.contains("kernels:") && out.contains("holds no graph"), "{out}{err}");
 }
