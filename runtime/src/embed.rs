@@ -35,7 +35,8 @@ pub struct Warp(pub [f32; 6]);
 
 impl Warp {
     /// The axis-aligned region of `width` x `height` source pixels whose top-left pixel is
-    /// (`left`, `top`), resized to `out_w` x `out_h` (corner pixels onto corner pixels' areas).
+    /// (`left`, `top`), resized to `out_w` x `out_h`: the output pixels' areas tile the region's
+    /// exactly (the half-pixel convention of image resizers).
     pub fn crop(left: f32, top: f32, width: f32, height: f32, out_w: usize, out_h: usize) -> Warp {
         let (sx, sy) = (width / out_w as f32, height / out_h as f32);
         Warp([sx, 0.0, left + 0.5 * sx - 0.5, 0.0, sy, top + 0.5 * sy - 0.5])
@@ -165,7 +166,9 @@ impl Session {
     /// [`Session::output_shape`] per input sample, batch first) copied to the start of `output`,
     /// which needs `COPY_DST` usage. Nothing is submitted: the host submits the encoder in its
     /// frame. The session's buffers are reused by every call, so the host's submissions must
-    /// reach the GPU in the order it encoded them (one queue does that).
+    /// reach the GPU in the order it encoded them (one queue does that), and a session that
+    /// encodes into a host's frames must not also [`Session::run`] on another thread: the host's
+    /// submission could land between that run's upload and its dispatches.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, input: Input<'_>, output: &wgpu::Buffer) -> Result<()> {
         let batch = self.encode_model(encoder, input)?;
         let bytes = self.output_bytes(batch);
