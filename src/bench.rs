@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use mfn_compiler::{CompileOptions, Program, Resource};
+use mfn_compiler::{CompileOptions, Program};
 use mfn_runtime::Session;
 
 use crate::commands::session_options;
@@ -94,7 +94,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     };
     let t = Instant::now();
     let options = CompileOptions { precision: args.gpu.precision, ..CompileOptions::default() };
-    let program = mfn_compiler::compile(&bytes, &options).with_context(|| format!("compiling {what}"))?;
+    let program = mfn::program_from_bytes_with(&bytes, &what, &options)?.program;
     let compile_ms = ms(t);
     let per_sample: usize = program.input.shape.iter().product();
     let mut rng = mfn_models::rng::Rng::new(7);
@@ -188,20 +188,11 @@ fn kernel_times(program: &Program, times: &[f64], batch: usize) -> Vec<KernelTim
         .steps
         .iter()
         .zip(times)
-        .map(|(step, &t)| {
+        .enumerate()
+        .map(|(i, (step, &t))| {
             let kernel = &program.kernels[step.kernel];
-            // Bytes moved, approximately: weights once, activations per sample (an input binding
-            // counts its whole buffer, an upper bound where buffers are shared), output once.
-            let last = step.bindings.len().saturating_sub(1);
-            let mut bytes = 4.0 * batch as f64 * step.output_shape.iter().product::<usize>() as f64;
-            for b in step.bindings.iter().take(last) {
-                bytes += 4.0
-                    * match *b {
-                        Resource::Activation(a) => (batch * program.buffers[a]) as f64,
-                        Resource::Weight(w) => program.weights[w].data.len() as f64,
-                        _ => 0.0,
-                    };
-            }
+            // Bytes moved, at least: every input and weight read once, the output written once.
+            let bytes = program.traffic(i).total(batch) as f64;
             let secs = (t * 1e-3).max(1e-12);
             KernelTime {
                 kernel: kernel.name.clone(),

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mfn_compiler::emit::{emit, Emitted, Language};
 use mfn_compiler::{CompileOptions, Program};
 use mfn_runtime::{AdapterOptions, Session, SessionOptions};
 
@@ -19,7 +20,8 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
     }
 }
 
-/// Compile options with the input shape (`3,640,640`) models with symbolic sizes need.
+/// Compile options: the input shape (`3,640,640`) models with symbolic sizes need, and the
+/// storage precision.
 pub(crate) fn compile_options(input_shape: Option<&str>, precision: mfn_compiler::Precision) -> Result<CompileOptions> {
     let input_shape = match input_shape {
         None => None,
@@ -31,12 +33,6 @@ pub(crate) fn compile_options(input_shape: Option<&str>, precision: mfn_compiler
         ),
     };
     Ok(CompileOptions { input_shape, precision, ..CompileOptions::default() })
-}
-
-fn compile_model(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::Precision) -> Result<(Vec<u8>, Program)> {
-    let bytes = mfn::load_model(spec)?;
-    let program = mfn_compiler::compile(&bytes, &compile_options(input_shape, precision)?).with_context(|| format!("compiling {spec}"))?;
-    Ok((bytes, program))
 }
 
 /// `0.99 M (993,346)`.
@@ -64,42 +60,74 @@ fn print_figures(program: &Program) {
         s.total_activation_bytes as f64 / 1048576.0
     );
     let outputs: Vec<String> = program.outputs.iter().map(|o| format!("{} [N,{}]", o.name, dims(&o.shape))).collect();
-    println!("input: {} [N,{}]  output{}: {}", program.input.name, dims(&program.input.shape), if outputs.len() > 1 { "s" } else { "" }, outputs.join(", "));
+    let storage = if program.precision == mfn_compiler::Precision::F16 { "  (f16 storage)" } else { "" };
+    println!("input: {} [N,{}]  output{}: {}{storage}", program.input.name, dims(&program.input.shape), if outputs.len() > 1 { "s" } else { "" }, outputs.join(", "));
 }
 
-fn dims(shape: &[usize]) -> String {
+pub(crate) fn dims(shape: &[usize]) -> String {
     shape.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
 }
 
 pub fn info(spec: &str, input_shape: Option<&str>) -> Result<()> {
-    let bytes = mfn::load_model(spec)?;
-    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape, Default::default())?)?;
-    let program = mfn_compiler::codegen::generate(&graph)?;
-    println!("# optimised graph of {spec}\n{graph}");
-    print_figures(&program);
+    let model = mfn::load_program_with(spec, &compile_options(input_shape, Default::default())?)?;
+    match &model.graph {
+        Some(graph) => println!("# optimised graph of {spec}\n{graph}"),
+        None => println!("# {spec}: a compiled .mfn file (format version {}; it holds no graph)", mfn_compiler::format::VERSION),
+    }
+    print_figures(&model.program);
     Ok(())
 }
 
-pub fn compile(spec: &str, input_shape: Option<&str>, out: &Path) -> Result<()> {
-    let bytes = mfn::load_model(spec)?;
-    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape, Default::default())?)?;
-    let program = mfn_compiler::codegen::generate(&graph)?;
+/// `mfn pack`: compiles a model once and writes it as one `.mfn` file.
+pub fn pack(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::Precision, out: &Path) -> Result<()> {
+    let model = mfn::load_program_with(spec, &compile_options(input_shape, precision)?)?;
+    let bytes = model.program.to_mfn();
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {} ({:.2} MiB: {} kernels, {} dispatches, {} weight buffers; .mfn format version {})", out.display(), bytes.len() as f64 / 1048576.0, model.program.kernels.len(), model.program.steps.len(), model.program.weights.len(), mfn_compiler::format::VERSION);
+    Ok(())
+}
+
+/// The languages of `--emit`, comma-separated.
+pub fn parse_languages(list: &str) -> Result<Vec<Language>> {
+    list.split(',')
+        .map(str::trim)
+        .map(|name| Language::parse(name).with_context(|| format!("--emit {name:?}: expected wgsl, spirv, msl, hlsl or glsl")))
+        .collect()
+}
+
+pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::Precision, out: &Path, languages: &[Language]) -> Result<()> {
+    let model = mfn::load_program_with(spec, &compile_options(input_shape, precision)?)?;
+    let program = &model.program;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for k in &program.kernels {
-        let path = out.join(format!("{}.wgsl", k.name));
-        std::fs::write(&path, &k.wgsl).with_context(|| format!("writing {}", path.display()))?;
+    for &lang in languages {
+        for (k, kernel) in program.kernels.iter().enumerate() {
+            let path = out.join(format!("{}.{}", kernel.name, lang.extension()));
+            let bytes = match emit(&kernel.name, &kernel.wgsl, lang)? {
+                // The WGSL holds its header; naga's other back ends drop comments: put it back.
+                Emitted::Text(text) if lang == Language::Wgsl => text.into_bytes(),
+                Emitted::Text(text) => format!("{}{text}", program.kernel_header(k)).into_bytes(),
+                Emitted::Binary(words) => words,
+            };
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     std::fs::write(out.join("plan.txt"), program.plan_text())?;
-    std::fs::write(out.join("graph.txt"), graph.to_string())?;
-    println!("wrote {} kernels, plan.txt and graph.txt to {}", program.kernels.len(), out.display());
-    print_figures(&program);
+    let names: Vec<&str> = languages.iter().map(|l| l.name()).collect();
+    match &model.graph {
+        Some(graph) => {
+            std::fs::write(out.join("graph.txt"), graph.to_string())?;
+            println!("wrote {} kernels ({}), plan.txt and graph.txt to {}", program.kernels.len(), names.join(", "), out.display());
+        }
+        None => println!("wrote {} kernels ({}) and plan.txt to {} (no graph.txt: {spec} is a compiled .mfn file)", program.kernels.len(), names.join(", "), out.display()),
+    }
+    print_figures(program);
     Ok(())
 }
 
 /// Runs a model on an .npy batch. A model with several outputs writes one file each, named
 /// `OUT_STEM.OUTPUT_NAME.npy` beside `out`.
 pub fn run(spec: &str, input_shape: Option<&str>, input: &Path, out: &Path, gpu: &GpuArgs) -> Result<()> {
-    let (_, program) = compile_model(spec, input_shape, gpu.precision)?;
+    let program = mfn::load_program_with(spec, &compile_options(input_shape, gpu.precision)?)?.program;
     let (shape, data) = mfn_models::read_npy_file(input).with_context(|| format!("reading {}", input.display()))?;
     if shape.len() != program.input.shape.len() + 1 || shape[1..] != program.input.shape[..] {
         bail!("input {} has shape {shape:?}; the model expects [N,{}]", input.display(), dims(&program.input.shape));
@@ -151,12 +179,12 @@ pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> 
     };
     println!("model: {what}");
     let t = Instant::now();
-    let graph = mfn_compiler::optimise(&bytes, &CompileOptions::default())?;
-    let program = mfn_compiler::codegen::generate_with(&graph, gpu.precision)?;
-    println!("compiled in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-    print_figures(&program);
+    let model = mfn::program_from_bytes_with(&bytes, &what, &compile_options(None, gpu.precision)?)?;
+    let program = &model.program;
+    println!("{} in {:.0} ms", if model.graph.is_some() { "compiled" } else { "loaded" }, t.elapsed().as_secs_f64() * 1e3);
+    print_figures(program);
     let t = Instant::now();
-    let session = Session::new(&program, &session_options(gpu, batch))?;
+    let session = Session::new(program, &session_options(gpu, batch))?;
     println!("adapter: {}  (session ready in {:.0} ms)", session.adapter(), t.elapsed().as_secs_f64() * 1e3);
     let per_sample: usize = program.input.shape.iter().product();
     let mut rng = mfn_models::rng::Rng::new(7);
@@ -170,12 +198,17 @@ pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> 
     }
     times.sort_by(f64::total_cmp);
     println!("GPU: batch {batch} in {:.1} ms (median of 5), {:.1} samples/s", times[2], batch as f64 * 1e3 / times[2]);
-    let cpu_out = mfn_compiler::eval::run(&graph, &input)?;
-    let per_out: usize = program.output().shape.iter().product();
-    let worst = gpu_out.chunks(per_out).zip(cpu_out.chunks(per_out)).map(|(g, c)| cosine(g, c)).fold(1.0, f64::min);
-    println!("parity with the CPU evaluator: lowest cosine over the batch {worst:.7}");
+    match &model.graph {
+        Some(graph) => {
+            let cpu_out = mfn_compiler::eval::run(graph, &input)?;
+            let per_out = program.output().elements();
+            let worst = gpu_out.chunks(per_out).zip(cpu_out.chunks(per_out)).map(|(g, c)| cosine(g, c)).fold(1.0, f64::min);
+            println!("parity with the CPU evaluator: lowest cosine over the batch {worst:.7}");
+        }
+        None => println!("parity with the CPU evaluator: not checked (a compiled .mfn file holds no graph to evaluate)"),
+    }
     if profile {
-        crate::bench::print_session_profile(&program, &session, &input[..session.max_batch().min(batch) * per_sample])?;
+        crate::bench::print_session_profile(program, &session, &input[..session.max_batch().min(batch) * per_sample])?;
     }
     Ok(())
 }

@@ -25,11 +25,10 @@ pub struct FaceEmbedder {
 }
 
 impl FaceEmbedder {
-    /// Compiles the ONNX model and creates its session; `norm` is applied to 0..255 pixels before
-    /// the model (identity for models that normalise in their graph).
-    pub fn new(onnx: &[u8], options: &SessionOptions, norm: Normalization) -> Result<FaceEmbedder> {
-        let program = mfn_compiler::compile(onnx, &Default::default()).context("compiling the model")?;
-        let session = Session::new(&program, options)?;
+    /// Creates the session of a compiled model; `norm` is applied to 0..255 pixels before the
+    /// model (identity for models that normalise in their graph).
+    pub fn new(program: &mfn_compiler::Program, options: &SessionOptions, norm: Normalization) -> Result<FaceEmbedder> {
+        let session = Session::new(program, options)?;
         Ok(FaceEmbedder { session, norm })
     }
 

@@ -15,7 +15,7 @@ use crate::GpuArgs;
 /// The model and the normalisation of its input, shared by the face commands.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ModelArgs {
-    /// Model: an .onnx path or synthetic[:VARIANT] (default: the pretrained MobileFaceNet in ../shared).
+    /// Model: an .onnx or .mfn path or synthetic[:VARIANT] (default: the pretrained MobileFaceNet in ../shared).
     #[arg(long)]
     model: Option<String>,
     /// Mean subtracted from 0..255 pixels: one value or R,G,B (default 0: the pretrained model
@@ -43,15 +43,16 @@ impl ModelArgs {
         if norm.std.iter().any(|s| !s.is_normal()) {
             bail!("--std must be non-zero, got {:?}", norm.std);
         }
-        let (onnx, name) = match &self.model {
-            Some(spec) => (mfn::load_model(spec)?, spec.clone()),
+        let model = match &self.model {
+            Some(spec) => mfn::load_program(spec)?,
             None => {
                 let path = mfn::face::default_model_path()?;
-                (std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?, path.display().to_string())
+                let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                mfn::program_from_bytes(&bytes, &path.display().to_string())?
             }
         };
-        let embedder = FaceEmbedder::new(&onnx, &session_options(gpu, max_batch), norm)?;
-        eprintln!("model: {name}  adapter: {}", embedder.session().adapter());
+        let embedder = FaceEmbedder::new(&model.program, &session_options(gpu, max_batch), norm)?;
+        eprintln!("model: {}  adapter: {}", model.name, embedder.session().adapter());
         Ok(embedder)
     }
 }

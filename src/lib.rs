@@ -9,6 +9,7 @@ pub mod lfw;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use mfn_compiler::{ir::Graph, CompileOptions, Program};
 
 pub use mfn_models::Variant;
 
@@ -36,8 +37,8 @@ pub const REAL_MODEL: &str = "models/mobilefacenet-insightface.onnx";
 /// were made with it).
 pub const SYNTHETIC_SEED: u64 = 2024;
 
-/// ONNX bytes of a model given as a path, or `synthetic[:VARIANT]` for the project's own seeded
-/// MobileFaceNet (variants: 112x112, 112x96, 96x96, m, s).
+/// The bytes of a model given as a path (ONNX or `.mfn`), or ONNX bytes of `synthetic[:VARIANT]`,
+/// the project's own seeded MobileFaceNet (variants: 112x112, 112x96, 96x96, m, s).
 pub fn load_model(spec: &str) -> Result<Vec<u8>> {
     if let Some(rest) = spec.strip_prefix("synthetic") {
         let variant = parse_variant(rest.trim_start_matches(':'))?;
@@ -70,4 +71,54 @@ pub fn default_model() -> (Vec<u8>, String) {
             format!("the project's generated MobileFaceNet 112x112 (seed {SYNTHETIC_SEED}, random weights) because {e}"),
         ),
     }
+}
+
+/// A model ready to run: the compiled program, and the optimised graph when it was compiled here
+/// from ONNX (an `.mfn` file holds only the program).
+pub struct Model {
+    pub program: Program,
+    pub graph: Option<Graph>,
+    /// What the model is, for the user: the spec it was loaded from.
+    pub name: String,
+}
+
+impl Model {
+    /// The optimised graph, or an error saying that `what` needs the ONNX model.
+    pub fn graph(&self, what: &str) -> Result<&Graph> {
+        self.graph.as_ref().with_context(|| format!("{what} needs the ONNX model: {} is a compiled .mfn file, which holds the kernels and plan but not the graph", self.name))
+    }
+}
+
+/// Loads `spec` (see [`load_model`]): an `.mfn` file, recognised by its magic number whatever its
+/// name, is read as it is; anything else is compiled as ONNX.
+pub fn load_program(spec: &str) -> Result<Model> {
+    load_program_with(spec, &CompileOptions::default())
+}
+
+/// [`load_program`] with compile options (input shape, precision) for ONNX models; an `.mfn` file
+/// must agree with them, as it was compiled already.
+pub fn load_program_with(spec: &str, options: &CompileOptions) -> Result<Model> {
+    program_from_bytes_with(&load_model(spec)?, spec, options)
+}
+
+/// A [`Model`] from the bytes of an `.mfn` file or an ONNX model; `name` names them in errors.
+pub fn program_from_bytes(bytes: &[u8], name: &str) -> Result<Model> {
+    program_from_bytes_with(bytes, name, &CompileOptions::default())
+}
+
+/// [`program_from_bytes`] with compile options.
+pub fn program_from_bytes_with(bytes: &[u8], name: &str, options: &CompileOptions) -> Result<Model> {
+    if mfn_compiler::format::is_mfn(bytes) {
+        let program = Program::from_mfn(bytes).with_context(|| format!("reading the compiled model {name}"))?;
+        if options.precision != program.precision {
+            bail!("{name} was packed with {} storage; --precision {} applies when compiling an ONNX model", program.precision.wgsl(), options.precision.wgsl());
+        }
+        if let Some(shape) = options.input_shape.as_ref().filter(|s| **s != program.input.shape) {
+            bail!("{name} was packed for input {:?}, not {shape:?}", program.input.shape);
+        }
+        return Ok(Model { program, graph: None, name: name.to_string() });
+    }
+    let graph = mfn_compiler::optimise(bytes, options).with_context(|| format!("compiling {name}"))?;
+    let program = mfn_compiler::codegen::generate_with(&graph, options.precision).with_context(|| format!("compiling {name}"))?;
+    Ok(Model { program, graph: Some(graph), name: name.to_string() })
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod commands;
 mod face_cli;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 
@@ -33,7 +34,7 @@ enum Command {
     /// Compile a model and show it run: the main job. Uses the pretrained model from ../shared
     /// when present, else the project's own generated MobileFaceNet.
     Demo {
-        /// Model: an .onnx path or synthetic[:112x112|112x96|96x96|m|s].
+        /// Model: an .onnx or .mfn path or synthetic[:112x112|112x96|96x96|m|s].
         #[arg(long)]
         model: Option<String>,
         /// Samples in the batch.
@@ -45,9 +46,9 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
-    /// Compile a model to WGSL kernels (one .wgsl file each), plan.txt and graph.txt.
+    /// Compile a model to kernels (one file each, in every --emit language), plan.txt and graph.txt.
     Compile {
-        /// Model: an .onnx path or synthetic[:VARIANT].
+        /// Model: an .onnx or .mfn path or synthetic[:VARIANT].
         model: String,
         /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
         #[arg(long)]
@@ -55,10 +56,47 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: std::path::PathBuf,
+        /// Languages, comma-separated: wgsl (.wgsl), spirv (.spv, binary), msl (.metal), hlsl
+        /// (.hlsl), glsl (.comp), translated by naga's back ends.
+        #[arg(long, default_value = "wgsl")]
+        emit: String,
+        /// How activations and weights are stored on the GPU: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        precision: mfn_compiler::Precision,
+    },
+    /// Compile a model once into one self-contained .mfn file (kernels, plan, weights) that the
+    /// runtime loads without the compiler.
+    Pack {
+        /// Model: an .onnx path or synthetic[:VARIANT].
+        model: String,
+        /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
+        #[arg(long)]
+        input_shape: Option<String>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// How activations and weights are stored on the GPU: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        precision: mfn_compiler::Precision,
+    },
+    /// The kernel table: kernel, template, fused nodes, shapes, workgroups, multiply-adds, bytes.
+    Inspect {
+        /// Model: an .onnx or .mfn path or synthetic[:VARIANT].
+        model: String,
+        /// Also measure the GPU time of every kernel (where the adapter has timestamp queries).
+        #[arg(long)]
+        profile: bool,
+        /// Samples in the profiled batch.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Write the optimised graph as Graphviz, fused groups clustered (needs the ONNX model).
+        #[arg(long)]
+        dot: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
     /// Print the optimised graph and its figures: parameters, multiply-adds, kernels, memory.
     Info {
-        /// Model: an .onnx path or synthetic[:VARIANT].
+        /// Model: an .onnx or .mfn path or synthetic[:VARIANT].
         model: String,
         /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
         #[arg(long)]
@@ -67,7 +105,7 @@ enum Command {
     /// Run a model on the GPU: input and output are .npy files, batch first (a model with several
     /// outputs writes OUT_STEM.NAME.npy for each).
     Run {
-        /// Model: an .onnx path or synthetic[:VARIANT].
+        /// Model: an .onnx or .mfn path or synthetic[:VARIANT].
         model: String,
         /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
         #[arg(long)]
@@ -92,7 +130,7 @@ enum Command {
     /// Benchmark: batch latency (median, spread) and faces/s per batch size, cold start, and the
     /// GPU time of every kernel (where the adapter has timestamp queries).
     Bench {
-        /// Model: an .onnx path or synthetic[:VARIANT] (default: as for demo).
+        /// Model: an .onnx or .mfn path or synthetic[:VARIANT] (default: as for demo).
         #[arg(long)]
         model: Option<String>,
         /// Batch sizes, comma-separated.
@@ -158,7 +196,13 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { model, batch, profile, gpu } => commands::demo(model.as_deref(), batch, profile, &gpu),
-        Command::Compile { model, input_shape, out } => commands::compile(&model, input_shape.as_deref(), &out),
+        Command::Compile { model, input_shape, out, emit, precision } => {
+            commands::parse_languages(&emit).and_then(|langs| commands::compile(&model, input_shape.as_deref(), precision, &out, &langs))
+        }
+        Command::Pack { model, input_shape, out, precision } => commands::pack(&model, input_shape.as_deref(), precision, &out),
+        Command::Inspect { model, profile, batch, dot, gpu } => {
+            inspect::inspect(&inspect::InspectArgs { model: &model, profile, batch, dot: dot.as_deref(), gpu: &gpu })
+        }
         Command::Info { model, input_shape } => commands::info(&model, input_shape.as_deref()),
         Command::Run { model, input_shape, input, out, gpu } => commands::run(&model, input_shape.as_deref(), &input, &out, &gpu),
         Command::Synth { variant, out } => commands::synth(&variant, &out),

@@ -11,7 +11,9 @@ use thiserror::Error;
 use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 
 pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
-/// Bumped on any change of the payload's layout; other versions are rejected.
+/// Bumped on any change of the payload's layout; other versions are rejected. 2: several outputs,
+/// steps carry the shapes of their inputs, the storage precision and whether the model normalises
+/// its own input.
 pub const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
@@ -27,6 +29,12 @@ pub enum FormatError {
     Checksum { stored: u32, computed: u32 },
     #[error(".mfn file is malformed: {0}")]
     Malformed(String),
+}
+
+/// Whether `bytes` are (the start of) an `.mfn` file: they begin with the magic, or are a
+/// non-empty beginning of it (a file truncated inside the magic).
+pub fn is_mfn(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.len().min(MAGIC.len()) == bytes.iter().zip(MAGIC).take_while(|(a, b)| a == b).count()
 }
 
 impl Program {
@@ -46,7 +54,7 @@ impl Program {
 
     /// Reads an `.mfn` file, checking its magic, version, length and checksum.
     pub fn from_mfn(bytes: &[u8]) -> Result<Program, FormatError> {
-        if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        if !is_mfn(bytes) {
             return Err(FormatError::NotMfn);
         }
         if bytes.len() < HEADER {
@@ -161,6 +169,8 @@ impl Writer {
             }
             self.u32(s.workgroups[0]);
             self.u32(s.workgroups[1]);
+            self.usize(s.input_shapes.len());
+            s.input_shapes.iter().for_each(|shape| self.usizes(shape));
             self.usizes(&s.output_shape);
             self.u64(s.macs);
         }
@@ -235,7 +245,7 @@ impl Reader<'_> {
         let kernels = (0..n)
             .map(|_| Ok(Kernel { name: self.str()?, template: self.str()?, wgsl: self.str()?, workgroup_size: self.u32()?, bindings: self.u32()? }))
             .collect::<Result<_, FormatError>>()?;
-        let n = self.count(48)?;
+        let n = self.count(56)?;
         let steps = (0..n).map(|_| self.step()).collect::<Result<_, _>>()?;
         let buffers = self.usizes()?;
         let n = self.count(16)?;
@@ -276,6 +286,8 @@ impl Reader<'_> {
             })
             .collect::<Result<_, _>>()?;
         let workgroups = [self.u32()?, self.u32()?];
-        Ok(Step { kernel, nodes, bindings, workgroups, output_shape: self.usizes()?, macs: self.u64()? })
+        let n = self.count(8)?;
+        let input_shapes = (0..n).map(|_| self.usizes()).collect::<Result<_, _>>()?;
+        Ok(Step { kernel, nodes, bindings, workgroups, input_shapes, output_shape: self.usizes()?, macs: self.u64()? })
     }
 }

@@ -15,12 +15,15 @@
 #[cfg(feature = "frontend")]
 pub mod codegen;
 #[cfg(feature = "frontend")]
+pub mod dot;
+#[cfg(feature = "frontend")]
 pub mod emit;
 #[cfg(feature = "frontend")]
 pub mod error;
 #[cfg(feature = "frontend")]
 pub mod eval;
 pub mod format;
+pub mod inspect;
 #[cfg(feature = "frontend")]
 pub mod ir;
 #[cfg(feature = "frontend")]

@@ -86,6 +86,8 @@ pub struct Step {
     pub bindings: Vec<Resource>,
     /// Workgroups per sample (x, y); the runtime dispatches z = batch.
     pub workgroups: [u32; 2],
+    /// Shapes per sample of the activations it reads, in binding order.
+    pub input_shapes: Vec<Vec<usize>>,
     /// Output shape per sample.
     pub output_shape: Vec<usize>,
     pub macs: u64,

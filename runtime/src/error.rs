@@ -24,6 +24,8 @@ pub enum RuntimeError {
     NotImageInput { shape: Vec<usize> },
     #[error("the GPU reported an error during {stage}: {message}")]
     Gpu { stage: &'static str, message: String },
+    #[error("cannot encode the model into the host's commands: {0}")]
+    Encode(String),
     #[error("reading the result back from the GPU failed: {0}")]
     Readback(String),
 }

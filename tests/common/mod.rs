@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use mfn_compiler::{CompileOptions, Program};
-use mfn_runtime::{RuntimeError, Session, SessionOptions};
+use mfn_runtime::{wgpu, RuntimeError, Session, SessionOptions};
 
 /// A session for `program`, or `None` (with a note) when this machine has no GPU adapter.
 /// Under CI (`CI=true`) a missing adapter is a failure: CI must always run the GPU tests.
@@ -57,4 +57,22 @@ pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "output lengths differ");
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+}
+
+/// A device and queue opened the way a host application opens its own (requesting the adapter's
+/// limits), or `None` (with a note) when there is no adapter; under CI that is a failure.
+pub fn host_device() -> Option<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+    let adapter = match mfn_runtime::select_adapter(&mfn_runtime::AdapterOptions::from_env()) {
+        Ok(a) => a,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("CI=true but no GPU adapter: {e}");
+            }
+            eprintln!("skipping GPU test: {e}");
+            return None;
+        }
+    };
+    let desc = wgpu::DeviceDescriptor { label: Some("host"), required_limits: adapter.limits(), ..Default::default() };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("host device");
+    Some((device, queue, adapter.get_info()))
 }

@@ -54,6 +54,15 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
             }
         };
         let params = lowered.key.template.params_binding();
+        // Activations read: every bound value but the last binding (the output).
+        let reads = &lowered.binds[..lowered.binds.len().saturating_sub(1)];
+        let input_shapes = reads
+            .iter()
+            .filter_map(|b| match b {
+                Bind::Value(v) => Some(graph.shape(*v)[1..].to_vec()),
+                _ => None,
+            })
+            .collect();
         let bindings = lowered
             .binds
             .into_iter()
@@ -79,6 +88,7 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
             nodes: node.names.clone(),
             bindings,
             workgroups,
+            input_shapes,
             output_shape: graph.shape(node.output)[1..].to_vec(),
             macs: stats::node_macs(graph, i),
         });
@@ -95,13 +105,19 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
     };
     let input = port(graph.inputs[0]);
     let outputs = graph.outputs.iter().map(|&v| port(v)).collect();
-    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, precision, stats })
+    let mut program =
+        Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, precision, stats };
+    // The header describes every dispatch of a kernel: known once all steps are.
+    for k in 0..program.kernels.len() {
+        let header = program.kernel_header(k);
+        program.kernels[k].wgsl.insert_str(0, &header);
+    }
+    Ok(program)
 }
 
 fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Kernel> {
     let name = format!("k{index:02}_{}", key.template.name());
-    let header = format!("// mfn kernel {name}: template shaders/{}.wgsl, workgroup size {WORKGROUP}\n", key.template.name());
-    let wgsl = template::specialise(key.template, &header, &key.constants, precision)?;
+    let wgsl = template::specialise(key.template, "", &key.constants, precision)?;
     template::validate(&name, &wgsl)?;
     Ok(Kernel { name, template: key.template.name().into(), wgsl, workgroup_size: WORKGROUP, bindings: key.template.bindings() })
 }
