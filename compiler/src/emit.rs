@@ -65,7 +65,7 @@ pub fn emit(name: &str, wgsl: &str, lang: Language) -> Result<Emitted> {
     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16)
         .validate(&module)
         .map_err(|e| fail(e.emit_to_string(wgsl)))?;
-    let backend = |lang: &str, e: &dyn std::fmt::Display| fail(format!("naga's {lang} back end: {e}"));
+    let backend = |lang: &str, e: &dyn std::fmt::Display| CompileError::Translate { kernel: name.into(), language: lang.into(), message: e.to_string() };
     let entry = || Some((naga::ShaderStage::Compute, "main".to_string()));
     Ok(match lang {
         Language::Wgsl => unreachable!("handled above"),

@@ -29,6 +29,8 @@ pub enum CompileError {
     Unsupported { node: String, op: String, message: String },
     #[error("generated kernel '{kernel}' is not valid WGSL: {message}")]
     InvalidWgsl { kernel: String, message: String },
+    #[error("kernel '{kernel}' cannot be translated to {language} by naga: {message}")]
+    Translate { kernel: String, language: String, message: String },
     #[error("internal compiler error: {0}")]
     Internal(String),
 }

@@ -31,13 +31,61 @@ fn program() -> mfn_compiler::Program {
     mfn_compiler::compile(&g.to_bytes(), &Default::default()).expect("compiles")
 }
 
+/// The data-movement kernels of a detector: max pooling, nearest upsampling, concatenation and a
+/// transpose.
+fn detector_program() -> mfn_compiler::Program {
+    let mut g = GraphBuilder::new(13);
+    g.input("x", &[Dim::param("N"), 4.into(), 8.into(), 8.into()]);
+    g.initializer("roi", &[0], vec![]);
+    g.initializer("scales", &[4], vec![1.0, 1.0, 2.0, 2.0]);
+    g.node("MaxPool", &["x"], &["p"], vec![Attr::Ints("kernel_shape", vec![2, 2]), Attr::Ints("strides", vec![2, 2])]);
+    let nearest = vec![Attr::Str("mode", "nearest".into()), Attr::Str("coordinate_transformation_mode", "asymmetric".into()), Attr::Str("nearest_mode", "floor".into())];
+    g.node("Resize", &["p", "roi", "scales"], &["u"], nearest);
+    g.node("Concat", &["u", "x"], &["c"], vec![Attr::Int("axis", 1)]);
+    g.node("Transpose", &["c"], &["y"], vec![Attr::Ints("perm", vec![0, 2, 3, 1])]);
+    g.output("y", &[Dim::param("N"), 8.into(), 8.into(), 8.into()]);
+    mfn_compiler::compile(&g.to_bytes(), &Default::default()).expect("compiles")
+}
+
+#[test]
+fn detector_kernels_in_every_language() {
+    let program = detector_program();
+    let templates: Vec<&str> = program.kernels.iter().map(|k| k.template.as_str()).collect();
+    assert_eq!(templates, ["maxpool", "upsample", "concat", "transpose"]);
+    snapshot_all("detector", &program, &Language::ALL);
+}
+
+/// f16 storage: `enable f16;` and f16 buffers in every language naga writes.
+#[test]
+fn f16_kernels_in_every_language() {
+    let mut g = GraphBuilder::new(13);
+    let mut rng = Rng::new(4);
+    g.input("x", &[Dim::param("N"), 8.into(), 4.into(), 4.into()]);
+    g.initializer("pw", &[8, 8, 1, 1], rng.normal_vec(64, 0.2));
+    g.node("Conv", &["x", "pw"], &["c"], vec![]);
+    g.node("Relu", &["c"], &["y"], vec![]);
+    g.output("y", &[Dim::param("N"), 8.into(), 4.into(), 4.into()]);
+    let options = mfn_compiler::CompileOptions { precision: mfn_compiler::Precision::F16, ..Default::default() };
+    let program = mfn_compiler::compile(&g.to_bytes(), &options).expect("compiles in f16");
+    // naga's GLSL back end has no 16-bit floats: a clear error naming the kernel and language.
+    for kernel in &program.kernels {
+        let e = emit(&kernel.name, &kernel.wgsl, Language::Glsl).err().expect("GLSL refuses f16").to_string();
+        assert!(e.contains(&kernel.name) && e.contains("GLSL") && e.contains("width: 2"), "{e}");
+    }
+    snapshot_all("f16", &program, &[Language::Wgsl, Language::Spirv, Language::Msl, Language::Hlsl]);
+}
+
 #[test]
 fn every_kernel_in_every_language() {
-    let program = program();
+    snapshot_all("", &program(), &Language::ALL);
+}
+
+/// Emits every kernel of `program` in every language and snapshots it as `PREFIX_KERNEL_LANG`.
+fn snapshot_all(prefix: &str, program: &mfn_compiler::Program, languages: &[Language]) {
     for kernel in &program.kernels {
-        for lang in Language::ALL {
+        for &lang in languages {
             let out = emit(&kernel.name, &kernel.wgsl, lang).unwrap_or_else(|e| panic!("{} as {}: {e}", kernel.name, lang.name()));
-            let name = format!("{}_{}", kernel.name, lang.name());
+            let name = if prefix.is_empty() { format!("{}_{}", kernel.name, lang.name()) } else { format!("{prefix}_{}_{}", kernel.name, lang.name()) };
             match out {
                 Emitted::Text(text) => {
                     assert!(text.contains("main"), "{name} has no entry point");
