@@ -2,6 +2,8 @@
 //! where the project's shared material lives, and loading a model from a path or the project's
 //! own generated MobileFaceNet.
 
+pub mod align;
+pub mod detect;
 pub mod face;
 pub mod image_io;
 pub mod lfw;
