@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use mfn_runtime::{Image, Normalization, Session, SessionOptions};
+use mfn_runtime::{Image, Normalization, PixelFormat, Session, SessionOptions, Warp};
 
 use crate::image_io::{load_rgb, RgbImage};
 
@@ -47,11 +47,42 @@ impl FaceEmbedder {
         self.session.output_shape().iter().product()
     }
 
+    /// The (width, height) of the face crops the model takes.
+    pub fn input_size(&self) -> (usize, usize) {
+        match self.session.input_shape() {
+            [_, h, w] => (*w, *h),
+            _ => (0, 0),
+        }
+    }
+
     /// One L2-normalised embedding per image (in batches of the session's `max_batch`).
     pub fn embed(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
         let views: Vec<Image> = images.iter().map(RgbImage::view).collect();
         let raw = self.session.run_images(&views, &self.norm)?;
         Ok(raw.chunks(self.dim()).map(l2_normalised).collect())
+    }
+
+    /// One L2-normalised embedding per face, each cut from its image by its warp on the GPU
+    /// (an alignment from [`crate::align::alignment_warp`], or a resize for crops).
+    pub fn embed_warped(&self, faces: &[(&RgbImage, Warp)]) -> Result<Vec<Vec<f32>>> {
+        let views: Vec<Image> = faces.iter().map(|(i, _)| i.view()).collect();
+        let warps: Vec<Warp> = faces.iter().map(|(_, w)| *w).collect();
+        let raw = self.session.run_warped(&views, &warps, &PixelFormat { order: Default::default(), norm: self.norm })?;
+        Ok(raw.chunks(self.dim()).map(l2_normalised).collect())
+    }
+
+    /// The aligned crops `faces` give (RGB, 0..255 as the GPU samples them, before
+    /// normalisation): what [`FaceEmbedder::embed_warped`] feeds the model, for a person to see.
+    pub fn crops(&self, faces: &[(&RgbImage, Warp)]) -> Result<Vec<RgbImage>> {
+        let views: Vec<Image> = faces.iter().map(|(i, _)| i.view()).collect();
+        let warps: Vec<Warp> = faces.iter().map(|(_, w)| *w).collect();
+        let planes = self.session.preprocess_warped(&views, &warps, &PixelFormat::default())?;
+        let (width, height) = self.input_size();
+        let plane = width * height;
+        Ok(planes
+            .chunks(3 * plane)
+            .map(|p| RgbImage { width, height, data: (0..plane).flat_map(|i| [0, 1, 2].map(|c| p[c * plane + i].round().clamp(0.0, 255.0) as u8)).collect() })
+            .collect())
     }
 }
 

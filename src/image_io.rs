@@ -7,6 +7,17 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+/// Most pixels a decoded image may have (67 M, e.g. 8192 x 8192; 192 MiB as RGB): a header
+/// claiming more is refused before anything is allocated.
+pub const MAX_PIXELS: usize = 1 << 26;
+
+fn check_size(width: usize, height: usize) -> Result<()> {
+    if width.saturating_mul(height) > MAX_PIXELS {
+        bail!("the image claims to be {width}x{height}: more than the {} megapixels this tool decodes", MAX_PIXELS >> 20);
+    }
+    Ok(())
+}
+
 /// An 8-bit RGB image, row-major, 3 bytes a pixel.
 #[derive(Clone, Debug)]
 pub struct RgbImage {
@@ -28,6 +39,33 @@ impl RgbImage {
         out
     }
 
+    /// The image shrunk by an integer `factor` on the CPU (each output pixel the rounded mean of a
+    /// `factor` x `factor` block; edge blocks are partial): for photos too large for one GPU buffer.
+    /// Output pixel centre p lies at `(p + 0.5) * factor - 0.5` in this image.
+    pub fn downscaled(&self, factor: usize) -> RgbImage {
+        let factor = factor.max(1);
+        let (width, height) = (self.width.div_ceil(factor), self.height.div_ceil(factor));
+        let mut data = Vec::with_capacity(width * height * 3);
+        for oy in 0..height {
+            let rows = oy * factor..((oy + 1) * factor).min(self.height);
+            for ox in 0..width {
+                let cols = ox * factor..((ox + 1) * factor).min(self.width);
+                let mut sum = [0u64; 3];
+                for y in rows.clone() {
+                    for x in cols.clone() {
+                        let i = 3 * (y * self.width + x);
+                        for c in 0..3 {
+                            sum[c] += u64::from(self.data[i + c]);
+                        }
+                    }
+                }
+                let n = (rows.len() * cols.len()) as u64;
+                data.extend(sum.map(|v| ((v + n / 2) / n) as u8));
+            }
+        }
+        RgbImage { width, height, data }
+    }
+
     /// The image as the runtime takes it ([`mfn_runtime::Session::run_images`]).
     pub fn view(&self) -> mfn_runtime::Image<'_> {
         mfn_runtime::Image { width: self.width, height: self.height, rgb: &self.data }
@@ -46,7 +84,10 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(bytes);
     }
-    let rgb = image::load_from_memory(bytes).context("not an image the decoder knows (JPEG, PNG)")?.to_rgb8();
+    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().expect("reading from memory");
+    let (w, h) = reader().into_dimensions().context("not an image the decoder knows (JPEG, PNG)")?;
+    check_size(w as usize, h as usize)?;
+    let rgb = reader().decode().context("not an image the decoder knows (JPEG, PNG)")?.to_rgb8();
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
     Ok(RgbImage { width, height, data: rgb.into_raw() })
 }
@@ -81,7 +122,9 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
     let ran_out = std::sync::atomic::AtomicBool::new(false);
     // mozjpeg reports libjpeg's fatal errors by unwinding.
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<RgbImage> {
-        let mut image = mozjpeg::Decompress::new_reader(WatchedBytes { rest: bytes, ran_out: &ran_out })?.rgb()?;
+        let header = mozjpeg::Decompress::new_reader(WatchedBytes { rest: bytes, ran_out: &ran_out })?;
+        check_size(header.width(), header.height()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut image = header.rgb()?;
         let (width, height) = (image.width(), image.height());
         let pixels: Vec<[u8; 3]> = image.read_scanlines()?;
         image.finish()?;
@@ -91,6 +134,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
         _ if ran_out.load(std::sync::atomic::Ordering::Relaxed) => bail!("the JPEG ends before its image data does (truncated)"),
         Ok(Ok(img)) if img.data.len() == img.width * img.height * 3 && img.width > 0 => Ok(img),
         Ok(Ok(_)) => bail!("the JPEG decoded to fewer pixels than its size says (truncated?)"),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => bail!("{e}"),
         Ok(Err(e)) => bail!("invalid JPEG: {e}"),
         Err(_) => bail!("invalid JPEG (the decoder gave up)"),
     }
