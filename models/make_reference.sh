@@ -16,3 +16,8 @@ fi
 
 cargo run --release -p mfn-models --bin mfn-gen-models -- --out target/synthetic --seed "$SEED" --batch "$BATCH"
 "$VENV/bin/python" models/reference.py target/synthetic models/reference
+
+# The YuNet detector's raw outputs on a fixed pattern (the model is read in place from ../shared,
+# or $MFN_SHARED; nothing of it is copied here).
+SHARED="${MFN_SHARED:-../shared}"
+"$VENV/bin/python" models/yunet_raw_reference.py "$SHARED/models" models/reference

@@ -19,9 +19,23 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
     }
 }
 
-fn compile_model(spec: &str) -> Result<(Vec<u8>, Program)> {
+/// Compile options with the input shape (`3,640,640`) models with symbolic sizes need.
+pub(crate) fn compile_options(input_shape: Option<&str>) -> Result<CompileOptions> {
+    let input_shape = match input_shape {
+        None => None,
+        Some(text) => Some(
+            text.split(',')
+                .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| format!("--input-shape {text:?}: expected positive sizes separated by commas, without the batch (e.g. 3,640,640)"))?,
+        ),
+    };
+    Ok(CompileOptions { input_shape, ..CompileOptions::default() })
+}
+
+fn compile_model(spec: &str, input_shape: Option<&str>) -> Result<(Vec<u8>, Program)> {
     let bytes = mfn::load_model(spec)?;
-    let program = mfn_compiler::compile(&bytes, &CompileOptions::default()).with_context(|| format!("compiling {spec}"))?;
+    let program = mfn_compiler::compile(&bytes, &compile_options(input_shape)?).with_context(|| format!("compiling {spec}"))?;
     Ok((bytes, program))
 }
 
@@ -49,25 +63,26 @@ fn print_figures(program: &Program) {
         program.buffers.len(),
         s.total_activation_bytes as f64 / 1048576.0
     );
-    println!("input: {} [N,{}]  output: {} [N,{}]", program.input.name, dims(&program.input.shape), program.output.name, dims(&program.output.shape));
+    let outputs: Vec<String> = program.outputs.iter().map(|o| format!("{} [N,{}]", o.name, dims(&o.shape))).collect();
+    println!("input: {} [N,{}]  output{}: {}", program.input.name, dims(&program.input.shape), if outputs.len() > 1 { "s" } else { "" }, outputs.join(", "));
 }
 
 fn dims(shape: &[usize]) -> String {
     shape.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
 }
 
-pub fn info(spec: &str) -> Result<()> {
+pub fn info(spec: &str, input_shape: Option<&str>) -> Result<()> {
     let bytes = mfn::load_model(spec)?;
-    let graph = mfn_compiler::optimise(&bytes, &CompileOptions::default())?;
+    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape)?)?;
     let program = mfn_compiler::codegen::generate(&graph)?;
     println!("# optimised graph of {spec}\n{graph}");
     print_figures(&program);
     Ok(())
 }
 
-pub fn compile(spec: &str, out: &Path) -> Result<()> {
+pub fn compile(spec: &str, input_shape: Option<&str>, out: &Path) -> Result<()> {
     let bytes = mfn::load_model(spec)?;
-    let graph = mfn_compiler::optimise(&bytes, &CompileOptions::default())?;
+    let graph = mfn_compiler::optimise(&bytes, &compile_options(input_shape)?)?;
     let program = mfn_compiler::codegen::generate(&graph)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for k in &program.kernels {
@@ -81,8 +96,10 @@ pub fn compile(spec: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(spec: &str, input: &Path, out: &Path, gpu: &GpuArgs) -> Result<()> {
-    let (_, program) = compile_model(spec)?;
+/// Runs a model on an .npy batch. A model with several outputs writes one file each, named
+/// `OUT_STEM.OUTPUT_NAME.npy` beside `out`.
+pub fn run(spec: &str, input_shape: Option<&str>, input: &Path, out: &Path, gpu: &GpuArgs) -> Result<()> {
+    let (_, program) = compile_model(spec, input_shape)?;
     let (shape, data) = mfn_models::read_npy_file(input).with_context(|| format!("reading {}", input.display()))?;
     if shape.len() != program.input.shape.len() + 1 || shape[1..] != program.input.shape[..] {
         bail!("input {} has shape {shape:?}; the model expects [N,{}]", input.display(), dims(&program.input.shape));
@@ -91,12 +108,20 @@ pub fn run(spec: &str, input: &Path, out: &Path, gpu: &GpuArgs) -> Result<()> {
     let session = Session::new(&program, &session_options(gpu, batch.max(1)))?;
     eprintln!("adapter: {}", session.adapter());
     let start = Instant::now();
-    let y = session.run(&data)?;
+    let ys = session.run_all(&data)?;
     eprintln!("ran batch {batch} in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
-    let mut out_shape = vec![batch];
-    out_shape.extend(&program.output.shape);
-    mfn_models::write_npy_file(out, &out_shape, &y).with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {} [{}]", out.display(), dims(&out_shape));
+    for (port, y) in program.outputs.iter().zip(&ys) {
+        let path = if program.outputs.len() == 1 {
+            out.to_path_buf()
+        } else {
+            let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+            out.with_file_name(format!("{stem}.{}.npy", port.name.replace(['/', '\\'], "_")))
+        };
+        let mut out_shape = vec![batch];
+        out_shape.extend(&port.shape);
+        mfn_models::write_npy_file(&path, &out_shape, y).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} [{}]", path.display(), dims(&out_shape));
+    }
     Ok(())
 }
 
@@ -146,7 +171,7 @@ pub fn demo(model: Option<&str>, batch: usize, profile: bool, gpu: &GpuArgs) -> 
     times.sort_by(f64::total_cmp);
     println!("GPU: batch {batch} in {:.1} ms (median of 5), {:.1} samples/s", times[2], batch as f64 * 1e3 / times[2]);
     let cpu_out = mfn_compiler::eval::run(&graph, &input)?;
-    let per_out: usize = program.output.shape.iter().product();
+    let per_out: usize = program.output().shape.iter().product();
     let worst = gpu_out.chunks(per_out).zip(cpu_out.chunks(per_out)).map(|(g, c)| cosine(g, c)).fold(1.0, f64::min);
     println!("parity with the CPU evaluator: lowest cosine over the batch {worst:.7}");
     if profile {

@@ -45,6 +45,9 @@ enum Command {
     Compile {
         /// Model: an .onnx path or synthetic[:VARIANT].
         model: String,
+        /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
+        #[arg(long)]
+        input_shape: Option<String>,
         /// Output folder.
         #[arg(long)]
         out: std::path::PathBuf,
@@ -53,11 +56,18 @@ enum Command {
     Info {
         /// Model: an .onnx path or synthetic[:VARIANT].
         model: String,
+        /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
+        #[arg(long)]
+        input_shape: Option<String>,
     },
-    /// Run a model on the GPU: input and output are .npy files, batch first.
+    /// Run a model on the GPU: input and output are .npy files, batch first (a model with several
+    /// outputs writes OUT_STEM.NAME.npy for each).
     Run {
         /// Model: an .onnx path or synthetic[:VARIANT].
         model: String,
+        /// Input shape without the batch, for models with symbolic sizes (e.g. 3,640,640).
+        #[arg(long)]
+        input_shape: Option<String>,
         #[arg(long)]
         input: std::path::PathBuf,
         #[arg(long)]
@@ -144,9 +154,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { model, batch, profile, gpu } => commands::demo(model.as_deref(), batch, profile, &gpu),
-        Command::Compile { model, out } => commands::compile(&model, &out),
-        Command::Info { model } => commands::info(&model),
-        Command::Run { model, input, out, gpu } => commands::run(&model, &input, &out, &gpu),
+        Command::Compile { model, input_shape, out } => commands::compile(&model, input_shape.as_deref(), &out),
+        Command::Info { model, input_shape } => commands::info(&model, input_shape.as_deref()),
+        Command::Run { model, input_shape, input, out, gpu } => commands::run(&model, input_shape.as_deref(), &input, &out, &gpu),
         Command::Synth { variant, out } => commands::synth(&variant, &out),
         Command::Adapters => commands::adapters(),
         Command::Bench { model, batch, runs, warmup, json, gpu } => {

@@ -441,7 +441,7 @@ fn dispatch_templates(program: &Program) -> Vec<&str> {
 /// Checks one case; returns the GPU's relative error (`None` without a GPU), or a description of
 /// the first thing wrong.
 fn check(case: &Case) -> Result<Option<f32>, String> {
-    let imported = mfn_compiler::onnx::import(&case.onnx, 1).map_err(|e| format!("import: {e}"))?;
+    let imported = mfn_compiler::onnx::import(&case.onnx, 1, None).map_err(|e| format!("import: {e}"))?;
     let optimised = mfn_compiler::optimise(&case.onnx, &Default::default()).map_err(|e| format!("optimise: {e}"))?;
     let program = mfn_compiler::codegen::generate(&optimised).map_err(|e| format!("codegen: {e}"))?;
     let dump = optimised.to_string();
@@ -851,5 +851,98 @@ fn residual_variants() {
     net.cur = "x".into();
     net.act(Activation::Sigmoid).binary("Add", &y);
     cases.push(Case::new("shortcut computed after the conv", &mut net, &["elementwise", "pointwise"]).dump_has("+residual"));
+    run_cases(cases);
+}
+
+impl Net {
+    fn max_pool(&mut self, k: usize, s: usize, pads: Option<[i64; 4]>, ceil: bool) -> &mut Self {
+        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
+        let p = pads.unwrap_or([0; 4]).map(|v| v as usize);
+        let out = |size: usize, p0: usize, p1: usize| {
+            let span = size + p0 + p1 - k;
+            let mut o = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
+            if ceil && (o - 1) * s >= size + p0 {
+                o -= 1;
+            }
+            o
+        };
+        let mut attrs = vec![Attr::Ints("kernel_shape", vec![k as i64; 2]), Attr::Ints("strides", vec![s as i64; 2])];
+        if let Some(p) = pads {
+            attrs.push(Attr::Ints("pads", p.to_vec()));
+        }
+        if ceil {
+            attrs.push(Attr::Int("ceil_mode", 1));
+        }
+        let x = self.cur.clone();
+        let shape = vec![c, out(h, p[0], p[2]), out(w, p[1], p[3])];
+        self.node("MaxPool", &[&x], attrs, shape)
+    }
+
+    /// Resize (opset >= 11) in nearest mode by `scales` on H and W.
+    fn upsample(&mut self, fh: usize, fw: usize, transform: &str, rounding: &str) -> &mut Self {
+        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
+        let roi = self.constant("roi", &[0], vec![]);
+        let scales = self.constant("scales", &[4], vec![1.0, 1.0, fh as f32, fw as f32]);
+        let attrs = vec![
+            Attr::Str("mode", "nearest".into()),
+            Attr::Str("coordinate_transformation_mode", transform.into()),
+            Attr::Str("nearest_mode", rounding.into()),
+        ];
+        let x = self.cur.clone();
+        self.node("Resize", &[&x, &roi, &scales], attrs, vec![c, h * fh, w * fw])
+    }
+
+    fn transpose(&mut self, perm: &[usize]) -> &mut Self {
+        let shape = perm[1..].iter().map(|&a| self.shape[a - 1]).collect();
+        let x = self.cur.clone();
+        self.node("Transpose", &[&x], vec![Attr::Ints("perm", perm.iter().map(|&a| a as i64).collect())], shape)
+    }
+
+    /// Reshape to `[N, -1, k]` with the target computed as YuNet's dynamic export does:
+    /// Shape -> Gather(0) -> Unsqueeze -> Concat with constants.
+    fn dynamic_reshape(&mut self, k: i64) -> &mut Self {
+        let x = self.cur.clone();
+        let (shape, n, n1, target) = (self.fresh("shape"), self.fresh("n"), self.fresh("n1"), self.fresh("target"));
+        let (zero, minus, last) = (self.fresh("zero"), self.fresh("minus"), self.fresh("last"));
+        self.builder.initializer_i64(&zero, &[], vec![0]);
+        self.builder.initializer_i64(&minus, &[1], vec![-1]);
+        self.builder.initializer_i64(&last, &[1], vec![k]);
+        self.builder.node("Shape", &[&x], &[&shape], vec![]);
+        self.builder.node("Gather", &[&shape, &zero], &[&n], vec![Attr::Int("axis", 0)]);
+        self.builder.node("Unsqueeze", &[&n], &[&n1], vec![Attr::Ints("axes", vec![0])]);
+        self.builder.node("Concat", &[&n1, &minus, &last], &[&target], vec![Attr::Int("axis", 0)]);
+        let total: usize = self.shape.iter().product();
+        self.node("Reshape", &[&x, &target], vec![], vec![total / k as usize, k as usize])
+    }
+}
+
+/// The data-movement ops of a detector (YuNet): max pooling, nearest upsampling, transposes and
+/// the shape arithmetic of a dynamic export folded at import.
+#[test]
+fn detector_ops() {
+    let mut cases = vec![
+        Case::new("MaxPool 2x2 s2", Net::new(100, &[5, 8, 12]).max_pool(2, 2, None, false), &["maxpool"]).batch(3).max_batch(2),
+        Case::new("MaxPool 3x3 s2 pads 1 ceil", Net::new(101, &[3, 9, 11]).max_pool(3, 2, Some([1, 1, 1, 1]), true), &["maxpool"]),
+        Case::new("MaxPool 3x3 s1 asymmetric pads", Net::new(102, &[4, 7, 6]).max_pool(3, 1, Some([0, 1, 2, 1]), false), &["maxpool"]),
+        Case::new("MaxPool 2x2 s2 odd size, ceil", Net::new(103, &[2, 7, 9]).max_pool(2, 2, None, true), &["maxpool"]).batch(2),
+        Case::new("Resize x2 asymmetric floor", Net::with_opset(104, 11, &[4, 5, 6]).upsample(2, 2, "asymmetric", "floor"), &["upsample"]).batch(2),
+        Case::new("Resize x3,x2 half_pixel", Net::with_opset(105, 13, &[3, 4, 5]).upsample(3, 2, "half_pixel", "round_prefer_floor"), &["upsample"]),
+        Case::new("Transpose NCHW -> NHWC", Net::new(106, &[5, 3, 7]).transpose(&[0, 2, 3, 1]), &["transpose"]).batch(2),
+        Case::new("Transpose [0,3,1,2]", Net::new(107, &[5, 3, 7]).transpose(&[0, 3, 1, 2]), &["transpose"]),
+        Case::new("Transpose [0,2,1] of [N,A,B]", Net::new(108, &[6, 11]).transpose(&[0, 2, 1]), &["transpose"]).batch(2),
+    ];
+    let mut net = Net::with_opset(109, 11, &[8, 8, 8]);
+    net.conv(ConvSpec::new(8, 3).same(1)).act(Activation::Relu);
+    let skip = net.cur.clone();
+    net.max_pool(2, 2, None, false).conv(ConvSpec::new(8, 1)).upsample(2, 2, "asymmetric", "floor").binary("Add", &skip);
+    cases.push(Case::new("FPN: conv, pool, conv, upsample, add", &mut net, &["conv2d", "maxpool", "pointwise_vec4", "upsample", "elementwise"]).batch(2));
+    let mut net = Net::with_opset(110, 11, &[4, 6, 5]);
+    net.conv(ConvSpec::new(4, 1)).transpose(&[0, 2, 3, 1]).dynamic_reshape(4).act(Activation::Sigmoid);
+    cases.push(
+        Case::new("YuNet head: transpose, dynamic reshape, sigmoid", &mut net, &["pointwise", "transpose", "elementwise"])
+            .batch(3)
+            .dump_lacks("Shape")
+            .dump_lacks("Concat"),
+    );
     run_cases(cases);
 }

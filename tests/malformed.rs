@@ -150,8 +150,8 @@ fn unsupported_operations_and_attributes() {
         ),
         (
             "an unnamed node",
-            model(|b| insert_after_conv(b, builder::node_proto("", "MaxPool", &["c"], &["d"], &[]))),
-            &["unnamed MaxPool -> d", "unsupported op 'MaxPool'"],
+            model(|b| insert_after_conv(b, builder::node_proto("", "LRN", &["c"], &["d"], &[]))),
+            &["unnamed LRN -> d", "unsupported op 'LRN'"],
         ),
         (
             "Conv dilations [2, 2]",
@@ -257,12 +257,9 @@ fn unsupported_operations_and_attributes() {
             &["node 'conv' (Conv)", "attribute 'group' = 2", "3 input"],
         ),
         (
-            "two graph outputs",
-            model(|b| {
-                let c = builder::value_info("c", DataType::FLOAT, &[Dim::param("N"), 4.into(), 8.into(), 8.into()]);
-                b.graph_mut().output.push(c);
-            }),
-            &["graph output 'y, c'", "one input and one output, this one has 1 and 2"],
+            "no graph output",
+            model(|b| b.graph_mut().output.clear()),
+            &["graph output ''", "one input and at least one output, this one has 1 and 0"],
         ),
     ]);
 }
@@ -274,7 +271,7 @@ fn bad_graph_inputs() {
         (
             "a symbolic height",
             input(&[Dim::param("N"), 3.into(), Dim::param("H"), 8.into()]),
-            &["graph input 'x'", "dimension 2 must be a fixed positive size", "only the batch"],
+            &["graph input 'x'", "dimension 2 is symbolic", "--input-shape", "only the batch"],
         ),
         ("an unknown width", input(&[Dim::param("N"), 3.into(), 8.into(), Dim::Unknown]), &["graph input 'x'", "dimension 3"]),
         ("a zero channel count", input(&[Dim::param("N"), 0.into(), 8.into(), 8.into()]), &["graph input 'x'", "dimension 1"]),

@@ -4,11 +4,16 @@
 
 use crate::error::{CompileError, Result};
 use crate::ir::broadcast::broadcast_binary;
-use crate::ir::{numel, Affine, BinOp, Conv, Epilogue, Graph, Node, Op, ValueId};
+use crate::ir::{numel, permute, Affine, BinOp, Conv, Epilogue, Graph, MaxPool, Node, Op, ValueId};
 
 /// Runs `graph` on `input` (a batch of samples of the graph input's shape, batch first) and
-/// returns the graph's (first) output for the whole batch.
+/// returns the graph's first output for the whole batch.
 pub fn run(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
+    Ok(run_all(graph, input)?.swap_remove(0))
+}
+
+/// Like [`run`], every graph output in order, each for the whole batch.
+pub fn run_all(graph: &Graph, input: &[f32]) -> Result<Vec<Vec<f32>>> {
     let in_id = *graph.inputs.first().ok_or_else(|| CompileError::Internal("graph without input".into()))?;
     let per_sample = numel(&graph.shape(in_id)[1..]);
     if per_sample == 0 || !input.len().is_multiple_of(per_sample) {
@@ -17,22 +22,26 @@ pub fn run(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
             message: format!("{} values is not a whole number of samples of {per_sample}", input.len()),
         });
     }
-    let mut output = Vec::new();
+    let mut outputs = vec![Vec::new(); graph.outputs.len()];
     for sample in input.chunks(per_sample) {
-        output.extend(run_sample(graph, in_id, sample)?);
+        for (all, one) in outputs.iter_mut().zip(run_sample(graph, in_id, sample)?) {
+            all.extend(one);
+        }
     }
-    Ok(output)
+    if outputs.is_empty() {
+        return Err(CompileError::Internal("graph without output".into()));
+    }
+    Ok(outputs)
 }
 
-fn run_sample(graph: &Graph, in_id: ValueId, sample: &[f32]) -> Result<Vec<f32>> {
+fn run_sample(graph: &Graph, in_id: ValueId, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
     let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.values.len()];
     values[in_id.0 as usize] = Some(sample.to_vec());
     for node in &graph.nodes {
         let out = eval_node(graph, node, &values)?;
         values[node.output.0 as usize] = Some(out);
     }
-    let out = graph.outputs[0];
-    Ok(values[out.0 as usize].take().unwrap_or_default())
+    Ok(graph.outputs.iter().map(|o| values[o.0 as usize].clone().unwrap_or_default()).collect())
 }
 
 /// The per-sample shape of an activation (its shape without the batch).
@@ -76,6 +85,22 @@ fn eval_node(graph: &Graph, node: &Node, values: &[Option<Vec<f32>>]) -> Result<
         Op::Affine(a) => affine(a, x, out_shape),
         Op::Act(_) => x.to_vec(),
         Op::Binary(op) => binary(*op, graph, node.inputs[0], node.inputs[1], x, get(node.inputs[1])),
+        Op::MaxPool(p) => max_pool(p, x, sample_shape(graph, node.inputs[0]), out_shape),
+        Op::Upsample { factor } => {
+            let (h, w) = (out_shape[1], out_shape[2]);
+            let (ih, iw) = (h / factor[0], w / factor[1]);
+            let mut y = Vec::with_capacity(numel(out_shape));
+            for c in 0..out_shape[0] {
+                for i in 0..h {
+                    y.extend((0..w).map(|j| x[(c * ih + i / factor[0]) * iw + j / factor[1]]));
+                }
+            }
+            y
+        }
+        Op::Transpose(perm) => {
+            let per_sample: Vec<usize> = perm[1..].iter().map(|&a| a - 1).collect();
+            permute(x, sample_shape(graph, node.inputs[0]), &per_sample)
+        }
         Op::Reshape => x.to_vec(),
     };
     let (act, res) = match &node.op {
@@ -117,6 +142,28 @@ fn binary(op: BinOp, graph: &Graph, a: ValueId, b: ValueId, xa: &[f32], xb: &[f3
     };
     let (sa, sb) = (shape_of(a), shape_of(b));
     broadcast_binary(op, &sa, xa, &sb, xb).map(|(_, data)| data).unwrap_or_default()
+}
+
+fn max_pool(p: &MaxPool, x: &[f32], x_shape: &[usize], out: &[usize]) -> Vec<f32> {
+    let (h, w) = (x_shape[1] as isize, x_shape[2] as isize);
+    let mut y = Vec::with_capacity(numel(out));
+    for c in 0..out[0] {
+        let plane = &x[c * (h * w) as usize..][..(h * w) as usize];
+        for oy in 0..out[1] {
+            for ox in 0..out[2] {
+                let y0 = (oy * p.stride[0]) as isize - p.pads[0] as isize;
+                let x0 = (ox * p.stride[1]) as isize - p.pads[1] as isize;
+                let mut m = f32::NEG_INFINITY;
+                for iy in y0.max(0)..(y0 + p.kernel[0] as isize).min(h) {
+                    for ix in x0.max(0)..(x0 + p.kernel[1] as isize).min(w) {
+                        m = m.max(plane[(iy * w + ix) as usize]);
+                    }
+                }
+                y.push(m);
+            }
+        }
+    }
+    y
 }
 
 /// Direct convolution of one sample: `x [C_in, H, W]`, `w [C_out, C_in/g, kH, kW]`.

@@ -12,7 +12,7 @@ use crate::program::{Kernel, Port, Program, Resource, Stats, Step, Weight};
 
 pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// Bumped on any change of the payload's layout; other versions are rejected.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]
@@ -91,7 +91,10 @@ impl Program {
                 }
             }
         }
-        for p in [&self.input, &self.output] {
+        if self.outputs.is_empty() {
+            return bad("the program has no output".into());
+        }
+        for p in std::iter::once(&self.input).chain(&self.outputs) {
             if p.buffer >= self.buffers.len() || p.elements() > self.buffers[p.buffer] {
                 return bad(format!("port '{}' does not fit its buffer", p.name));
             }
@@ -163,7 +166,8 @@ impl Writer {
             w.data.iter().for_each(|v| self.0.extend_from_slice(&v.to_le_bytes()));
         }
         self.port(&p.input);
-        self.port(&p.output);
+        self.usize(p.outputs.len());
+        p.outputs.iter().for_each(|o| self.port(o));
         let s = &p.stats;
         [s.parameters, s.macs, s.peak_activation_bytes, s.total_activation_bytes].into_iter().for_each(|v| self.u64(v));
     }
@@ -227,9 +231,11 @@ impl Reader<'_> {
                 Ok(Weight { name, data })
             })
             .collect::<Result<_, FormatError>>()?;
-        let (input, output) = (self.port()?, self.port()?);
+        let input = self.port()?;
+        let n = self.count(24)?;
+        let outputs = (0..n).map(|_| self.port()).collect::<Result<_, _>>()?;
         let stats = Stats { parameters: self.u64()?, macs: self.u64()?, peak_activation_bytes: self.u64()?, total_activation_bytes: self.u64()? };
-        Ok(Program { kernels, steps, buffers, weights, input, output, stats })
+        Ok(Program { kernels, steps, buffers, weights, input, outputs, stats })
     }
     fn step(&mut self) -> Result<Step, FormatError> {
         let kernel = self.usize()?;

@@ -42,19 +42,23 @@ pub struct CompileOptions {
     /// Batch size used to specialise the symbolic batch dimension for shape inference and the IR
     /// dumps. Generated kernels take the batch from the dispatch, so a [`Program`] runs any batch.
     pub batch: usize,
+    /// The input's shape without the batch (e.g. `[3, 640, 640]`), for models whose input has
+    /// symbolic dimensions besides the batch (detectors exported for any image size). Must agree
+    /// with the model's fixed dimensions.
+    pub input_shape: Option<Vec<usize>>,
 }
 
 #[cfg(feature = "frontend")]
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { batch: 1 }
+        CompileOptions { batch: 1, input_shape: None }
     }
 }
 
 #[cfg(feature = "frontend")]
 /// Imports an ONNX model and runs the optimisation passes: the graph the kernels are made from.
 pub fn optimise(onnx: &[u8], options: &CompileOptions) -> Result<ir::Graph, CompileError> {
-    let mut graph = onnx::import(onnx, options.batch)?;
+    let mut graph = onnx::import(onnx, options.batch, options.input_shape.as_deref())?;
     passes::run_all(&mut graph)?;
     Ok(graph)
 }

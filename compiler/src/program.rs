@@ -15,7 +15,8 @@ pub struct Program {
     /// Constant buffers (weights and per-channel parameters), uploaded once.
     pub weights: Vec<Weight>,
     pub input: Port,
-    pub output: Port,
+    /// The graph's outputs, in the model's order (at least one).
+    pub outputs: Vec<Port>,
     pub stats: Stats,
 }
 
@@ -90,13 +91,20 @@ pub struct Stats {
 }
 
 impl Program {
+    /// The first output (the only one of an embedding model).
+    pub fn output(&self) -> &Port {
+        &self.outputs[0]
+    }
+
     /// The plan as plain text: kernels in dispatch order, fused ONNX nodes, shapes, workgroups and
     /// buffers.
     pub fn plan_text(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# mfn execution plan");
         let _ = writeln!(s, "input  {} [N,{}] -> buffer b{}", self.input.name, dims(&self.input.shape), self.input.buffer);
-        let _ = writeln!(s, "output {} [N,{}] <- buffer b{}", self.output.name, dims(&self.output.shape), self.output.buffer);
+        for o in &self.outputs {
+            let _ = writeln!(s, "output {} [N,{}] <- buffer b{}", o.name, dims(&o.shape), o.buffer);
+        }
         let _ = writeln!(s, "parameters {}  multiply-adds {}  kernels {}  dispatches {}", self.stats.parameters, self.stats.macs, self.kernels.len(), self.steps.len());
         let _ = writeln!(s, "peak activation memory {} bytes a sample ({} without reuse)", self.stats.peak_activation_bytes, self.stats.total_activation_bytes);
         let _ = writeln!(s, "\n## buffers (f32 elements a sample)");

@@ -127,7 +127,7 @@ fn assert_same_numbers(reference: &Graph, graph: &Graph, pixels: bool, what: &st
 /// compute the same.
 fn check(name: &str, model: &mut Model, output: &[i64]) {
     let onnx = model.bytes(output);
-    let imported = onnx::import(&onnx, 1).expect("imports");
+    let imported = onnx::import(&onnx, 1, None).expect("imports");
     let optimised = optimise(&onnx, &CompileOptions::default()).expect("optimises");
     assert_same_numbers(&imported, &optimised, model.pixels, name);
     insta::assert_snapshot!(name, format!("# imported\n{imported}\n# optimised\n{optimised}"));
@@ -306,7 +306,7 @@ fn pipeline_trace() {
     m.conv("gd", "add", [4, 1, 5, 5], vec![group(4)]).bn("gd_bn", "gd", 4).node("flat", "Flatten", &["gd_bn"], vec![]);
     m.node("fc", "Gemm", &["flat", "B"], vec![Attr::Int("transB", 1)]).bn("fc_bn", "fc", 6);
     let onnx = m.bytes(&[6]);
-    let imported = onnx::import(&onnx, 1).expect("imports");
+    let imported = onnx::import(&onnx, 1, None).expect("imports");
     let mut graph = imported.clone();
     let mut trace = format!("# imported\n{graph}");
     for pass in passes::PASSES {

@@ -89,7 +89,7 @@ mod tests {
             buffers: vec![262_144, 262_144],
             weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024] }],
             input: port(0),
-            output: port(1),
+            outputs: vec![port(1)],
             stats: Stats::default(),
         }
     }

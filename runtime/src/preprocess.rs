@@ -135,14 +135,21 @@ impl Session {
     /// alignment to a face template...) and the channels in `format`'s order: the model's input
     /// is made on the GPU, in the same submission as the model.
     pub fn run_warped(&self, images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<Vec<f32>> {
-        let per_out: usize = self.output_shape().iter().product();
-        let mut output = Vec::with_capacity(images.len() * per_out);
+        Ok(self.run_warped_all(images, warps, format)?.swap_remove(0))
+    }
+
+    /// [`Session::run_warped`] returning every output of the model (in the order of
+    /// [`Session::outputs`]), each holding one sample per image.
+    pub fn run_warped_all(&self, images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<Vec<Vec<f32>>> {
+        let mut outputs: Vec<Vec<f32>> = self.outputs().iter().map(|o| Vec::with_capacity(images.len() * o.elements())).collect();
         self.each_chunk(images, warps, format, |batch, record| {
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            output.extend(self.record_and_read(batch, scope, record)?);
+            for (all, part) in outputs.iter_mut().zip(self.record_and_read(batch, scope, record)?) {
+                all.extend(part);
+            }
             Ok(())
         })?;
-        Ok(output)
+        Ok(outputs)
     }
 
     /// The model input [`Session::run_images`] computes for `images` (f32 NCHW, batch first),

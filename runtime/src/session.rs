@@ -4,7 +4,7 @@
 
 use std::sync::{mpsc, Mutex};
 
-use mfn_compiler::{Program, Resource};
+use mfn_compiler::{Port, Program, Resource};
 use wgpu::util::DeviceExt;
 
 use crate::adapter::{describe, select_adapter, AdapterOptions};
@@ -41,7 +41,7 @@ pub struct Session {
     pub(crate) activations: Vec<wgpu::Buffer>,
     readback: wgpu::Buffer,
     pub(crate) input: (usize, Vec<usize>),
-    pub(crate) output: (usize, Vec<usize>),
+    pub(crate) outputs: Vec<Port>,
     max_batch: usize,
     /// Runs share the activation buffers: one at a time.
     pub(crate) running: Mutex<()>,
@@ -156,7 +156,7 @@ impl Session {
                 Dispatch { pipeline: step.kernel, bind_group, workgroups }
             })
             .collect();
-        let out_bytes = 4 * program.output.elements() * max_batch;
+        let out_bytes = 4 * program.outputs.iter().map(Port::elements).sum::<usize>() * max_batch;
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: out_bytes.max(4) as u64,
@@ -175,7 +175,7 @@ impl Session {
             activations,
             readback,
             input: (program.input.buffer, program.input.shape.clone()),
-            output: (program.output.buffer, program.output.shape.clone()),
+            outputs: program.outputs.clone(),
             max_batch,
             running: Mutex::new(()),
             preprocess: Mutex::new(None),
@@ -201,35 +201,50 @@ impl Session {
         &self.input.1
     }
 
-    /// Shape of one output sample (without the batch).
+    /// Shape of one sample of the first output (without the batch).
     pub fn output_shape(&self) -> &[usize] {
-        &self.output.1
+        &self.outputs[0].shape
+    }
+
+    /// The model's outputs (name, shape of one sample), in the order [`Session::run_all`] returns them.
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
     }
 
     /// Runs a batch: `input` holds whole samples of [`Session::input_shape`], batch first; the
-    /// result holds one output sample per input sample.
+    /// result holds one sample of the first output per input sample (models with several outputs:
+    /// [`Session::run_all`]).
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.run_all(input)?.swap_remove(0))
+    }
+
+    /// Like [`Session::run`], every output of the model, in the order of [`Session::outputs`], each
+    /// holding one sample per input sample.
+    pub fn run_all(&self, input: &[f32]) -> Result<Vec<Vec<f32>>> {
         let per_sample: usize = self.input.1.iter().product();
         if input.is_empty() || !input.len().is_multiple_of(per_sample) {
             return Err(RuntimeError::InputSize { got: input.len(), shape: self.input.1.clone(), per_sample });
         }
         let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut output = Vec::with_capacity(input.len() / per_sample * self.output.1.iter().product::<usize>());
+        let samples = input.len() / per_sample;
+        let mut outputs: Vec<Vec<f32>> = self.outputs.iter().map(|o| Vec::with_capacity(samples * o.elements())).collect();
         for chunk in input.chunks(per_sample * self.max_batch) {
-            output.extend(self.run_chunk(chunk, chunk.len() / per_sample)?);
+            for (all, part) in outputs.iter_mut().zip(self.run_chunk(chunk, chunk.len() / per_sample)?) {
+                all.extend(part);
+            }
         }
-        Ok(output)
+        Ok(outputs)
     }
 
-    fn run_chunk(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+    fn run_chunk(&self, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.write_buffer(&self.activations[self.input.0], 0, bytemuck::cast_slice(input));
         self.record_and_read(batch, scope, &|_| {})
     }
 
     /// Records `prologue` (which may fill the input buffer) and every dispatch of the model into
-    /// one compute pass, submits once and reads the output back.
-    pub(crate) fn record_and_read(&self, batch: usize, scope: wgpu::ErrorScopeGuard, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<f32>> {
+    /// one compute pass, submits once and reads every output back.
+    pub(crate) fn record_and_read(&self, batch: usize, scope: wgpu::ErrorScopeGuard, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn run") });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
@@ -240,10 +255,21 @@ impl Session {
                 pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], batch as u32);
             }
         }
-        let bytes = (4 * batch * self.output.1.iter().product::<usize>()) as u64;
-        encoder.copy_buffer_to_buffer(&self.activations[self.output.0], 0, &self.readback, 0, bytes);
+        // The outputs one after the other in the readback buffer.
+        let mut offset = 0;
+        for o in &self.outputs {
+            let bytes = (4 * batch * o.elements()) as u64;
+            encoder.copy_buffer_to_buffer(&self.activations[o.buffer], 0, &self.readback, offset, bytes);
+            offset += bytes;
+        }
         self.queue.submit([encoder.finish()]);
-        read_back(&self.device, &self.readback, bytes, scope)
+        let mut all = read_back(&self.device, &self.readback, offset, scope)?;
+        let mut outputs = Vec::with_capacity(self.outputs.len());
+        for o in self.outputs.iter().rev() {
+            outputs.push(all.split_off(all.len() - batch * o.elements()));
+        }
+        outputs.reverse();
+        Ok(outputs)
     }
 }
 

@@ -32,7 +32,7 @@ pub fn optimised(onnx: &[u8]) -> mfn_compiler::ir::Graph {
 
 /// The unoptimised (imported) graph of a model.
 pub fn imported(onnx: &[u8]) -> mfn_compiler::ir::Graph {
-    mfn_compiler::onnx::import(onnx, 1).expect("model imports")
+    mfn_compiler::onnx::import(onnx, 1, None).expect("model imports")
 }
 
 #[allow(unused_imports)]

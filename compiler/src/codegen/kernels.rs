@@ -229,12 +229,62 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             Ok(Lowered { key: KernelKey { template: Template::Linear, constants }, binds, workgroups: threads_to_groups(m) })
         }
         Op::Act(_) | Op::Affine(_) | Op::Binary(_) => elementwise(graph, node, &y),
+        Op::MaxPool(p) => {
+            let constants = vec![
+                ("C", u(x[1])),
+                ("H_IN", u(x[2])),
+                ("W_IN", u(x[3])),
+                ("H_OUT", u(y[2])),
+                ("W_OUT", u(y[3])),
+                ("KH", u(p.kernel[0])),
+                ("KW", u(p.kernel[1])),
+                ("SH", u(p.stride[0])),
+                ("SW", u(p.stride[1])),
+                ("PAD_T", u(p.pads[0])),
+                ("PAD_L", u(p.pads[1])),
+                ("WG", Const::U32(WORKGROUP)),
+            ];
+            Ok(data_movement(Template::MaxPool, constants, node, numel(&y[1..])))
+        }
+        Op::Upsample { factor } => {
+            let constants =
+                vec![("C", u(x[1])), ("H_IN", u(x[2])), ("W_IN", u(x[3])), ("FH", u(factor[0])), ("FW", u(factor[1])), ("WG", Const::U32(WORKGROUP))];
+            Ok(data_movement(Template::Upsample, constants, node, numel(&y[1..])))
+        }
+        Op::Transpose(perm) => {
+            let sample = &x[1..];
+            if sample.len() > 4 {
+                return Err(CompileError::Unsupported { node: node.name().into(), op: "Transpose".into(), message: format!("a rank-{} sample", sample.len()) });
+            }
+            let mut strides = vec![1; sample.len()];
+            for i in (0..sample.len().saturating_sub(1)).rev() {
+                strides[i] = strides[i + 1] * sample[i + 1];
+            }
+            // Output axis k of the sample is input axis perm[k + 1] - 1; pad to four axes in front.
+            let pad = 4 - sample.len();
+            let dim = |k: usize| if k < pad { 1 } else { sample[perm[k - pad + 1] - 1] };
+            let stride = |k: usize| if k < pad { 0 } else { strides[perm[k - pad + 1] - 1] };
+            let mut constants = Vec::new();
+            for (k, (d, s)) in [("D0", "S0"), ("D1", "S1"), ("D2", "S2"), ("D3", "S3")].into_iter().enumerate() {
+                constants.push((d, u(dim(k))));
+                constants.push((s, u(stride(k))));
+            }
+            constants.sort_by_key(|(name, _)| name.starts_with('S'));
+            constants.push(("WG", Const::U32(WORKGROUP)));
+            Ok(data_movement(Template::Transpose, constants, node, numel(&y[1..])))
+        }
         other => Err(CompileError::Unsupported {
             node: node.name().into(),
             op: other.name().into(),
             message: "this operation after the passes".into(),
         }),
     }
+}
+
+/// A kernel reading the node's one input and writing its output, one invocation per output element.
+fn data_movement(template: Template, constants: Vec<(&'static str, Const)>, node: &Node, elements: usize) -> Lowered {
+    let binds = vec![Bind::Value(node.inputs[0]), Bind::Value(node.output)];
+    Lowered { key: KernelKey { template, constants }, binds, workgroups: threads_to_groups(elements) }
 }
 
 fn elementwise(graph: &Graph, node: &Node, y: &[usize]) -> Result<Lowered> {

@@ -19,9 +19,9 @@ pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 
 pub fn generate(graph: &Graph) -> Result<Program> {
     let (inputs, outputs) = (graph.inputs.len(), graph.outputs.len());
-    if inputs != 1 || outputs != 1 {
+    if inputs != 1 || outputs == 0 {
         let names = |ids: &[crate::ir::ValueId]| ids.iter().map(|&v| graph.value(v).name.clone()).collect::<Vec<_>>().join(", ");
-        let message = format!("mfn runs models with one input and one output, this one has {inputs} and {outputs}");
+        let message = format!("mfn runs models with one input and at least one output, this one has {inputs} and {outputs}");
         return Err(if inputs != 1 {
             CompileError::BadInput { name: names(&graph.inputs), message }
         } else {
@@ -84,8 +84,9 @@ pub fn generate(graph: &Graph) -> Result<Program> {
         peak_activation_bytes: 4 * plan.sizes.iter().sum::<usize>() as u64,
         total_activation_bytes: 4 * plan.unshared as u64,
     };
-    let (input, output) = (port(graph.inputs[0]), port(graph.outputs[0]));
-    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, output, stats })
+    let input = port(graph.inputs[0]);
+    let outputs = graph.outputs.iter().map(|&v| port(v)).collect();
+    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, stats })
 }
 
 fn make_kernel(key: &KernelKey, index: usize) -> Result<Kernel> {

@@ -17,10 +17,13 @@ pub enum Template {
     GdConv,
     Linear,
     Elementwise,
+    MaxPool,
+    Upsample,
+    Transpose,
 }
 
 impl Template {
-    pub const ALL: [Template; 8] = [
+    pub const ALL: [Template; 11] = [
         Template::Conv2d,
         Template::Depthwise,
         Template::DepthwiseVec4,
@@ -29,6 +32,9 @@ impl Template {
         Template::GdConv,
         Template::Linear,
         Template::Elementwise,
+        Template::MaxPool,
+        Template::Upsample,
+        Template::Transpose,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +47,9 @@ impl Template {
             Template::GdConv => "gdconv",
             Template::Linear => "linear",
             Template::Elementwise => "elementwise",
+            Template::MaxPool => "maxpool",
+            Template::Upsample => "upsample",
+            Template::Transpose => "transpose",
         }
     }
 
@@ -54,6 +63,9 @@ impl Template {
             Template::GdConv => include_str!("../../../shaders/gdconv.wgsl"),
             Template::Linear => include_str!("../../../shaders/linear.wgsl"),
             Template::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
+            Template::MaxPool => include_str!("../../../shaders/maxpool.wgsl"),
+            Template::Upsample => include_str!("../../../shaders/upsample.wgsl"),
+            Template::Transpose => include_str!("../../../shaders/transpose.wgsl"),
         }
     }
 
@@ -61,6 +73,7 @@ impl Template {
     pub fn bindings(self) -> u32 {
         match self {
             Template::Elementwise => 4,
+            Template::MaxPool | Template::Upsample | Template::Transpose => 2,
             _ => 5,
         }
     }

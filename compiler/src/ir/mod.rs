@@ -13,7 +13,7 @@ pub mod broadcast;
 mod display;
 mod op;
 
-pub use op::{Act, Affine, BinOp, Conv, Epilogue, Op};
+pub use op::{Act, Affine, BinOp, Conv, Epilogue, MaxPool, Op};
 
 use crate::error::CompileError;
 
@@ -31,6 +31,29 @@ pub type Shape = Vec<usize>;
 /// Element count of a shape.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// Row-major `data` of `shape` with its axes permuted: output axis `i` is input axis `perm[i]`.
+pub fn permute<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+    let rank = shape.len();
+    let mut strides = vec![1; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let mut index = vec![0usize; rank];
+    let mut out = Vec::with_capacity(data.len());
+    for _ in 0..data.len() {
+        out.push(data[(0..rank).map(|i| index[i] * strides[perm[i]]).sum::<usize>()]);
+        for i in (0..rank).rev() {
+            index[i] += 1;
+            if index[i] < out_shape[i] {
+                break;
+            }
+            index[i] = 0;
+        }
+    }
+    out
 }
 
 /// Constant data carried by a value (ONNX initialisers and `Constant` nodes).

@@ -86,6 +86,15 @@ impl Conv {
     }
 }
 
+/// Max pooling over a 2-D window; padded taps never win (they count as -inf).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaxPool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Top, left, bottom, right.
+    pub pads: [usize; 4],
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinOp {
     Add,
@@ -120,6 +129,11 @@ pub enum Op {
     /// Element-wise with numpy broadcasting.
     Binary(BinOp),
     GlobalAveragePool,
+    MaxPool(MaxPool),
+    /// Nearest-neighbour upsampling of `[N, C, H, W]` by whole factors: `y[c, i, j] = x[c, i / fh, j / fw]`.
+    Upsample { factor: [usize; 2] },
+    /// Permutes the axes: output axis `i` is input axis `perm[i]`; `perm[0]` is 0 (the batch stays).
+    Transpose(Vec<usize>),
     /// Same data, the output value's shape.
     Reshape,
 }
@@ -138,6 +152,9 @@ impl Op {
             Op::Binary(BinOp::Mul) => "Mul",
             Op::Binary(BinOp::Div) => "Div",
             Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::MaxPool(_) => "MaxPool",
+            Op::Upsample { .. } => "Upsample",
+            Op::Transpose(_) => "Transpose",
             Op::Reshape => "Reshape",
         }
     }

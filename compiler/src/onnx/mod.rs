@@ -3,6 +3,8 @@
 mod attrs;
 mod elementwise;
 mod layers;
+mod resample;
+mod shape_ops;
 mod tensor;
 
 use std::collections::HashMap;
@@ -22,8 +24,10 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 9..=18;
 /// absurd dimensions before anything is allocated.
 const MAX_ACTIVATION_ELEMENTS: usize = 1 << 30;
 
-/// Parses an ONNX model and builds its graph with the batch dimension specialised to `batch`.
-pub fn import(bytes: &[u8], batch: usize) -> Result<Graph> {
+/// Parses an ONNX model and builds its graph with the batch dimension specialised to `batch`, and
+/// any other symbolic input dimension taken from `sample_shape` (the input's shape without the
+/// batch), which must also agree with the fixed ones.
+pub fn import(bytes: &[u8], batch: usize, sample_shape: Option<&[usize]>) -> Result<Graph> {
     if bytes.is_empty() {
         return Err(CompileError::Parse("the file is empty".into()));
     }
@@ -43,7 +47,7 @@ pub fn import(bytes: &[u8], batch: usize) -> Result<Graph> {
     }
     for input in &proto.input {
         if !imp.names.contains_key(&input.name) {
-            let shape = input_shape(input, batch)?;
+            let shape = input_shape(input, batch, sample_shape)?;
             let id = imp.graph.add_value(input.name.clone(), shape, None);
             imp.graph.inputs.push(id);
             imp.names.insert(input.name.clone(), id);
@@ -76,8 +80,9 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
     Ok(version)
 }
 
-/// The input's shape with a symbolic (or fixed) first dimension specialised to `batch`.
-fn input_shape(input: &ValueInfoProto, batch: usize) -> Result<Shape> {
+/// The input's shape with a symbolic (or fixed) first dimension specialised to `batch`, other
+/// symbolic dimensions from `sample_shape`.
+fn input_shape(input: &ValueInfoProto, batch: usize, sample_shape: Option<&[usize]>) -> Result<Shape> {
     let bad = |message: String| CompileError::BadInput { name: input.name.clone(), message };
     let Some(type_proto::Value::TensorType(t)) = input.type_.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(bad("is not a tensor".into()));
@@ -86,15 +91,29 @@ fn input_shape(input: &ValueInfoProto, batch: usize) -> Result<Shape> {
         return Err(bad(format!("element type #{} is not supported (only float is)", t.elem_type)));
     }
     let dims = t.shape.as_ref().map(|s| s.dim.as_slice()).ok_or_else(|| bad("has no shape".into()))?;
-    let mut shape = vec![batch];
-    for (axis, d) in dims.iter().enumerate().skip(1) {
-        match d.value {
-            Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => shape.push(v as usize),
-            _ => return Err(bad(format!("dimension {axis} must be a fixed positive size (only the batch, axis 0, may be symbolic)"))),
-        }
-    }
     if dims.is_empty() {
         return Err(bad("is a scalar; mfn expects a batch of tensors".into()));
+    }
+    if let Some(s) = sample_shape.filter(|s| s.len() + 1 != dims.len()) {
+        return Err(bad(format!("has {} axes; the requested input shape {s:?} (without the batch) has {}", dims.len(), s.len())));
+    }
+    let mut shape = vec![batch];
+    for (axis, d) in dims.iter().enumerate().skip(1) {
+        let requested = sample_shape.map(|s| s[axis - 1]);
+        match (d.value.as_ref(), requested) {
+            (Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)), r) if *v > 0 => {
+                if r.is_some_and(|r| r as i64 != *v) {
+                    return Err(bad(format!("dimension {axis} is fixed at {v}; the requested input shape {:?} asks for {}", sample_shape.unwrap_or_default(), r.unwrap_or_default())));
+                }
+                shape.push(*v as usize)
+            }
+            (_, Some(r)) if r > 0 => shape.push(r),
+            _ => {
+                return Err(bad(format!(
+                    "dimension {axis} is symbolic: give the input shape when compiling (e.g. `--input-shape 3,640,640`; only the batch, axis 0, may stay symbolic)"
+                )))
+            }
+        }
     }
     check_size(&input.name, &shape)?;
     Ok(shape)
@@ -185,6 +204,13 @@ impl Importer {
             "Flatten" | "Reshape" => elementwise::reshape(self, &mut ctx)?,
             "Identity" | "Dropout" => elementwise::identity(self, &mut ctx)?,
             "Constant" => elementwise::constant(self, &mut ctx)?,
+            "MaxPool" => resample::max_pool(self, &mut ctx)?,
+            "Resize" => resample::resize(self, &mut ctx)?,
+            "Shape" => shape_ops::shape(self, &mut ctx)?,
+            "Gather" => shape_ops::gather(self, &mut ctx)?,
+            "Unsqueeze" | "Squeeze" => shape_ops::squeeze(self, &mut ctx)?,
+            "Concat" => shape_ops::concat(self, &mut ctx)?,
+            "Transpose" => shape_ops::transpose(self, &mut ctx)?,
             op => return Err(CompileError::UnsupportedOp { node: ctx.name, op: op.into() }),
         };
         if proto.op_type == "Dropout" && used_outputs > 0 {
