@@ -7,7 +7,16 @@
 //! - box centre `((col + bbox0) s, (row + bbox1) s)`, size `(exp(bbox2) s, exp(bbox3) s)`,
 //! - landmark k `((kps[2k] + col) s, (kps[2k+1] + row) s)`.
 
+use anyhow::{bail, Context, Result};
+use mfn_compiler::CompileOptions;
+use mfn_runtime::{ChannelOrder, Normalization, PixelFormat, Session, SessionOptions, Warp};
 use thiserror::Error;
+
+use crate::image_io::RgbImage;
+
+/// The canvas a detector compiled from a model with symbolic height and width sees: each photo is
+/// letterboxed into it.
+pub const DEFAULT_CANVAS: (usize, usize) = (640, 640);
 
 /// The strides of YuNet's three heads.
 pub const STRIDES: [usize; 3] = [8, 16, 32];
@@ -130,6 +139,83 @@ pub fn nms(mut candidates: Vec<Face>, iou: f32, top_k: usize) -> Vec<Face> {
 pub fn by_area(mut faces: Vec<Face>) -> Vec<Face> {
     faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
     faces
+}
+
+/// YuNet compiled for one canvas and made resident on the GPU. [`Detector::detect`] letterboxes a
+/// photo into the canvas on the GPU (scale `min(cw / w, ch / h)`, the photo at the top-left, zeros
+/// elsewhere; BGR 0..255 as YuNet takes it), runs the model, decodes, suppresses overlaps and
+/// returns the faces in photo coordinates.
+pub struct Detector {
+    session: Session,
+    canvas: (usize, usize),
+    pub options: DetectOptions,
+}
+
+impl Detector {
+    /// Compiles a YuNet ONNX model for `canvas` (width, height; multiples of 32). `None`: the
+    /// model's own size when it is fixed (yunet_n_320_320.onnx), else [`DEFAULT_CANVAS`].
+    pub fn new(onnx: &[u8], canvas: Option<(usize, usize)>, options: &SessionOptions) -> Result<Detector> {
+        let compile = |(w, h): (usize, usize)| mfn_compiler::compile(onnx, &CompileOptions { batch: 1, input_shape: Some(vec![3, h, w]) });
+        if let Some((width, height)) = canvas {
+            if width == 0 || height == 0 || width % 32 != 0 || height % 32 != 0 {
+                bail!(DetectError::Canvas { width, height });
+            }
+        }
+        let program = match canvas {
+            Some(size) => compile(size).with_context(|| format!("compiling the detector for a {}x{} canvas", size.0, size.1))?,
+            // A fixed-size export compiles as it is; a dynamic one needs a canvas.
+            None => match mfn_compiler::compile(onnx, &CompileOptions::default()) {
+                Ok(program) => program,
+                Err(_) => compile(DEFAULT_CANVAS).with_context(|| format!("compiling the detector for a {}x{} canvas", DEFAULT_CANVAS.0, DEFAULT_CANVAS.1))?,
+            },
+        };
+        let [3, h, w] = program.input.shape[..] else {
+            bail!("the detector's input {:?} is not one image [3, H, W]", program.input.shape);
+        };
+        if w % 32 != 0 || h % 32 != 0 {
+            bail!(DetectError::Canvas { width: w, height: h });
+        }
+        let session = Session::new(&program, options)?;
+        Ok(Detector { session, canvas: (w, h), options: DetectOptions::default() })
+    }
+
+    /// The canvas (width, height) photos are letterboxed into.
+    pub fn canvas(&self) -> (usize, usize) {
+        self.canvas
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The faces in `image`, in its coordinates, largest box first.
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<Face>> {
+        Ok(self.detect_many(&[image])?.swap_remove(0))
+    }
+
+    /// [`Detector::detect`] for several images, in batches of the session's `max_batch`.
+    pub fn detect_many(&self, images: &[&RgbImage]) -> Result<Vec<Vec<Face>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let letterboxes: Vec<(Warp, f64)> = images.iter().map(|i| Warp::letterbox((i.width, i.height), self.canvas)).collect();
+        let views: Vec<_> = images.iter().map(|i| i.view()).collect();
+        let warps: Vec<Warp> = letterboxes.iter().map(|(w, _)| *w).collect();
+        let format = PixelFormat { order: ChannelOrder::Bgr, norm: Normalization::IDENTITY };
+        let outputs = self.session.run_warped_all(&views, &warps, &format)?;
+        let ports = self.session.outputs();
+        let mut all = Vec::with_capacity(images.len());
+        for (n, (_, scale)) in letterboxes.iter().enumerate() {
+            let named: Vec<(&str, &[f32])> = ports
+                .iter()
+                .zip(&outputs)
+                .map(|(p, data)| (p.name.as_str(), &data[n * p.elements()..(n + 1) * p.elements()]))
+                .collect();
+            let faces = decode(&named, self.canvas, &self.options)?;
+            all.push(by_area(faces.iter().map(|f| f.unletterboxed(*scale)).collect()));
+        }
+        Ok(all)
+    }
 }
 
 #[cfg(test)]
