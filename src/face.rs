@@ -117,3 +117,33 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 pub fn default_model_path() -> Result<std::path::PathBuf> {
     crate::shared_file(crate::REAL_MODEL).context("no --model given and the default pretrained model is absent")
 }
+
+/// One face of a photo, ready to embed: the warp that cuts its aligned crop out of the image on
+/// the GPU, and the detection it came from (`None` for an image taken as an aligned crop).
+#[derive(Clone, Debug)]
+pub struct FoundFace {
+    pub warp: Warp,
+    pub detection: Option<crate::detect::Face>,
+}
+
+/// The faces of a photo aligned for crops of `size` (width, height): detected, largest first
+/// (only the largest unless `all`), each with the similarity warp to the ArcFace template. An
+/// empty result means no face was found.
+pub fn detect_and_align(detector: &crate::detect::Detector, image: &RgbImage, size: (usize, usize), all: bool) -> Result<Vec<FoundFace>> {
+    let mut faces = detector.detect(image)?;
+    if !all {
+        faces.truncate(1);
+    }
+    faces
+        .into_iter()
+        .map(|face| {
+            let (warp, _) = crate::align::alignment_warp(&face.landmarks, size.0, size.1).with_context(|| format!("aligning the face at {:?}", face.rect))?;
+            Ok(FoundFace { warp, detection: Some(face) })
+        })
+        .collect()
+}
+
+/// An image taken as a face crop as it is: resized to `size` when it differs.
+pub fn as_crop(image: &RgbImage, size: (usize, usize)) -> FoundFace {
+    FoundFace { warp: Warp::resize((image.width, image.height), size), detection: None }
+}

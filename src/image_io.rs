@@ -66,6 +66,17 @@ impl RgbImage {
         RgbImage { width, height, data }
     }
 
+    /// The image itself when its pixels fit `max_bytes` (one GPU buffer), else shrunk by the
+    /// smallest integer factor that makes them fit; returns the factor too (1: unchanged).
+    pub fn fit_within(self, max_bytes: u64) -> (RgbImage, usize) {
+        let bytes = |w: usize, h: usize| (w * h * 3).next_multiple_of(4) as u64;
+        let mut factor = 1;
+        while bytes(self.width.div_ceil(factor), self.height.div_ceil(factor)) > max_bytes && factor < self.width.max(self.height) {
+            factor += 1;
+        }
+        if factor == 1 { (self, 1) } else { (self.downscaled(factor), factor) }
+    }
+
     /// The image as the runtime takes it ([`mfn_runtime::Session::run_images`]).
     pub fn view(&self) -> mfn_runtime::Image<'_> {
         mfn_runtime::Image { width: self.width, height: self.height, rgb: &self.data }
@@ -137,5 +148,40 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => bail!("{e}"),
         Ok(Err(e)) => bail!("invalid JPEG: {e}"),
         Err(_) => bail!("invalid JPEG (the decoder gave up)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downscaling_averages_blocks_and_fits_the_limit() {
+        let data: Vec<u8> = (0..5 * 3).flat_map(|i| [i as u8 * 10, 100, 255 - i as u8]).collect();
+        let img = RgbImage { width: 5, height: 3, data };
+        let small = img.clone().downscaled(2);
+        assert_eq!((small.width, small.height), (3, 2));
+        // Block (0, 0): pixels 0, 1, 5, 6 -> red mean (0 + 10 + 50 + 60) / 4 = 30.
+        assert_eq!(&small.data[..3], &[30, 100, 255 - 3]);
+        // Edge block (2, 1): the lone pixel 14.
+        assert_eq!(&small.data[15..], &[140, 100, 255 - 14]);
+        let (same, f) = img.clone().fit_within(1 << 20);
+        assert_eq!((f, same.width), (1, 5));
+        // 5x3 pixels take 48 bytes (padded to 4), 3x2 take 20.
+        let (fitted, f) = img.fit_within(20);
+        assert_eq!((f, fitted.width, fitted.height), (2, 3, 2));
+    }
+
+    #[test]
+    fn absurd_header_sizes_are_refused_before_decoding() {
+        let mut png = Vec::new();
+        image::RgbImage::new(4, 4).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).expect("PNG");
+        // IHDR width and height (big-endian) at bytes 16..24, its CRC (over type and data) at 29..33.
+        png[16..20].copy_from_slice(&60000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&60000u32.to_be_bytes());
+        let crc = crc32fast::hash(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = format!("{:#}", decode_rgb(&png).unwrap_err());
+        assert!(err.contains("60000x60000") && err.contains("megapixels"), "{err}");
     }
 }
