@@ -208,3 +208,29 @@ fn cli_embeds_every_face_and_saves_the_crops() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `eval-lfw --realign` on a pairs file: every crop re-detected (160x160 canvas) and re-aligned.
+fn realigned_lfw(pairs_file: &str) -> Option<(mfn::lfw::Report, mfn::lfw::Accuracy)> {
+    let pairs_file = shared(pairs_file);
+    let pairs = mfn::lfw::read_pairs(&pairs_file).expect("pairs file");
+    let detector = detector((160, 160), 16)?;
+    let model = std::fs::read(shared(mfn::REAL_MODEL)).expect("model readable");
+    let embedder = FaceEmbedder::new(&model, &SessionOptions { max_batch: 16, ..Default::default() }, Normalization::IDENTITY).expect("embedder");
+    let report = mfn::lfw::evaluate(&embedder, &pairs, &mfn::lfw::images_dir(&pairs_file), 16, Some(&detector), &mut |_, _| {}).expect("evaluation");
+    // What onnxruntime reaches on the crops as they are (the file's reference cosines).
+    let reference: Vec<f64> = pairs.iter().map(|p| p.reference.expect("reference cosine")).collect();
+    let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
+    let plain = mfn::lfw::accuracy(&reference, &same);
+    eprintln!("{pairs_file:?}: re-aligned {:?}; accuracy {:?}; as they are (onnxruntime) {plain:?}", report.realigned, report.accuracy);
+    Some((report, plain))
+}
+
+#[test]
+fn lfw_subset_realigned_finds_every_face_and_keeps_accuracy() {
+    let Some((report, plain)) = realigned_lfw("faces/lfw/pairs_subset200.csv") else { return };
+    assert_eq!(report.realigned, Some((report.images, 0)), "a face in every LFW crop");
+    // Re-alignment moves the faces (~8 px onto the ArcFace template), so the cosines change...
+    assert!(report.max_reference_diff.expect("reference cosines") > 1e-2, "re-alignment changed nothing");
+    // ...and the accuracy does not get worse.
+    assert!(report.accuracy.best >= plain.best && report.accuracy.fold_mean >= plain.fold_mean, "{:?} below {plain:?}", report.accuracy);
+}
