@@ -75,7 +75,7 @@ impl Similarity {
         }
         // Spread of the landmarks relative to the template's: below 1e-6 of it, the fit is noise.
         let spread = (norm / src.len() as f64).sqrt();
-        if !(norm > 1e-12 * dst_norm.max(1e-300)) || spread < 1e-6 {
+        if norm <= 1e-12 * dst_norm || spread < 1e-6 {
             return Err(AlignError::Degenerate { spread });
         }
         let (a, b) = (dot / norm, cross / norm);

@@ -106,8 +106,7 @@ pub fn decode(outputs: &[(&str, &[f32])], canvas: (usize, usize), options: &Dete
         let (cols, s) = (width / stride, stride as f64);
         for (i, (c, o)) in cls.iter().zip(obj).enumerate() {
             let score = (c.clamp(0.0, 1.0) * o.clamp(0.0, 1.0)).sqrt();
-            // NaN scores fail this comparison too.
-            if !(score >= options.score_threshold) {
+            if score.is_nan() || score < options.score_threshold {
                 continue;
             }
             let (row, col) = ((i / cols) as f64, (i % cols) as f64);

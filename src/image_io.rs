@@ -54,8 +54,8 @@ impl RgbImage {
                 for y in rows.clone() {
                     for x in cols.clone() {
                         let i = 3 * (y * self.width + x);
-                        for c in 0..3 {
-                            sum[c] += u64::from(self.data[i + c]);
+                        for (total, v) in sum.iter_mut().zip(&self.data[i..i + 3]) {
+                            *total += u64::from(*v);
                         }
                     }
                 }

@@ -115,7 +115,7 @@ fn lfw_subset_accuracy_matches_onnxruntime() {
     let pairs = mfn::lfw::read_pairs(&pairs_file).expect("pairs file");
     let Some(session) = real_session(16) else { return };
     let embedder = FaceEmbedder::from_session(session, Normalization::IDENTITY);
-    let report = mfn::lfw::evaluate(&embedder, &pairs, &mfn::lfw::images_dir(&pairs_file), 16, &mut |_, _| {}).expect("evaluation");
+    let report = mfn::lfw::evaluate(&embedder, &pairs, &mfn::lfw::images_dir(&pairs_file), 16, None, &mut |_, _| {}).expect("evaluation");
     let worst = report.max_reference_diff.expect("the subset has reference cosines");
     eprintln!("{} faces, {:.1} faces/s, largest per-pair cosine difference from onnxruntime {worst:.2e}", report.images, report.faces_per_second());
     assert!(worst <= 1e-4, "a per-pair cosine differs from onnxruntime's by {worst}");
