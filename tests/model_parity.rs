@@ -101,3 +101,19 @@ fn real_model_on_lfw_subset() {
 fn real_bnfolded_model_on_lfw_subset() {
     check_lfw_subset("models/mobilefacenet-insightface-bnfolded.onnx");
 }
+
+/// Whether a model normalises its own input is read from the graph: the pretrained model's
+/// `Sub 127.5, Mul 1/128` on `data` (folded into the first conv's prologue since) marks it; the
+/// generated models take normalised input. The flag survives the .mfn round trip.
+#[test]
+fn input_normalisation_is_read_from_the_graph() {
+    for file in ["models/mobilefacenet-insightface.onnx", "models/mobilefacenet-insightface-bnfolded.onnx"] {
+        let path = mfn::shared_file(file).unwrap_or_else(|e| panic!("{e}"));
+        let program = common::compile(&std::fs::read(&path).expect("model readable"));
+        assert!(program.normalises_input, "{file}");
+        let back = mfn_compiler::Program::from_mfn(&program.to_mfn()).expect("round trip");
+        assert!(back.normalises_input, "{file} after .mfn");
+    }
+    let program = common::compile(&mfn::synthetic_model(Variant::Mfn112x112));
+    assert!(!program.normalises_input, "the generated MobileFaceNet takes normalised input");
+}

@@ -168,6 +168,7 @@ impl Writer {
         self.port(&p.input);
         self.usize(p.outputs.len());
         p.outputs.iter().for_each(|o| self.port(o));
+        self.u32(p.normalises_input as u32);
         let s = &p.stats;
         [s.parameters, s.macs, s.peak_activation_bytes, s.total_activation_bytes].into_iter().for_each(|v| self.u64(v));
     }
@@ -234,8 +235,13 @@ impl Reader<'_> {
         let input = self.port()?;
         let n = self.count(24)?;
         let outputs = (0..n).map(|_| self.port()).collect::<Result<_, _>>()?;
+        let normalises_input = match self.u32()? {
+            0 => false,
+            1 => true,
+            other => return Err(FormatError::Malformed(format!("normalises_input flag {other}"))),
+        };
         let stats = Stats { parameters: self.u64()?, macs: self.u64()?, peak_activation_bytes: self.u64()?, total_activation_bytes: self.u64()? };
-        Ok(Program { kernels, steps, buffers, weights, input, outputs, stats })
+        Ok(Program { kernels, steps, buffers, weights, input, outputs, normalises_input, stats })
     }
     fn step(&mut self) -> Result<Step, FormatError> {
         let kernel = self.usize()?;

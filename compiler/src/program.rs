@@ -17,6 +17,9 @@ pub struct Program {
     pub input: Port,
     /// The graph's outputs, in the model's order (at least one).
     pub outputs: Vec<Port>,
+    /// The graph normalises its own input: it begins with constant arithmetic on it (such as the
+    /// pretrained MobileFaceNet's `Sub 127.5, Mul 1/128`), so it takes raw pixel values.
+    pub normalises_input: bool,
     pub stats: Stats,
 }
 

@@ -90,6 +90,7 @@ mod tests {
             weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024] }],
             input: port(0),
             outputs: vec![port(1)],
+            normalises_input: false,
             stats: Stats::default(),
         }
     }

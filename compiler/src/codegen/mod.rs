@@ -86,7 +86,7 @@ pub fn generate(graph: &Graph) -> Result<Program> {
     };
     let input = port(graph.inputs[0]);
     let outputs = graph.outputs.iter().map(|&v| port(v)).collect();
-    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, stats })
+    Ok(Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, stats })
 }
 
 fn make_kernel(key: &KernelKey, index: usize) -> Result<Kernel> {

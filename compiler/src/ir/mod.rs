@@ -106,6 +106,9 @@ pub struct Graph {
     pub outputs: Vec<ValueId>,
     /// The batch size dimension 0 of activations was specialised to.
     pub batch: usize,
+    /// The imported model begins with constant arithmetic on its input (an input normalisation
+    /// such as `(x - 127.5) / 128`), which the passes may have folded away since.
+    pub normalises_input: bool,
 }
 
 impl Graph {

@@ -63,6 +63,14 @@ pub fn import(bytes: &[u8], batch: usize, sample_shape: Option<&[usize]>) -> Res
         })?;
         imp.graph.outputs.push(id);
     }
+    imp.graph.normalises_input = imp.graph.inputs.first().is_some_and(|&x| {
+        let readers = imp.graph.consumers(x);
+        !readers.is_empty()
+            && readers.iter().all(|&i| {
+                let n = &imp.graph.nodes[i];
+                matches!(n.op, Op::Binary(_)) && n.inputs.iter().any(|&v| imp.graph.is_const(v))
+            })
+    });
     imp.graph.verify()?;
     Ok(imp.graph)
 }
