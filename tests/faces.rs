@@ -234,3 +234,13 @@ fn lfw_subset_realigned_finds_every_face_and_keeps_accuracy() {
     // ...and the accuracy does not get worse.
     assert!(report.accuracy.best >= plain.best && report.accuracy.fold_mean >= plain.fold_mean, "{:?} below {plain:?}", report.accuracy);
 }
+
+/// The full 5,474 pairs (about 30 minutes on lavapipe): `cargo test --test faces -- --ignored`.
+#[test]
+#[ignore = "slow: the full LFW pairs"]
+fn lfw_full_realigned_keeps_accuracy() {
+    let Some((report, plain)) = realigned_lfw("faces/lfw/pairs.csv") else { return };
+    let (found, missing) = report.realigned.expect("re-aligned");
+    assert!(missing * 100 <= found, "no face found in {missing} of {} crops", found + missing);
+    assert!(report.accuracy.best >= plain.best, "{:?} below {plain:?}", report.accuracy);
+}
