@@ -116,7 +116,7 @@ fn same_person_photos_score_above_different_people() {
     same.sort_by(|a, b| a.0.total_cmp(&b.0));
     different.sort_by(|a, b| b.0.total_cmp(&a.0));
     eprintln!("same person: {:#?}\nmost similar different people: {:#?}", same, &different[..3]);
-    assert_eq!((same.len(), different.len()), (8, 37));
+    assert_eq!((same.len(), different.len()), (9, 36), "obama 6 pairs, biden, rose_leslie, alex_lacamoire 1 each");
     let (lowest_same, highest_different) = (&same[0], &different[0]);
     assert!(lowest_same.0 > highest_different.0, "a same-person pair ({}) scores below a different-person pair ({})", lowest_same.1, highest_different.1);
     assert!(lowest_same.0 > DEFAULT_THRESHOLD && highest_different.0 < DEFAULT_THRESHOLD, "the default threshold {DEFAULT_THRESHOLD} does not separate {} from {}", lowest_same.1, highest_different.1);
