@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mfn_runtime::{wgpu, Input, Normalization, ReadbackHandle, Session, TextureInput, Warp};
+use mfn_runtime::{wgpu, Input, Normalization, ReadbackHandle, Session, TextureInput, TextureWarp};
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
@@ -128,7 +128,7 @@ fn main() -> Result<()> {
         // The face region (the host knows where it drew the face; a tracker would give it).
         let status = if pending.len() < MAX_IN_FLIGHT {
             let side = 2.0 * RADIUS;
-            let warps = [Warp::crop(center[0] - RADIUS, center[1] - RADIUS, side, side, out_w, out_h)];
+            let warps = [TextureWarp::crop(center[0] - RADIUS, center[1] - RADIUS, side, side, out_w, out_h)];
             let handle = session.encode_readback(&mut encoder, Input::Texture { kernel: &kernel, texture: &target, warps: &warps })?;
             pending.push_back(Pending { frame, submitted: Instant::now(), handle });
             embedded += 1;

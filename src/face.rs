@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use mfn_runtime::{Image, Normalization, Session, SessionOptions};
+use mfn_runtime::{Image, Normalization, PixelFormat, Session, SessionOptions, Warp};
 
 use crate::image_io::{load_rgb, RgbImage};
 
@@ -46,11 +46,42 @@ impl FaceEmbedder {
         self.session.output_shape().iter().product()
     }
 
+    /// The (width, height) of the face crops the model takes.
+    pub fn input_size(&self) -> (usize, usize) {
+        match self.session.input_shape() {
+            [_, h, w] => (*w, *h),
+            _ => (0, 0),
+        }
+    }
+
     /// One L2-normalised embedding per image (in batches of the session's `max_batch`).
     pub fn embed(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
         let views: Vec<Image> = images.iter().map(RgbImage::view).collect();
         let raw = self.session.run_images(&views, &self.norm)?;
         Ok(raw.chunks(self.dim()).map(l2_normalised).collect())
+    }
+
+    /// One L2-normalised embedding per face, each cut from its image by its warp on the GPU
+    /// (an alignment from [`crate::align::alignment_warp`], or a resize for crops).
+    pub fn embed_warped(&self, faces: &[(&RgbImage, Warp)]) -> Result<Vec<Vec<f32>>> {
+        let views: Vec<Image> = faces.iter().map(|(i, _)| i.view()).collect();
+        let warps: Vec<Warp> = faces.iter().map(|(_, w)| *w).collect();
+        let raw = self.session.run_warped(&views, &warps, &PixelFormat { order: Default::default(), norm: self.norm })?;
+        Ok(raw.chunks(self.dim()).map(l2_normalised).collect())
+    }
+
+    /// The aligned crops `faces` give (RGB, 0..255 as the GPU samples them, before
+    /// normalisation): what [`FaceEmbedder::embed_warped`] feeds the model, for a person to see.
+    pub fn crops(&self, faces: &[(&RgbImage, Warp)]) -> Result<Vec<RgbImage>> {
+        let views: Vec<Image> = faces.iter().map(|(i, _)| i.view()).collect();
+        let warps: Vec<Warp> = faces.iter().map(|(_, w)| *w).collect();
+        let planes = self.session.preprocess_warped(&views, &warps, &PixelFormat::default())?;
+        let (width, height) = self.input_size();
+        let plane = width * height;
+        Ok(planes
+            .chunks(3 * plane)
+            .map(|p| RgbImage { width, height, data: (0..plane).flat_map(|i| [0, 1, 2].map(|c| p[c * plane + i].round().clamp(0.0, 255.0) as u8)).collect() })
+            .collect())
     }
 }
 
@@ -84,4 +115,34 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// The pretrained model's path in the shared folder, or an error saying where it was looked for.
 pub fn default_model_path() -> Result<std::path::PathBuf> {
     crate::shared_file(crate::REAL_MODEL).context("no --model given and the default pretrained model is absent")
+}
+
+/// One face of a photo, ready to embed: the warp that cuts its aligned crop out of the image on
+/// the GPU, and the detection it came from (`None` for an image taken as an aligned crop).
+#[derive(Clone, Debug)]
+pub struct FoundFace {
+    pub warp: Warp,
+    pub detection: Option<crate::detect::Face>,
+}
+
+/// The faces of a photo aligned for crops of `size` (width, height): detected, largest first
+/// (only the largest unless `all`), each with the similarity warp to the ArcFace template. An
+/// empty result means no face was found.
+pub fn detect_and_align(detector: &crate::detect::Detector, image: &RgbImage, size: (usize, usize), all: bool) -> Result<Vec<FoundFace>> {
+    let mut faces = detector.detect(image)?;
+    if !all {
+        faces.truncate(1);
+    }
+    faces
+        .into_iter()
+        .map(|face| {
+            let (warp, _) = crate::align::alignment_warp(&face.landmarks, size.0, size.1).with_context(|| format!("aligning the face at {:?}", face.rect))?;
+            Ok(FoundFace { warp, detection: Some(face) })
+        })
+        .collect()
+}
+
+/// An image taken as a face crop as it is: resized to `size` when it differs.
+pub fn as_crop(image: &RgbImage, size: (usize, usize)) -> FoundFace {
+    FoundFace { warp: Warp::resize((image.width, image.height), size), detection: None }
 }

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::face::{cosine, load_face, FaceEmbedder};
+use crate::detect::Detector;
+use crate::face::{as_crop, cosine, load_face, FaceEmbedder};
 
 /// One labelled pair, with the reference cosine when the file gives one.
 #[derive(Clone, Debug)]
@@ -111,9 +112,12 @@ pub struct Report {
     pub cosines: Vec<f64>,
     /// Largest |cosine - reference cosine| over the pairs that have one.
     pub max_reference_diff: Option<f64>,
-    /// Wall time of decoding plus embedding, and of decoding alone.
+    /// Wall time of decoding plus embedding (and detecting), and of decoding alone.
     pub seconds: f64,
     pub decode_seconds: f64,
+    /// With re-alignment: images where a face was found and re-aligned, and where none was
+    /// (embedded as they are).
+    pub realigned: Option<(usize, usize)>,
 }
 
 impl Report {
@@ -123,19 +127,44 @@ impl Report {
 }
 
 /// Embeds every distinct image of `pairs` once (from `images`, `batch` at a time, calling
-/// `progress(done, total)` after each batch) and scores the pairs.
-pub fn evaluate(embedder: &FaceEmbedder, pairs: &[Pair], images: &Path, batch: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<Report> {
+/// `progress(done, total)` after each batch) and scores the pairs. With a `realign` detector,
+/// each crop is re-detected and re-aligned to the ArcFace template first (the largest face; a
+/// crop where none is found is embedded as it is).
+pub fn evaluate(embedder: &FaceEmbedder, pairs: &[Pair], images: &Path, batch: usize, realign: Option<&Detector>, progress: &mut dyn FnMut(usize, usize)) -> Result<Report> {
     let mut names: Vec<&str> = pairs.iter().flat_map(|p| [p.a.as_str(), p.b.as_str()]).collect();
     names.sort_unstable();
     names.dedup();
     let start = Instant::now();
     let mut decode_seconds = 0.0;
     let mut embeddings = Vec::with_capacity(names.len());
+    let (mut found, mut missing) = (0, 0);
     for chunk in names.chunks(batch.max(1)) {
         let t = Instant::now();
         let faces = chunk.iter().map(|n| load_face(&images.join(n))).collect::<Result<Vec<_>>>()?;
         decode_seconds += t.elapsed().as_secs_f64();
-        embeddings.extend(embedder.embed(&faces)?);
+        match realign {
+            None => embeddings.extend(embedder.embed(&faces)?),
+            Some(detector) => {
+                let size = embedder.input_size();
+                let detections = detector.detect_many(&faces.iter().collect::<Vec<_>>())?;
+                let mut warped = Vec::with_capacity(faces.len());
+                for (face, detected) in faces.iter().zip(detections) {
+                    let aligned = detected.first().and_then(|d| crate::align::alignment_warp(&d.landmarks, size.0, size.1).ok());
+                    let warp = match aligned {
+                        Some((warp, _)) => {
+                            found += 1;
+                            warp
+                        }
+                        None => {
+                            missing += 1;
+                            as_crop(face, size).warp
+                        }
+                    };
+                    warped.push((face, warp));
+                }
+                embeddings.extend(embedder.embed_warped(&warped)?);
+            }
+        }
         progress(embeddings.len(), names.len());
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -143,5 +172,6 @@ pub fn evaluate(embedder: &FaceEmbedder, pairs: &[Pair], images: &Path, batch: u
     let cosines: Vec<f64> = pairs.iter().map(|p| cosine(&embeddings[index[p.a.as_str()]], &embeddings[index[p.b.as_str()]])).collect();
     let max_reference_diff = pairs.iter().zip(&cosines).filter_map(|(p, c)| Some((p.reference? - c).abs())).reduce(f64::max);
     let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
-    Ok(Report { pairs: pairs.len(), images: names.len(), accuracy: accuracy(&cosines, &same), cosines, max_reference_diff, seconds, decode_seconds })
+    let realigned = realign.map(|_| (found, missing));
+    Ok(Report { pairs: pairs.len(), images: names.len(), accuracy: accuracy(&cosines, &same), cosines, max_reference_diff, seconds, decode_seconds, realigned })
 }

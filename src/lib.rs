@@ -2,6 +2,8 @@
 //! where the project's shared material lives, and loading a model from a path or the project's
 //! own generated MobileFaceNet.
 
+pub mod align;
+pub mod detect;
 pub mod face;
 pub mod image_io;
 pub mod lfw;
@@ -32,6 +34,9 @@ pub fn shared_file(relative: &str) -> Result<PathBuf> {
 
 /// The pretrained MobileFaceNet in the shared folder.
 pub const REAL_MODEL: &str = "models/mobilefacenet-insightface.onnx";
+
+/// The YuNet face detector in the shared folder (any input size).
+pub const DETECTOR_MODEL: &str = "models/yunet_n_dynamic.onnx";
 
 /// Seed of the project's generated MobileFaceNets (the reference outputs in `models/reference`
 /// were made with it).

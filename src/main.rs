@@ -148,11 +148,14 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
-    /// One L2-normalised embedding per aligned face crop (preprocessing on the GPU).
+    /// One L2-normalised embedding per face: aligned crops as they are, photos through face
+    /// detection and alignment (all on the GPU).
     Embed {
         #[command(flatten)]
         model: face_cli::ModelArgs,
-        /// Images (JPEG or PNG; resized to the model's input size when they differ).
+        #[command(flatten)]
+        faces: face_cli::FaceArgs,
+        /// Images (JPEG or PNG): aligned crops of the model's input size, or photos.
         #[arg(required = true)]
         images: Vec<std::path::PathBuf>,
         /// Write the embeddings as .npy [N, D].
@@ -164,10 +167,12 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
-    /// Compare two aligned face crops: their cosine, SAME or DIFFERENT.
+    /// Compare the faces of two images (aligned crops or photos): their cosine, SAME or DIFFERENT.
     Verify {
         #[command(flatten)]
         model: face_cli::ModelArgs,
+        #[command(flatten)]
+        faces: face_cli::FaceArgs,
         a: std::path::PathBuf,
         b: std::path::PathBuf,
         /// SAME when the cosine is above it (default: the best threshold on LFW).
@@ -187,6 +192,11 @@ enum Command {
         /// Faces per GPU submission.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Re-detect the face of every crop and re-align it to the ArcFace template first.
+        #[arg(long)]
+        realign: bool,
+        #[command(flatten)]
+        detector: face_cli::DetectorArgs,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -210,9 +220,11 @@ fn main() {
         Command::Bench { model, batch, runs, warmup, json, gpu } => {
             bench::bench(&bench::BenchArgs { model: model.as_deref(), batches: &batch, runs, warmup, json, gpu: &gpu })
         }
-        Command::Embed { model, images, out, json, gpu } => face_cli::embed(&model, &images, out.as_deref(), json, &gpu),
-        Command::Verify { model, a, b, threshold, gpu } => face_cli::verify(&model, &a, &b, threshold, &gpu),
-        Command::EvalLfw { model, pairs, batch, gpu } => face_cli::eval_lfw(&model, pairs.as_deref(), batch, &gpu),
+        Command::Embed { model, faces, images, out, json, gpu } => face_cli::embed(&model, &faces, &images, out.as_deref(), json, &gpu),
+        Command::Verify { model, faces, a, b, threshold, gpu } => face_cli::verify(&model, &faces, &a, &b, threshold, &gpu),
+        Command::EvalLfw { model, pairs, batch, realign, detector, gpu } => {
+            face_cli::eval_lfw(&model, pairs.as_deref(), batch, realign.then_some(&detector), &gpu)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use mfn_runtime::{wgpu, Input, Normalization, ReadbackHandle, RuntimeError, Session, TextureInput, Warp};
+use mfn_runtime::{wgpu, Input, Normalization, ReadbackHandle, RuntimeError, Session, TextureInput, TextureWarp};
 use wgpu::util::DeviceExt;
 
 /// A 112 high x 96 wide model (non-square, so rows and columns cannot be swapped unnoticed) on a
@@ -75,7 +75,7 @@ const TEX_H: usize = 130;
 
 /// The model input the texture kernel must produce for `warp`, computed on the CPU: bilinear
 /// samples of the RGB bytes, pixel centres at integer coordinates, 0 outside, normalised.
-fn cpu_warp(rgba: &[u8], warp: &Warp, out_h: usize, out_w: usize, norm: &Normalization) -> Vec<f32> {
+fn cpu_warp(rgba: &[u8], warp: &TextureWarp, out_h: usize, out_w: usize, norm: &Normalization) -> Vec<f32> {
     let m = warp.0;
     let texel = |x: i64, y: i64, c: usize| -> f32 {
         if x < 0 || y < 0 || x >= TEX_W as i64 || y >= TEX_H as i64 {
@@ -123,12 +123,12 @@ fn texture(device: &wgpu::Device, queue: &wgpu::Queue, format: wgpu::TextureForm
 /// Warps whose samples are exact in f32 (integer and quarter-pixel positions), so the GPU must
 /// match the CPU bit for bit: a crop, a 90 degree rotation, a 2x enlargement at quarter-pixel
 /// phase, and a region partly outside the texture.
-fn warps(out_h: usize, out_w: usize) -> Vec<Warp> {
+fn warps(out_h: usize, out_w: usize) -> Vec<TextureWarp> {
     vec![
-        Warp([1.0, 0.0, 20.0, 0.0, 1.0, 10.0]),
-        Warp([0.0, -1.0, 130.0, 1.0, 0.0, 5.0]),
-        Warp::crop(7.0, 3.0, out_w as f32 / 2.0, out_h as f32 / 2.0, out_w, out_h),
-        Warp([1.0, 0.0, -30.0, 0.0, 1.0, 60.0]),
+        TextureWarp([1.0, 0.0, 20.0, 0.0, 1.0, 10.0]),
+        TextureWarp([0.0, -1.0, 130.0, 1.0, 0.0, 5.0]),
+        TextureWarp::crop(7.0, 3.0, out_w as f32 / 2.0, out_h as f32 / 2.0, out_w, out_h),
+        TextureWarp([1.0, 0.0, -30.0, 0.0, 1.0, 60.0]),
     ]
 }
 
@@ -185,7 +185,7 @@ fn encode_rejects_what_it_cannot_take() {
     // An sRGB texture without its unorm view format cannot be read as bytes.
     let srgb = texture(&device, &queue, wgpu::TextureFormat::Rgba8UnormSrgb, &[], &vec![0; 4 * TEX_W * TEX_H]);
     let kernel = TextureInput::new(&session, &norm).expect("kernel");
-    let warps = [Warp::crop(0.0, 0.0, 96.0, 112.0, 96, 112)];
+    let warps = [TextureWarp::crop(0.0, 0.0, 96.0, 112.0, 96, 112)];
     let message = encode_err(&mut encoder, Input::Texture { kernel: &kernel, texture: &srgb, warps: &warps }, &output);
     assert!(message.contains("view_formats"), "{message}");
     let r8 = device.create_texture(&wgpu::TextureDescriptor {
@@ -199,7 +199,7 @@ fn encode_rejects_what_it_cannot_take() {
         view_formats: &[],
     });
     assert!(encode_err(&mut encoder, Input::Texture { kernel: &kernel, texture: &r8, warps: &warps }, &output).contains("R8Unorm"));
-    let nan = [Warp([f32::NAN, 0.0, 0.0, 0.0, 1.0, 0.0])];
+    let nan = [TextureWarp([f32::NAN, 0.0, 0.0, 0.0, 1.0, 0.0])];
     assert!(encode_err(&mut encoder, Input::Texture { kernel: &kernel, texture: &srgb, warps: &nan }, &output).contains("non-finite"));
     // Nothing half-recorded: the encoder still finishes and submits cleanly.
     queue.submit([encoder.finish()]);

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use mfn::face::{load_face, FaceEmbedder};
 use mfn::image_io::RgbImage;
-use mfn_runtime::{Image, Normalization, Session};
+use mfn_runtime::{Border, ChannelOrder, Image, Normalization, PixelFormat, Session, Warp};
 
 fn lfw_image(name: &str) -> PathBuf {
     mfn::shared_file(&format!("faces/lfw/images/{name}")).unwrap_or_else(|e| panic!("{e}"))
@@ -35,27 +35,6 @@ const FACES: [&str; 5] = [
 fn pattern(width: usize, height: usize) -> RgbImage {
     let data = (0..width * height * 3).map(|i| ((i * 7919) % 251 + (i / (3 * width)) % 5) as u8).collect();
     RgbImage { width, height, data }
-}
-
-/// Bilinear resize with half-pixel centres and clamped edges, what shaders/preprocess.wgsl does.
-fn cpu_resize(img: &RgbImage, out_h: usize, out_w: usize) -> Vec<f32> {
-    let px = |x: usize, y: usize, c: usize| f32::from(img.data[3 * (y * img.width + x) + c]);
-    let coord = |o: usize, src: usize, dst: usize| ((o as f32 + 0.5) * src as f32 / dst as f32 - 0.5).clamp(0.0, (src - 1) as f32);
-    let mut out = vec![0.0; 3 * out_h * out_w];
-    for oy in 0..out_h {
-        for ox in 0..out_w {
-            let (fx, fy) = (coord(ox, img.width, out_w), coord(oy, img.height, out_h));
-            let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(img.width - 1), (y0 + 1).min(img.height - 1));
-            let (wx, wy) = (fx - x0 as f32, fy - y0 as f32);
-            for c in 0..3 {
-                let top = px(x0, y0, c) * (1.0 - wx) + px(x1, y0, c) * wx;
-                let bottom = px(x0, y1, c) * (1.0 - wx) + px(x1, y1, c) * wx;
-                out[(c * out_h + oy) * out_w + ox] = top * (1.0 - wy) + bottom * wy;
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -91,11 +70,43 @@ fn gpu_preprocessing_matches_cpu() {
     let plane = 3 * 112 * 112;
     assert!(gpu[..plane] == cpu[..plane], "the 112x112 crop in a mixed batch changed");
     for (i, img) in odd.iter().enumerate() {
-        let want = cpu_resize(img, 112, 112);
+        let want = common::cpu_warp(img, &Warp::resize((img.width, img.height), (112, 112)), (112, 112));
         let got = &gpu[(i + 1) * plane..(i + 2) * plane];
         let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
         assert!(worst <= 1e-3, "resizing {}x{}: largest difference from the CPU bilinear reference {worst}", img.width, img.height);
     }
+}
+
+#[test]
+fn gpu_warps_match_cpu() {
+    let Some(session) = real_session(4) else { return };
+    let img = pattern(150, 131);
+    // A rotation with scale and shift reaching past the image (zeros there), and a letterbox.
+    // The rotation's entries are dyadic, so the source coordinates are exact in f32 whether or
+    // not the GPU fuses the multiply-adds: the comparison checks the sampling, not the rounding.
+    let rotated = Warp { matrix: [[1.625, -0.5, 20.25], [0.5, 1.625, -30.5]], border: Border::Zero };
+    let (letterbox, scale) = Warp::letterbox((img.width, img.height), (112, 112));
+    assert!((scale - 112.0 / 150.0).abs() < 1e-12);
+    let warps = [rotated, letterbox, Warp::IDENTITY];
+    let crop = RgbImage { width: 112, height: 112, data: img.data[..112 * 112 * 3].to_vec() };
+    let views = [img.view(), img.view(), crop.view()];
+    let norm = Normalization { mean: [10.0, 20.0, 30.0], std: [2.0, 4.0, 8.0] };
+    let bgr = PixelFormat { order: ChannelOrder::Bgr, norm };
+    let gpu = session.preprocess_warped(&views, &warps, &bgr).expect("GPU warp");
+    let plane = 112 * 112;
+    for (i, (view, warp)) in views.iter().zip(&warps).enumerate() {
+        let src = RgbImage { width: view.width, height: view.height, data: view.rgb.to_vec() };
+        let rgb = common::cpu_warp(&src, warp, (112, 112));
+        let got = &gpu[3 * plane * i..3 * plane * (i + 1)];
+        // Model channel k is source channel 2 - k, then normalised with the k-th mean and std.
+        let want: Vec<f32> = (0..3).flat_map(|k| rgb[(2 - k) * plane..(3 - k) * plane].iter().map(move |x| (x - norm.mean[k]) / norm.std[k])).collect();
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+        assert!(worst <= 1e-3, "warp {i} ({warp:?}): largest difference from the CPU reference {worst}");
+    }
+    // The zero border shows: the rotated image leaves corners empty, the letterbox pads the bottom.
+    assert!(gpu[..plane].iter().filter(|v| **v == (0.0 - norm.mean[0]) / norm.std[0]).count() > 1000);
+    let bottom_row = &gpu[3 * plane + 111 * 112..3 * plane + plane];
+    assert!(bottom_row.iter().all(|v| *v == -norm.mean[0] / norm.std[0]), "letterbox padding is not zero");
 }
 
 #[test]
@@ -104,7 +115,7 @@ fn lfw_subset_accuracy_matches_onnxruntime() {
     let pairs = mfn::lfw::read_pairs(&pairs_file).expect("pairs file");
     let Some(session) = real_session(16) else { return };
     let embedder = FaceEmbedder::from_session(session, Normalization::IDENTITY);
-    let report = mfn::lfw::evaluate(&embedder, &pairs, &mfn::lfw::images_dir(&pairs_file), 16, &mut |_, _| {}).expect("evaluation");
+    let report = mfn::lfw::evaluate(&embedder, &pairs, &mfn::lfw::images_dir(&pairs_file), 16, None, &mut |_, _| {}).expect("evaluation");
     let worst = report.max_reference_diff.expect("the subset has reference cosines");
     eprintln!("{} faces, {:.1} faces/s, largest per-pair cosine difference from onnxruntime {worst:.2e}", report.images, report.faces_per_second());
     assert!(worst <= 1e-4, "a per-pair cosine differs from onnxruntime's by {worst}");

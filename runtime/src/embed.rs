@@ -24,22 +24,22 @@ pub enum Input<'a> {
     /// a buffer with `COPY_SRC` usage.
     Buffer { buffer: &'a wgpu::Buffer, batch: usize },
     /// One sample per warp, cut from a texture by [`TextureInput`].
-    Texture { kernel: &'a TextureInput, texture: &'a wgpu::Texture, warps: &'a [Warp] },
+    Texture { kernel: &'a TextureInput, texture: &'a wgpu::Texture, warps: &'a [TextureWarp] },
 }
 
 /// A 2x3 affine matrix mapping output pixel (x, y) of the model's input to source pixel
 /// coordinates `(m[0] x + m[1] y + m[2], m[3] x + m[4] y + m[5])`, pixel centres at integer
-/// coordinates. [`Warp::crop`] builds the common case.
+/// coordinates. [`TextureWarp::crop`] builds the common case.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Warp(pub [f32; 6]);
+pub struct TextureWarp(pub [f32; 6]);
 
-impl Warp {
+impl TextureWarp {
     /// The axis-aligned region of `width` x `height` source pixels whose top-left pixel is
     /// (`left`, `top`), resized to `out_w` x `out_h`: the output pixels' areas tile the region's
     /// exactly (the half-pixel convention of image resizers).
-    pub fn crop(left: f32, top: f32, width: f32, height: f32, out_w: usize, out_h: usize) -> Warp {
+    pub fn crop(left: f32, top: f32, width: f32, height: f32, out_w: usize, out_h: usize) -> TextureWarp {
         let (sx, sy) = (width / out_w as f32, height / out_h as f32);
-        Warp([sx, 0.0, left + 0.5 * sx - 0.5, 0.0, sy, top + 0.5 * sy - 0.5])
+        TextureWarp([sx, 0.0, left + 0.5 * sx - 0.5, 0.0, sy, top + 0.5 * sy - 0.5])
     }
 }
 
@@ -250,7 +250,7 @@ impl Session {
 
     /// The bind group of one texture-input dispatch: the texture's unorm view, the warps (a
     /// buffer of their own, so every encoded frame keeps its own), the session's input buffer.
-    fn bind_texture(&self, kernel: &TextureInput, texture: &wgpu::Texture, warps: &[Warp]) -> Result<(wgpu::ComputePipeline, wgpu::BindGroup)> {
+    fn bind_texture(&self, kernel: &TextureInput, texture: &wgpu::Texture, warps: &[TextureWarp]) -> Result<(wgpu::ComputePipeline, wgpu::BindGroup)> {
         let format = texture.format();
         let view_format = unorm_view(format).ok_or_else(|| encode_error(format!("texture format {format:?} is not RGBA8 or BGRA8 (unorm or sRGB)")))?;
         if !texture.usage().contains(wgpu::TextureUsages::TEXTURE_BINDING) || texture.dimension() != wgpu::TextureDimension::D2 || texture.sample_count() != 1 {

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! 8-bit RGB images can be given as they are: [`Session::run_images`] converts, resizes and
-//! normalises them on the GPU ([`Normalization`]) in the same submission as the model.
+//! normalises them on the GPU ([`Normalization`]) in the same submission as the model;
+//! [`Session::run_warped`] samples each through its own 2x3 affine [`Warp`] (letterboxing for a
+//! detector, alignment to a face template) in the channel order the model takes ([`PixelFormat`]).
 
 mod adapter;
 mod embed;
@@ -24,9 +26,9 @@ mod profile;
 mod session;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
-pub use embed::{Input, ReadbackHandle, TextureInput, Warp};
+pub use embed::{Input, ReadbackHandle, TextureInput, TextureWarp};
 pub use error::{Result, RuntimeError};
-pub use preprocess::{Image, Normalization};
+pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
 pub use session::{Session, SessionOptions};
 pub use wgpu;
 /// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a

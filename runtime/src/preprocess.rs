@@ -1,7 +1,8 @@
 //! Preprocessing on the GPU: 8-bit RGB images go up as bytes (packed four to a u32), and the
-//! kernel of `shaders/preprocess.wgsl` converts them to the model's f32 NCHW input — resized
-//! bilinearly where an image is not the model's size, normalised per channel — writing straight
-//! into the session's input buffer, in the same submission as the model.
+//! kernel of `shaders/preprocess.wgsl` converts them to the model's f32 NCHW input — each sampled
+//! bilinearly through a 2x3 affine [`Warp`] (a resize, a letterbox, a face alignment), channels in
+//! the model's order, normalised per channel — writing straight into the session's input buffer,
+//! in the same submission as the model.
 
 use std::ops::Range;
 
@@ -21,9 +22,10 @@ pub struct Image<'a> {
     pub rgb: &'a [u8],
 }
 
-/// Per-channel (R, G, B) normalisation of 0..255 pixel values: `(x - mean) / std`.
+/// Per-channel normalisation of 0..255 pixel values, `(x - mean) / std`, indexed by the channels
+/// as the model takes them (R, G, B; B, G, R with [`ChannelOrder::Bgr`]).
 /// [`Normalization::IDENTITY`] (0..255 as they are) suits models that normalise in their graph,
-/// such as the pretrained MobileFaceNet.
+/// such as the pretrained MobileFaceNet and YuNet.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalization {
     pub mean: [f32; 3],
@@ -40,20 +42,77 @@ impl Default for Normalization {
     }
 }
 
-/// The preprocessing pipeline of one normalisation, created on first use and kept by the session.
+/// The order of the three channels of the model's input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    /// As OpenCV-trained models such as YuNet take them.
+    Bgr,
+}
+
+/// What a model expects of its input pixels: channel order, then normalisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PixelFormat {
+    pub order: ChannelOrder,
+    pub norm: Normalization,
+}
+
+/// What a [`Warp`] samples where it falls outside the source image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Border {
+    /// The nearest edge pixel (coordinates clamped), as a plain resize does.
+    Edge,
+    /// Zero, as letterbox padding and alignment crops (cv2.warpAffine's constant border).
+    Zero,
+}
+
+/// Where each pixel of the model's input is sampled in its image: output pixel `(x, y)` reads the
+/// source at `(m[0][0] x + m[0][1] y + m[0][2], m[1][0] x + m[1][1] y + m[1][2])`, pixel centres
+/// at integer coordinates (cv2.warpAffine with WARP_INVERSE_MAP), bilinearly, computed in f32.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Warp {
+    pub matrix: [[f32; 3]; 2],
+    pub border: Border,
+}
+
+impl Warp {
+    /// Output pixel (x, y) is source pixel (x, y): an image of the output's size copied exactly.
+    pub const IDENTITY: Warp = Warp { matrix: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], border: Border::Edge };
+
+    /// The image stretched to the output (bilinear, half-pixel centres, edges clamped): what
+    /// [`Session::run_images`] does; the identity when the sizes agree.
+    pub fn resize(src: (usize, usize), out: (usize, usize)) -> Warp {
+        let (sx, sy) = (src.0 as f64 / out.0 as f64, src.1 as f64 / out.1 as f64);
+        let m = [[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]];
+        Warp { matrix: m.map(|row| row.map(|v| v as f32)), border: Border::Edge }
+    }
+
+    /// The image scaled by `scale = min(out_w / w, out_h / h)` (aspect kept, half-pixel centres)
+    /// into the top-left corner of the output, zeros elsewhere. Returns the warp and the scale:
+    /// a point `p` of the output is `p / scale` in the image.
+    pub fn letterbox(src: (usize, usize), out: (usize, usize)) -> (Warp, f64) {
+        let scale = (out.0 as f64 / src.0 as f64).min(out.1 as f64 / src.1 as f64);
+        let (inv, shift) = ((1.0 / scale) as f32, (0.5 / scale - 0.5) as f32);
+        (Warp { matrix: [[inv, 0.0, shift], [0.0, inv, shift]], border: Border::Zero }, scale)
+    }
+}
+
+/// The preprocessing pipeline of one pixel format, created on first use and kept by the session.
 pub(crate) struct Preprocess {
-    norm: Normalization,
+    format: PixelFormat,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
 }
 
 /// The template with its constants block replaced (the same convention as the model's kernels).
-fn specialise(out_h: usize, out_w: usize, norm: &Normalization) -> String {
+fn specialise(out_h: usize, out_w: usize, format: &PixelFormat) -> String {
     let (begin, end) = ("// mfn:constants\n", "// mfn:end-constants\n");
     let (b, e) = (SOURCE.find(begin).expect("constants block"), SOURCE.find(end).expect("constants block end"));
-    let mut consts = format!("// mfn:specialised\nconst OUT_H: u32 = {out_h}u;\nconst OUT_W: u32 = {out_w}u;\n");
-    for (name, values) in [("MEAN", norm.mean), ("SCALE", norm.std.map(|s| 1.0 / s))] {
-        for (channel, v) in ["R", "G", "B"].iter().zip(values) {
+    let bgr = format.order == ChannelOrder::Bgr;
+    let mut consts = format!("// mfn:specialised\nconst OUT_H: u32 = {out_h}u;\nconst OUT_W: u32 = {out_w}u;\nconst BGR: bool = {bgr};\n");
+    for (name, values) in [("MEAN", format.norm.mean), ("SCALE", format.norm.std.map(|s| 1.0 / s))] {
+        for (channel, v) in values.iter().enumerate() {
             consts.push_str(&format!("const {name}_{channel}: f32 = {v:?};\n"));
         }
     }
@@ -63,24 +122,45 @@ fn specialise(out_h: usize, out_w: usize, norm: &Normalization) -> String {
 
 impl Session {
     /// Runs a batch of 8-bit RGB images (of any sizes) through the model: on the GPU they are
-    /// converted to f32 NCHW, resized bilinearly (half-pixel centres) where they are not the
+    /// converted to f32 NCHW, resized bilinearly ([`Warp::resize`]) where they are not the
     /// model's input size, and normalised by `norm`, in the same submission as the model (one per
     /// chunk of [`Session::max_batch`] images). Returns one output sample per image. The model's
     /// input must be one RGB image, [3, H, W].
     pub fn run_images(&self, images: &[Image<'_>], norm: &Normalization) -> Result<Vec<f32>> {
-        let per_out: usize = self.output_shape().iter().product();
-        let mut output = Vec::with_capacity(images.len() * per_out);
-        self.each_chunk(images, norm, |batch, record| {
+        let warps = self.resize_warps(images)?;
+        self.run_warped(images, &warps, &PixelFormat { order: ChannelOrder::Rgb, norm: *norm })
+    }
+
+    /// [`Session::run_images`] with each image sampled through its own [`Warp`] (a letterbox, an
+    /// alignment to a face template...) and the channels in `format`'s order: the model's input
+    /// is made on the GPU, in the same submission as the model.
+    pub fn run_warped(&self, images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<Vec<f32>> {
+        Ok(self.run_warped_all(images, warps, format)?.swap_remove(0))
+    }
+
+    /// [`Session::run_warped`] returning every output of the model (in the order of
+    /// [`Session::outputs`]), each holding one sample per image.
+    pub fn run_warped_all(&self, images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<Vec<Vec<f32>>> {
+        let mut outputs: Vec<Vec<f32>> = self.outputs().iter().map(|o| Vec::with_capacity(images.len() * o.elements())).collect();
+        self.each_chunk(images, warps, format, |batch, record| {
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            output.extend(self.record_and_read(batch, scope, record)?.swap_remove(0));
+            for (all, part) in outputs.iter_mut().zip(self.record_and_read(batch, scope, record)?) {
+                all.extend(part);
+            }
             Ok(())
         })?;
-        Ok(output)
+        Ok(outputs)
     }
 
     /// The model input [`Session::run_images`] computes for `images` (f32 NCHW, batch first),
     /// read back without running the model: for tests and debugging.
     pub fn preprocess(&self, images: &[Image<'_>], norm: &Normalization) -> Result<Vec<f32>> {
+        let warps = self.resize_warps(images)?;
+        self.preprocess_warped(images, &warps, &PixelFormat { order: ChannelOrder::Rgb, norm: *norm })
+    }
+
+    /// The model input [`Session::run_warped`] computes, read back without running the model.
+    pub fn preprocess_warped(&self, images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<Vec<f32>> {
         let per_sample: usize = self.input_shape().iter().product();
         let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("preprocess readback"),
@@ -89,7 +169,7 @@ impl Session {
             mapped_at_creation: false,
         });
         let mut output = Vec::with_capacity(images.len() * per_sample);
-        self.each_chunk(images, norm, |batch, record| {
+        self.each_chunk(images, warps, format, |batch, record| {
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let mut encoder = self.device.create_command_encoder(&Default::default());
             record(&mut encoder.begin_compute_pass(&Default::default()));
@@ -102,32 +182,49 @@ impl Session {
         Ok(output)
     }
 
+    /// Bytes of 8-bit RGB pixels one image may have: what one storage binding holds.
+    pub fn max_image_bytes(&self) -> u64 {
+        let limits = self.device.limits();
+        limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(u64::from(u32::MAX))
+    }
+
+    /// The input size [H, W] images are preprocessed to, or an error if the model's input is not
+    /// one RGB image.
+    fn image_input(&self) -> Result<(usize, usize)> {
+        match self.input.1[..] {
+            [3, h, w] => Ok((h, w)),
+            _ => Err(RuntimeError::NotImageInput { shape: self.input.1.clone() }),
+        }
+    }
+
+    fn resize_warps(&self, images: &[Image<'_>]) -> Result<Vec<Warp>> {
+        let (h, w) = self.image_input()?;
+        Ok(images.iter().map(|i| Warp::resize((i.width, i.height), (w, h))).collect())
+    }
+
     /// Checks the images, then for each chunk that fits one submission hands `submit` the batch
     /// size and a function recording the preprocessing dispatch into a compute pass.
     fn each_chunk(
         &self,
         images: &[Image<'_>],
-        norm: &Normalization,
+        warps: &[Warp],
+        format: &PixelFormat,
         mut submit: impl FnMut(usize, &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<()>,
     ) -> Result<()> {
-        let [3, out_h, out_w] = self.input.1[..] else {
-            return Err(RuntimeError::NotImageInput { shape: self.input.1.clone() });
-        };
-        check_images(images)?;
+        let (out_h, out_w) = self.image_input()?;
+        check_images(images, warps, format)?;
         if self.precision != mfn_compiler::Precision::F32 {
             return Err(RuntimeError::F16Unsupported("GPU image preprocessing"));
         }
         let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut cached = self.preprocess.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cached.as_ref().is_none_or(|p| p.norm != *norm) {
-            *cached = Some(self.create_preprocess(out_h, out_w, norm)?);
+        if cached.as_ref().is_none_or(|p| p.format != *format) {
+            *cached = Some(self.create_preprocess(out_h, out_w, format)?);
         }
         let pre = cached.as_ref().expect("created above");
-        let limits = self.device.limits();
-        let max_bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        for range in chunks(images, self.max_batch(), max_bytes)? {
+        for range in chunks(images, self.max_batch(), self.max_image_bytes())? {
             let batch = range.len();
-            let bind_group = self.bind_images(pre, &images[range]);
+            let bind_group = self.bind_images(pre, &images[range.clone()], &warps[range]);
             let groups = (out_h * out_w).div_ceil(WORKGROUP as usize) as u32;
             submit(batch, &|pass: &mut wgpu::ComputePass<'_>| {
                 pass.set_pipeline(&pre.pipeline);
@@ -138,11 +235,11 @@ impl Session {
         Ok(())
     }
 
-    fn create_preprocess(&self, out_h: usize, out_w: usize, norm: &Normalization) -> Result<Preprocess> {
+    fn create_preprocess(&self, out_h: usize, out_w: usize, format: &PixelFormat) -> Result<Preprocess> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("preprocess"),
-            source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, norm).into()),
+            source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, format).into()),
         });
         let layout = crate::session::bind_group_layout(&self.device, 3);
         let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -161,15 +258,21 @@ impl Session {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(RuntimeError::Gpu { stage: "preprocessing pipeline creation", message: e.to_string() });
         }
-        Ok(Preprocess { norm: *norm, pipeline, layout })
+        Ok(Preprocess { format: *format, pipeline, layout })
     }
 
-    /// Uploads a chunk's pixels (each image at a 4-byte-aligned offset) and their sizes.
-    fn bind_images(&self, pre: &Preprocess, images: &[Image<'_>]) -> wgpu::BindGroup {
+    /// Uploads a chunk's pixels (each image at a 4-byte-aligned offset), sizes and warps.
+    fn bind_images(&self, pre: &Preprocess, images: &[Image<'_>], warps: &[Warp]) -> wgpu::BindGroup {
         let mut bytes = Vec::with_capacity(images.iter().map(|i| i.rgb.len().next_multiple_of(4)).sum());
-        let mut info: Vec<u32> = Vec::with_capacity(4 * images.len());
-        for image in images {
-            info.extend([bytes.len() as u32, image.width as u32, image.height as u32, 0]);
+        let mut info: Vec<u32> = Vec::with_capacity(12 * images.len());
+        for (image, warp) in images.iter().zip(warps) {
+            let border = match warp.border {
+                Border::Edge => 0,
+                Border::Zero => 1,
+            };
+            info.extend([bytes.len() as u32, image.width as u32, image.height as u32, border]);
+            info.extend(warp.matrix.as_flattened().iter().map(|v| v.to_bits()));
+            info.extend([0, 0]);
             bytes.extend_from_slice(image.rgb);
             bytes.resize(bytes.len().next_multiple_of(4), 0);
         }
@@ -190,17 +293,26 @@ impl Session {
     }
 }
 
-fn check_images(images: &[Image<'_>]) -> Result<()> {
+fn check_images(images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<()> {
     if images.is_empty() {
         return Err(RuntimeError::BadImage { index: 0, reason: "no images given".into() });
     }
-    for (index, image) in images.iter().enumerate() {
+    if warps.len() != images.len() {
+        return Err(RuntimeError::BadImage { index: 0, reason: format!("{} warps for {} images", warps.len(), images.len()) });
+    }
+    if format.norm.std.iter().any(|s| !s.is_normal()) {
+        return Err(RuntimeError::BadImage { index: 0, reason: format!("normalisation divisor {:?} is not a non-zero number", format.norm.std) });
+    }
+    for (index, (image, warp)) in images.iter().zip(warps).enumerate() {
         let bad = |reason: String| Err(RuntimeError::BadImage { index, reason });
         if image.width == 0 || image.height == 0 {
             return bad(format!("it is {}x{}", image.width, image.height));
         }
         if image.width.checked_mul(image.height).and_then(|n| n.checked_mul(3)) != Some(image.rgb.len()) {
             return bad(format!("{} bytes for {}x{} RGB pixels", image.rgb.len(), image.width, image.height));
+        }
+        if warp.matrix.as_flattened().iter().any(|v| !v.is_finite()) {
+            return bad(format!("its warp {:?} is not finite", warp.matrix));
         }
     }
     Ok(())

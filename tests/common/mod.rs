@@ -76,3 +76,40 @@ pub fn host_device() -> Option<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
     let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("host device");
     Some((device, queue, adapter.get_info()))
 }
+
+/// What shaders/preprocess.wgsl computes for one image (RGB order, no normalisation), on the CPU
+/// in the same f32 arithmetic: each output pixel sampled bilinearly through `warp`.
+pub fn cpu_warp(img: &mfn::image_io::RgbImage, warp: &mfn_runtime::Warp, out: (usize, usize)) -> Vec<f32> {
+    let [[a, b, c], [d, e, f]] = warp.matrix;
+    let (w, h) = (img.width as f32, img.height as f32);
+    let edge = warp.border == mfn_runtime::Border::Edge;
+    let texel = |x: i64, y: i64, ch: usize| -> f32 {
+        if !edge && (x < 0 || y < 0 || x >= img.width as i64 || y >= img.height as i64) {
+            return 0.0;
+        }
+        let (x, y) = (x.clamp(0, img.width as i64 - 1) as usize, y.clamp(0, img.height as i64 - 1) as usize);
+        f32::from(img.data[3 * (y * img.width + x) + ch])
+    };
+    let plane = out.0 * out.1;
+    let mut result = vec![0.0; 3 * plane];
+    for oy in 0..out.1 {
+        for ox in 0..out.0 {
+            let (x, y) = (ox as f32, oy as f32);
+            let (mut fx, mut fy) = (a * x + b * y + c, d * x + e * y + f);
+            if edge {
+                (fx, fy) = (fx.clamp(0.0, w - 1.0), fy.clamp(0.0, h - 1.0));
+            } else if !(fx > -1.0 && fy > -1.0 && fx < w && fy < h) {
+                continue;
+            }
+            let (x0, y0) = (fx.floor(), fy.floor());
+            let (wx, wy) = (fx - x0, fy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            for ch in 0..3 {
+                let top = texel(x0, y0, ch) * (1.0 - wx) + texel(x0 + 1, y0, ch) * wx;
+                let bottom = texel(x0, y0 + 1, ch) * (1.0 - wx) + texel(x0 + 1, y0 + 1, ch) * wx;
+                result[ch * plane + oy * out.0 + ox] = top * (1.0 - wy) + bottom * wy;
+            }
+        }
+    }
+    result
+}
