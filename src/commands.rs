@@ -1,6 +1,6 @@
 //! The commands of the `mfn` tool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +16,14 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
     SessionOptions {
         adapter: AdapterOptions { backend: gpu.backend.clone().or(env.backend), name: gpu.adapter.clone().or(env.name) },
         max_batch,
+        pipeline_cache: if gpu.no_pipeline_cache { None } else { gpu.pipeline_cache.clone().or_else(default_pipeline_cache) },
     }
+}
+
+/// `$MFN_PIPELINE_CACHE`, else `$XDG_CACHE_HOME/mfn`, else `~/.cache/mfn`.
+fn default_pipeline_cache() -> Option<PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("MFN_PIPELINE_CACHE").or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("mfn"))).or_else(|| var("HOME").map(|h| h.join(".cache/mfn")))
 }
 
 fn compile_model(spec: &str) -> Result<(Vec<u8>, Program)> {

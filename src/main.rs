@@ -22,6 +22,13 @@ pub struct GpuArgs {
     /// Part of the adapter's name, e.g. "llvmpipe" (default: $MFN_ADAPTER, else the best found).
     #[arg(long)]
     adapter: Option<String>,
+    /// Folder of the pipeline cache (Vulkan): compiled pipelines kept between runs (default:
+    /// $MFN_PIPELINE_CACHE, else $XDG_CACHE_HOME/mfn, else ~/.cache/mfn).
+    #[arg(long, value_name = "DIR")]
+    pipeline_cache: Option<std::path::PathBuf>,
+    /// Compile every pipeline afresh; read and write no pipeline cache.
+    #[arg(long, conflicts_with = "pipeline_cache")]
+    no_pipeline_cache: bool,
 }
 
 #[derive(Subcommand)]

@@ -16,6 +16,7 @@
 //! normalises them on the GPU ([`Normalization`]) in the same submission as the model.
 
 mod adapter;
+mod cache;
 mod error;
 mod limits;
 mod preprocess;
@@ -23,6 +24,7 @@ mod profile;
 mod session;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
+pub use cache::PipelineCacheStatus;
 pub use error::{Result, RuntimeError};
 pub use preprocess::{Image, Normalization};
 pub use session::{Session, SessionOptions};
