@@ -27,7 +27,7 @@ done
 venv=target/peers-venv
 work=target/peers
 mkdir -p "$work"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, ncnn, numpy, onnx, pnnx' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, ncnn, numpy, onnx, importlib.util as u; assert u.find_spec("pnnx")' 2>/dev/null; then
     echo "== virtual environment $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
