@@ -1,6 +1,8 @@
 // Global depthwise convolution (GDConv): per channel, a weighted sum over the whole feature map,
-// G[c] = sum_{i,j} K[c,i,j] * F[c,i,j]. One workgroup per channel of one sample reduces the
-// HW products in workgroup memory, then applies the fused epilogue.
+// G[c] = sum_{i,j} K[c,i,j] * F[c,i,j]. One invocation per channel of one sample sums its HW
+// products in a register, then applies the fused epilogue. (A workgroup per channel reducing in
+// workgroup memory needs log2(WG) barriers for HW = 49 products; on lavapipe, where barriers are
+// costly, that was the slower kernel: see README, performance.)
 // Layouts: x [C, HW], w [C, HW], y [C] per sample (workgroup_id.z); p = [bias; C] ++ [slope; C].
 
 // mfn:constants
@@ -25,8 +27,6 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-var<workgroup> partial: array<f32, WG>;
-
 fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
     var v = acc + p[c];
     if ACT == ACT_RELU { v = max(v, 0.0); }
@@ -40,21 +40,14 @@ fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    // Every invocation of the workgroup reaches the barriers: the channel test comes last.
-    let c = wid.x + wid.y * nwg.x;
-    let cc = min(c, C - 1u);
-    let x0 = (wid.z * C + cc) * HW;
+    let c = (wid.x + wid.y * nwg.x) * WG + lid;
+    if c >= C { return; }
+    let x0 = (wid.z * C + c) * HW;
+    let w0 = c * HW;
     var acc = 0.0;
-    for (var k = lid; k < HW; k += WG) {
-        acc += f32(x[x0 + k]) * f32(w[cc * HW + k]);
+    for (var k = 0u; k < HW; k++) {
+        acc += f32(x[x0 + k]) * f32(w[w0 + k]);
     }
-    partial[lid] = acc;
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        workgroupBarrier();
-        if lid < stride { partial[lid] += partial[lid + stride]; }
-    }
-    if lid == 0u && c < C {
-        let i = wid.z * C + c;
-        y[i] = stored(epilogue(partial[0], c, i));
-    }
+    let i = wid.z * C + c;
+    y[i] = stored(epilogue(acc, c, i));
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mfn_compiler::{CompileOptions, Program};
-use mfn_runtime::Session;
+use mfn_runtime::{Session, SessionOptions};
 
 use crate::commands::session_options;
 use crate::GpuArgs;
@@ -66,6 +66,18 @@ struct BatchResult {
     first_run_ms: f64,
     /// None where the adapter has no timestamp queries.
     profile: Option<Vec<KernelTime>>,
+    /// GPU memory of the session: activation and weight bytes.
+    memory: (u64, u64),
+}
+
+/// Session creation and first run with an empty and with a filled pipeline cache.
+struct CacheStart {
+    cold_session_ms: f64,
+    warm_session_ms: f64,
+    warm_first_run_ms: f64,
+    /// Bytes written by the first session and loaded by the second.
+    saved: usize,
+    loaded: usize,
 }
 
 pub fn parse_batches(list: &str) -> Result<Vec<usize>> {
@@ -104,10 +116,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         println!("model: {what} ({} storage)", program.precision.wgsl());
         println!("compiled in {compile_ms:.1} ms: {} kernels, {} dispatches, {:.1} M multiply-adds a sample", program.kernels.len(), program.steps.len(), program.stats.macs as f64 / 1e6);
     }
+    let cache = cache_start(&program, args.gpu)?;
+    if !args.json {
+        print_cache_start(cache.as_ref(), compile_ms);
+    }
     for &batch in &batches {
         // One session per batch size, sized for it: its creation and first run are the cold start.
         let t = Instant::now();
-        let session = Session::new(&program, &session_options(args.gpu, batch))?;
+        // Without the pipeline cache: the cold start of a first run (see `cache_start`).
+        let options = SessionOptions { pipeline_cache: None, ..session_options(args.gpu, batch) };
+        let session = Session::new(&program, &options)?;
         let session_ms = ms(t);
         if adapter.is_empty() {
             adapter = session.adapter();
@@ -130,9 +148,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             .collect::<Result<Vec<f64>, _>>()?;
         let profile_batch = batch.min(session.max_batch());
         let profile = session.profile(&input[..profile_batch * per_sample])?.map(|times| kernel_times(&program, &times, profile_batch));
-        let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile };
+        let memory = session.memory();
+        let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory };
+        drop(session);
         if args.json {
-            println!("{}", json_line(&r, compile_ms, &adapter, &what));
+            println!("{}", json_line(&r, compile_ms, cache.as_ref(), &adapter, &what));
         } else {
             print_result(&r, compile_ms);
         }
@@ -145,6 +165,48 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates a batch-1 session twice on a fresh pipeline cache folder (removed afterwards): first
+/// with the cache empty, then filled. `None` where the adapter keeps no pipeline cache.
+fn cache_start(program: &Program, gpu: &GpuArgs) -> Result<Option<CacheStart>> {
+    let dir = std::env::temp_dir().join(format!("mfn-bench-pipeline-cache-{}", std::process::id()));
+    let options = SessionOptions { pipeline_cache: Some(dir.clone()), ..session_options(gpu, 1) };
+    let result = (|| -> Result<Option<CacheStart>> {
+        let t = Instant::now();
+        let cold = Session::new(program, &options)?;
+        let cold_session_ms = ms(t);
+        let Some(status) = cold.pipeline_cache() else { return Ok(None) };
+        let saved = status.saved.clone().map_err(anyhow::Error::msg).context("writing the pipeline cache")?;
+        drop(cold);
+        let t = Instant::now();
+        let warm = Session::new(program, &options)?;
+        let warm_session_ms = ms(t);
+        let loaded = warm.pipeline_cache().map_or(0, |s| s.loaded_bytes);
+        let input = vec![0.0; program.input.elements()];
+        let t = Instant::now();
+        warm.run(&input)?;
+        Ok(Some(CacheStart { cold_session_ms, warm_session_ms, warm_first_run_ms: ms(t), saved, loaded }))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn print_cache_start(cache: Option<&CacheStart>, compile_ms: f64) {
+    match cache {
+        None => println!("pipeline cache: not available on this adapter (wgpu keeps one on Vulkan only)"),
+        Some(c) => println!(
+            "pipeline cache (batch 1): session {:.1} ms with it empty (writes {} bytes), {:.1} ms filled (loads {} bytes); \
+             cold start with it filled {:.1} ms = compile {compile_ms:.1} + session {:.1} + first run {:.1}",
+            c.cold_session_ms,
+            c.saved,
+            c.warm_session_ms,
+            c.loaded,
+            compile_ms + c.warm_session_ms + c.warm_first_run_ms,
+            c.warm_session_ms,
+            c.warm_first_run_ms
+        ),
+    }
 }
 
 fn ms(t: Instant) -> f64 {
@@ -180,6 +242,8 @@ fn print_result(r: &BatchResult, compile_ms: f64) {
         r.session_ms,
         r.first_run_ms
     );
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!("           GPU memory {:.1} MiB = activations {:.1} (for {} samples a submission) + weights {:.1}", mib(r.memory.0 + r.memory.1), mib(r.memory.0), r.max_batch, mib(r.memory.1));
 }
 
 /// GPU time of every dispatch with its arithmetic and (approximate) memory throughput.
@@ -281,7 +345,7 @@ fn json_number(v: f64) -> String {
     }
 }
 
-fn json_line(r: &BatchResult, compile_ms: f64, adapter: &str, model: &str) -> String {
+fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: &str, model: &str) -> String {
     let s = &r.stats;
     let n = json_number;
     let profile = match &r.profile {
@@ -304,9 +368,19 @@ fn json_line(r: &BatchResult, compile_ms: f64, adapter: &str, model: &str) -> St
             format!("[{}]", items.join(","))
         }
     };
+    // Batch-1 session creation with an empty and a filled pipeline cache (null: no cache).
+    let cache_json = match cache {
+        None => "\"session_cold_cache_ms\":null,\"session_warm_cache_ms\":null,\"cold_start_warm_cache_ms\":null,".to_string(),
+        Some(c) => format!(
+            "\"session_cold_cache_ms\":{},\"session_warm_cache_ms\":{},\"cold_start_warm_cache_ms\":{},",
+            n(c.cold_session_ms),
+            n(c.warm_session_ms),
+            n(compile_ms + c.warm_session_ms + c.warm_first_run_ms)
+        ),
+    };
     format!(
         "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"adapter\":{},\"model\":{},\"profile\":{}}}",
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"model\":{},\"profile\":{}}}",
         r.batch,
         n(s.median),
         n(s.min),
@@ -320,6 +394,9 @@ fn json_line(r: &BatchResult, compile_ms: f64, adapter: &str, model: &str) -> St
         n(r.session_ms),
         n(r.first_run_ms),
         r.max_batch,
+        r.memory.0,
+        r.memory.1,
+        cache_json,
         json_string(adapter),
         json_string(model),
         profile

@@ -1,6 +1,6 @@
 //! The commands of the `mfn` tool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +17,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
     SessionOptions {
         adapter: AdapterOptions { backend: gpu.backend.clone().or(env.backend), name: gpu.adapter.clone().or(env.name) },
         max_batch,
+        pipeline_cache: if gpu.no_pipeline_cache { None } else { gpu.pipeline_cache.clone().or_else(default_pipeline_cache) },
     }
 }
 
@@ -33,6 +34,12 @@ pub(crate) fn compile_options(input_shape: Option<&str>, precision: mfn_compiler
         ),
     };
     Ok(CompileOptions { input_shape, precision, ..CompileOptions::default() })
+}
+
+/// `$MFN_PIPELINE_CACHE`, else `$XDG_CACHE_HOME/mfn`, else `~/.cache/mfn`.
+fn default_pipeline_cache() -> Option<PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("MFN_PIPELINE_CACHE").or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("mfn"))).or_else(|| var("HOME").map(|h| h.join(".cache/mfn")))
 }
 
 /// `0.99 M (993,346)`.

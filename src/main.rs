@@ -27,6 +27,13 @@ pub struct GpuArgs {
     /// with SHADER_F16; about 5e-3 relative error against f32).
     #[arg(long, default_value = "f32")]
     precision: mfn_compiler::Precision,
+    /// Folder of the pipeline cache (Vulkan): compiled pipelines kept between runs (default:
+    /// $MFN_PIPELINE_CACHE, else $XDG_CACHE_HOME/mfn, else ~/.cache/mfn).
+    #[arg(long, value_name = "DIR")]
+    pipeline_cache: Option<std::path::PathBuf>,
+    /// Compile every pipeline afresh; read and write no pipeline cache.
+    #[arg(long, conflicts_with = "pipeline_cache")]
+    no_pipeline_cache: bool,
 }
 
 #[derive(Subcommand)]

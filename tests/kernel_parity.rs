@@ -667,14 +667,17 @@ fn inverted_residual_blocks() {
 }
 
 /// The global depthwise convolution: kernel = the whole (square or not) feature map, on a channel
-/// count that is not a multiple of 4, with more taps than a workgroup has invocations, and as in
-/// MobileFaceNet's head (GDConv, BN, 1x1 linear conv, BN, Flatten).
+/// count that is not a multiple of 4, on more channels than a workgroup has invocations (one
+/// invocation a channel: several workgroups, the last partly idle), with more taps than a
+/// workgroup has invocations, and as in MobileFaceNet's head (GDConv, BN, 1x1 linear conv, BN,
+/// Flatten).
 #[test]
 fn gdconv() {
     let gd = |kh, kw| ConvSpec::new(0, 0).kernel(kh, kw).group(Group::Depthwise).no_bias();
     let mut cases = vec![
         Case::new("7x7 on 5 channels", Net::new(70, &[5, 7, 7]).conv(gd(7, 7)), &["gdconv"]).batch(3),
         Case::new("7x6 on 13 channels + BN", Net::new(71, &[13, 7, 6]).conv(gd(7, 6)).bn(), &["gdconv"]),
+        Case::new("7x7 on 133 channels + BN", Net::new(75, &[133, 7, 7]).conv(gd(7, 7)).bn(), &["gdconv"]).batch(2),
         Case::new("9x11 (99 taps > workgroup) + bias", Net::new(72, &[5, 9, 11]).conv(ConvSpec { bias: true, ..gd(9, 11) }.pad(Pad::Auto("VALID"))), &["gdconv"])
             .batch(3),
     ];
@@ -695,6 +698,7 @@ fn pooling_and_linear() {
     let mut cases = vec![
         Case::new("GAP 13x7x9", Net::new(80, &[13, 7, 9]).global_average_pool(), &["gdconv"]).batch(3),
         Case::new("GAP 5x13x13", Net::new(81, &[5, 13, 13]).global_average_pool(), &["gdconv"]),
+        Case::new("GAP 70x3x3", Net::new(82, &[70, 3, 3]).global_average_pool(), &["gdconv"]).batch(2),
     ];
     type GemmForm = (&'static str, bool, f32, f32, Option<&'static [usize]>);
     let forms: [GemmForm; 6] = [

@@ -19,6 +19,7 @@
 
 mod adapter;
 mod embed;
+mod cache;
 mod error;
 mod limits;
 mod preprocess;
@@ -27,6 +28,7 @@ mod session;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
 pub use embed::{Input, ReadbackHandle, TextureInput, TextureWarp};
+pub use cache::PipelineCacheStatus;
 pub use error::{Result, RuntimeError};
 pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
 pub use session::{Session, SessionOptions};

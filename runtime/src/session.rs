@@ -2,12 +2,14 @@
 //! pipelines and bind groups created once; [`Session::run`] records every dispatch into one
 //! command encoder, submits once and reads back once.
 
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
 use mfn_compiler::{Port, Program, Resource};
 use wgpu::util::DeviceExt;
 
 use crate::adapter::{describe, select_adapter, AdapterOptions};
+use crate::cache::{DiskCache, PipelineCacheStatus};
 use crate::error::{Result, RuntimeError};
 use crate::limits::{split_workgroups, Requirements};
 
@@ -18,11 +20,14 @@ pub struct SessionOptions {
     /// Most samples one submission runs; larger batches are split. Lowered automatically when the
     /// adapter's storage-buffer binding limit would be exceeded.
     pub max_batch: usize,
+    /// Folder of the on-disk pipeline cache (Vulkan adapters; see [`Session::pipeline_cache`]);
+    /// `None`: pipelines are compiled afresh by every session.
+    pub pipeline_cache: Option<PathBuf>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16 }
+        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16, pipeline_cache: None }
     }
 }
 
@@ -48,6 +53,8 @@ pub struct Session {
     pub(crate) running: Mutex<()>,
     /// The image preprocessing pipeline of [`Session::run_images`], created on first use.
     pub(crate) preprocess: Mutex<Option<crate::preprocess::Preprocess>>,
+    pub(crate) pipeline_cache: Option<PipelineCacheStatus>,
+    weight_bytes: u64,
 }
 
 impl Session {
@@ -57,27 +64,28 @@ impl Session {
         let info = adapter.get_info();
         let req = Requirements::of(program, options.max_batch, &adapter.limits(), &info.name)?;
         let needed = crate::limits::features(program, adapter.features(), &info.name)?;
+        let cache_feature = if options.pipeline_cache.is_some() { wgpu::Features::PIPELINE_CACHE } else { wgpu::Features::empty() };
         let desc = wgpu::DeviceDescriptor {
             label: Some("mfn"),
             required_limits: req.limits(&adapter.limits()),
-            // Per-kernel profiling where the adapter can time dispatches, f16 where the program
-            // stores f16.
-            required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | needed,
+            // Per-kernel profiling where the adapter can time dispatches, the pipeline cache, and
+            // f16 where the program stores f16.
+            required_features: (adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | cache_feature)) | needed,
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| RuntimeError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
-        Self::build(program, device, queue, info, req.max_batch)
+        Self::build(program, device, queue, info, req.max_batch, options.pipeline_cache.as_deref())
     }
 
     /// Makes `program` resident on a host application's device and queue (no second device).
     pub fn with_device(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
-        Self::build(program, device, queue, info, req.max_batch)
+        Self::build(program, device, queue, info, req.max_batch, None)
     }
 
-    fn build(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
+    fn build(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize, cache_dir: Option<&Path>) -> Result<Session> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let precision = program.precision;
@@ -108,6 +116,8 @@ impl Session {
             })
             .collect();
         let unused = device.create_buffer(&wgpu::BufferDescriptor { label: Some("unused"), size: 16, usage: storage, mapped_at_creation: false });
+        let weight_bytes = weights.iter().map(wgpu::Buffer::size).sum();
+        let disk_cache = cache_dir.and_then(|dir| DiskCache::open(&device, &info, dir));
         let mut layouts = std::collections::HashMap::new();
         let pipelines: Vec<wgpu::ComputePipeline> = program
             .kernels
@@ -129,10 +139,11 @@ impl Session {
                     module: &module,
                     entry_point: Some("main"),
                     compilation_options: Default::default(),
-                    cache: None,
+                    cache: disk_cache.as_ref().map(|c| &c.cache),
                 })
             })
             .collect();
+        let pipeline_cache = disk_cache.map(DiskCache::save);
         // Requirements::of checked that every grid fits once split.
         let per_dim = device.limits().max_compute_workgroups_per_dimension;
         let dispatches = program
@@ -186,6 +197,8 @@ impl Session {
             precision,
             running: Mutex::new(()),
             preprocess: Mutex::new(None),
+            pipeline_cache,
+            weight_bytes,
         })
     }
 
@@ -201,6 +214,12 @@ impl Session {
     /// Most samples in one submission (larger batches are split).
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// GPU memory the session allocated: (activation bytes, weight bytes). Activations are sized
+    /// for [`Session::max_batch`] samples.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.activations.iter().map(wgpu::Buffer::size).sum(), self.weight_bytes)
     }
 
     /// Shape of one input sample (without the batch).

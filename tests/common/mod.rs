@@ -8,7 +8,12 @@ use mfn_runtime::{wgpu, RuntimeError, Session, SessionOptions};
 /// A session for `program`, or `None` (with a note) when this machine has no GPU adapter.
 /// Under CI (`CI=true`) a missing adapter is a failure: CI must always run the GPU tests.
 pub fn session(program: &Program, max_batch: usize) -> Option<Session> {
-    match Session::new(program, &SessionOptions { max_batch, ..Default::default() }) {
+    session_with(program, &SessionOptions { max_batch, ..Default::default() })
+}
+
+/// As [`session`], with the given options.
+pub fn session_with(program: &Program, options: &SessionOptions) -> Option<Session> {
+    match Session::new(program, options) {
         Ok(s) => Some(s),
         Err(e @ RuntimeError::NoAdapter { .. }) => {
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {

@@ -5,7 +5,7 @@ use super::template::{Const, Template};
 use crate::error::{CompileError, Result};
 use crate::ir::{numel, Act, Epilogue, Graph, Node, Op, ValueId};
 
-/// Workgroup size of every kernel (a power of two: the GDConv reduction halves it).
+/// Workgroup size of every kernel.
 pub const WORKGROUP: u32 = 64;
 
 /// A kernel specialisation: the template and its constants. Identical keys share one kernel.
@@ -204,7 +204,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             constants.extend(epilogue_constants(e));
             constants.push(("WG", Const::U32(WORKGROUP)));
             let binds = layer_binds(graph, node, channel_params(&bias(), e.act.as_ref()), e.residual);
-            Ok(Lowered { key: KernelKey { template: Template::GdConv, constants }, binds, workgroups: x[1] as u32 })
+            Ok(Lowered { key: KernelKey { template: Template::GdConv, constants }, binds, workgroups: threads_to_groups(x[1]) })
         }
         Op::GlobalAveragePool => {
             let (c, hw) = (x[1], x[2] * x[3]);
@@ -218,7 +218,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 Bind::Unused,
                 Bind::Value(node.output),
             ];
-            Ok(Lowered { key: KernelKey { template: Template::GdConv, constants }, binds, workgroups: c as u32 })
+            Ok(Lowered { key: KernelKey { template: Template::GdConv, constants }, binds, workgroups: threads_to_groups(c) })
         }
         Op::Linear(e) => {
             let (k, m) = (x[1], y[1]);
