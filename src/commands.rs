@@ -16,6 +16,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
     SessionOptions {
         adapter: AdapterOptions { backend: gpu.backend.clone().or(env.backend), name: gpu.adapter.clone().or(env.name) },
         max_batch,
+        memory_budget: None,
     }
 }
 

@@ -60,6 +60,22 @@ impl Requirements {
         Ok(Requirements { max_batch, binding_bytes, storage_buffers, workgroup_size, workgroups_per_dim })
     }
 
+    /// Lowers the batch until every buffer the session creates fits in `budget` bytes of GPU memory
+    /// (wgpu reports no device memory size, so the budget is the caller's); an error naming the
+    /// need and the budget when not even one sample fits. Checked before any buffer is created.
+    pub fn fit_memory(mut self, program: &Program, budget: Option<u64>, adapter: &str) -> Result<Requirements> {
+        let Some(budget) = budget else { return Ok(self) };
+        let fixed = memory_bytes(program, 0);
+        let per_sample = memory_bytes(program, 1) - fixed;
+        let fits = budget.checked_sub(fixed).map_or(0, |left| left / per_sample.max(1));
+        if fits == 0 {
+            let what = "GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes),";
+            return Err(RuntimeError::Limit { adapter: adapter.into(), what: what.into(), needed: memory_bytes(program, 1), available: budget });
+        }
+        self.max_batch = self.max_batch.min(usize::try_from(fits).unwrap_or(usize::MAX));
+        Ok(self)
+    }
+
     /// Device limits to request: wgpu's defaults, raised to what the program needs.
     pub fn limits(&self, adapter: &wgpu::Limits) -> wgpu::Limits {
         let base = wgpu::Limits::default().using_resolution(adapter.clone());
@@ -72,6 +88,16 @@ impl Requirements {
         l.max_compute_workgroups_per_dimension = l.max_compute_workgroups_per_dimension.max(self.workgroups_per_dim);
         l
     }
+}
+
+/// Bytes of every buffer a session of `program` creates for batches of up to `batch`: activation
+/// buffers, weights, the read-back buffer and the placeholder for unused bindings.
+pub(crate) fn memory_bytes(program: &Program, batch: usize) -> u64 {
+    let batch = batch as u64;
+    let activations: u64 = program.buffers.iter().map(|&e| 4 * e as u64 * batch).sum();
+    let weights: u64 = program.weights.iter().map(|w| 4 * w.data.len().max(1) as u64).sum();
+    let readback = 4 * program.output.elements() as u64 * batch;
+    activations + weights + readback + 16
 }
 
 #[cfg(test)]
@@ -110,6 +136,20 @@ mod tests {
         let limits = wgpu::Limits { max_compute_workgroups_per_dimension: 1000, ..wgpu::Limits::default() };
         let req = Requirements::of(&program(), 64, &limits, "small grid").expect("split, not refused");
         assert_eq!(req.max_batch, 64);
+    }
+
+    #[test]
+    fn batch_is_capped_by_the_memory_budget() {
+        // 4 KiB of weights + 16 fixed; 3 MiB a sample (two 1 MiB buffers and a 1 MiB read-back).
+        let p = program();
+        assert_eq!(memory_bytes(&p, 0), 4096 + 16);
+        assert_eq!(memory_bytes(&p, 2), 4096 + 16 + 2 * (3 << 20));
+        let req = || Requirements::of(&p, 64, &wgpu::Limits::default(), "tiny").expect("fits the limits");
+        assert_eq!(req().fit_memory(&p, None, "tiny").expect("no budget").max_batch, 64);
+        assert_eq!(req().fit_memory(&p, Some(10 << 20), "tiny").expect("fits").max_batch, 3);
+        let err = req().fit_memory(&p, Some(3 << 20), "tiny").err().expect("one sample does not fit").to_string();
+        let want = format!("GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes), needs {}, the adapter allows {}", 4096 + 16 + (3 << 20), 3 << 20);
+        assert!(err.contains(&want) && err.contains("'tiny'"), "{err}");
     }
 
     #[test]

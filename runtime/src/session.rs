@@ -18,11 +18,15 @@ pub struct SessionOptions {
     /// Most samples one submission runs; larger batches are split. Lowered automatically when the
     /// adapter's storage-buffer binding limit would be exceeded.
     pub max_batch: usize,
+    /// Bytes of GPU memory the session's buffers may take (wgpu reports no device memory size);
+    /// the batch is lowered to fit, and a model that does not fit at batch 1 is refused before
+    /// any buffer is created. `None`: only the adapter's per-buffer limits apply.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16 }
+        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16, memory_budget: None }
     }
 }
 
@@ -54,7 +58,7 @@ impl Session {
     pub fn new(program: &Program, options: &SessionOptions) -> Result<Session> {
         let adapter = select_adapter(&options.adapter)?;
         let info = adapter.get_info();
-        let req = Requirements::of(program, options.max_batch, &adapter.limits(), &info.name)?;
+        let req = Requirements::of(program, options.max_batch, &adapter.limits(), &info.name)?.fit_memory(program, options.memory_budget, &info.name)?;
         let desc = wgpu::DeviceDescriptor {
             label: Some("mfn"),
             required_limits: req.limits(&adapter.limits()),

@@ -41,7 +41,11 @@ pub fn import(bytes: &[u8], batch: usize) -> Result<Graph> {
             return Err(CompileError::BadTensor { name: init.name.clone(), message: "two initializers have this name".into() });
         }
     }
+    let mut input_names = std::collections::HashSet::new();
     for input in &proto.input {
+        if !input_names.insert(input.name.as_str()) {
+            return Err(CompileError::BadInput { name: input.name.clone(), message: "two graph inputs have this name".into() });
+        }
         if !imp.names.contains_key(&input.name) {
             let shape = input_shape(input, batch)?;
             let id = imp.graph.add_value(input.name.clone(), shape, None);
