@@ -50,13 +50,31 @@ impl<'a> ByteChoices<'a> {
     }
 }
 
-impl Choices for ByteChoices<'_> {
-    fn next_u64(&mut self) -> u64 {
-        let n = self.bytes.len().min(8);
+impl ByteChoices<'_> {
+    /// The next `len` (at most 8) bytes as a little-endian number, zero-padded.
+    fn take(&mut self, len: usize) -> u64 {
+        let n = self.bytes.len().min(len);
         let mut word = [0u8; 8];
         word[..n].copy_from_slice(&self.bytes[..n]);
         self.bytes = &self.bytes[n..];
         u64::from_le_bytes(word)
+    }
+}
+
+impl Choices for ByteChoices<'_> {
+    fn next_u64(&mut self) -> u64 {
+        self.take(8)
+    }
+
+    /// Reads only the bytes `n` needs (one for up to 256 choices), so that short fuzzer inputs
+    /// still make many choices.
+    fn below(&mut self, n: usize) -> usize {
+        let bytes = (usize::BITS - n.saturating_sub(1).leading_zeros()).div_ceil(8) as usize;
+        if n == 0 {
+            0
+        } else {
+            (self.take(bytes) % n as u64) as usize
+        }
     }
 }
 
@@ -410,8 +428,11 @@ mod tests {
 
     #[test]
     fn byte_choices_are_deterministic_and_end_in_zeros() {
-        let mut c = ByteChoices::new(&[1, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let mut c = ByteChoices::new(&[1, 0, 0, 0, 0, 0, 0, 0, 7, 9, 1, 2]);
         assert_eq!(c.next_u64(), 1);
+        assert_eq!(c.below(5), 2);
+        assert_eq!(c.below(300), 9 + 256);
+        assert_eq!(c.below(1), 0);
         assert_eq!(c.next_u64(), 2);
         assert_eq!(c.next_u64(), 0);
     }
