@@ -78,6 +78,8 @@ impl Session {
     }
 
     fn build(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
+        // Out-of-memory and internal errors too: wgpu's default handler panics on uncaptured ones.
+        let outer = [wgpu::ErrorFilter::OutOfMemory, wgpu::ErrorFilter::Internal].map(|f| device.push_error_scope(f));
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let activations: Vec<wgpu::Buffer> = program
@@ -167,7 +169,12 @@ impl Session {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        // Scopes are popped innermost first, all of them, whatever they caught.
+        let mut error = pollster::block_on(scope.pop());
+        for guard in outer.into_iter().rev() {
+            error = error.or(pollster::block_on(guard.pop()));
+        }
+        if let Some(e) = error {
             return Err(RuntimeError::Gpu { stage: "session creation", message: e.to_string() });
         }
         Ok(Session {
