@@ -60,7 +60,7 @@ impl Program {
         let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let payload = &bytes[HEADER..];
         if payload.len() as u64 != len {
-            return Err(FormatError::Truncated { expected: HEADER as u64 + len, actual: bytes.len() as u64 });
+            return Err(FormatError::Truncated { expected: (HEADER as u64).saturating_add(len), actual: bytes.len() as u64 });
         }
         let computed = crc32fast::hash(payload);
         if computed != stored {
