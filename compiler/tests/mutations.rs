@@ -71,3 +71,29 @@ fn byte_mutations_never_panic() {
         outcome(&bytes)
     });
 }
+
+/// Found by the `onnx_mutate` fuzzer (a PRelu rewired to read a Conv weight): a node whose every
+/// input is a constant reached the buffer plan, which has buffers only for computed values, and
+/// panicked there. Now the importer refuses it, naming the node.
+#[test]
+fn fuzz_regression_node_on_constants_only() {
+    use mfn_models::builder::{Dim, GraphBuilder};
+    let mut rng = Rng::new(1);
+    let mut model = |op: &str, inputs: &[&str]| {
+        let mut b = GraphBuilder::new(13);
+        b.input("x", &[Dim::param("N"), 4.into(), 8.into(), 8.into()])
+            .initializer("k", &[1, 4, 8, 8], rng.normal_vec(256, 1.0))
+            .initializer("s", &[4, 1, 1], vec![0.25; 4])
+            .initializer("w", &[4, 4, 1, 1], rng.normal_vec(16, 1.0))
+            .named_node("conv", "Conv", &["x", "w"], &["c"], vec![])
+            .named_node("n", op, inputs, &["a"], vec![])
+            .named_node("add", "Add", &["c", "a"], &["y"], vec![])
+            .output("y", &[Dim::param("N"), 4.into(), 8.into(), 8.into()]);
+        b.to_bytes()
+    };
+    for (op, inputs) in [("PRelu", &["k", "s"][..]), ("Relu", &["k"]), ("Conv", &["k", "w"]), ("GlobalAveragePool", &["k"])] {
+        let err = compile(&model(op, inputs), &Default::default()).err().unwrap_or_else(|| panic!("{op} on constants compiled"));
+        let message = err.to_string();
+        assert!(message.contains(&format!("node 'n' ({op})")) && message.contains("every input is a constant"), "{op}: {message}");
+    }
+}

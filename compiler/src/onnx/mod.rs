@@ -249,6 +249,9 @@ impl Importer {
 
     /// Adds the node's single output value and the node computing it.
     pub fn emit(&mut self, ctx: &Ctx, op: Op, inputs: Vec<ValueId>, shape: Shape) -> Result<ValueId> {
+        if inputs.iter().all(|&v| self.graph.is_const(v)) {
+            return Err(ctx.err("every input is a constant: mfn folds no such node at compile time, its data must come from the graph input"));
+        }
         let out_name = ctx.proto.output[0].clone();
         check_size(&out_name, &shape)?;
         let output = self.graph.add_value(out_name, shape, None);
