@@ -92,7 +92,8 @@ impl Program {
             }
         }
         for p in [&self.input, &self.output] {
-            if p.buffer >= self.buffers.len() || p.elements() > self.buffers[p.buffer] {
+            let elements = p.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if p.buffer >= self.buffers.len() || elements.is_none_or(|n| n > self.buffers[p.buffer]) {
                 return bad(format!("port '{}' does not fit its buffer", p.name));
             }
         }

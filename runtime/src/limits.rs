@@ -36,7 +36,8 @@ impl Requirements {
             Ok(())
         };
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let per_sample = 4 * program.buffers.iter().copied().max().unwrap_or(1) as u64;
+        // Saturating: a hostile .mfn may claim buffers of up to usize::MAX elements.
+        let per_sample = (program.buffers.iter().copied().max().unwrap_or(1) as u64).saturating_mul(4);
         let weight_bytes = program.weights.iter().map(|w| 4 * w.data.len() as u64).max().unwrap_or(4);
         limit("the largest weight buffer (bytes)", weight_bytes, max_binding)?;
         limit("one sample's largest activation buffer (bytes)", per_sample, max_binding)?;
@@ -93,11 +94,12 @@ impl Requirements {
 /// Bytes of every buffer a session of `program` creates for batches of up to `batch`: activation
 /// buffers, weights, the read-back buffer and the placeholder for unused bindings.
 pub(crate) fn memory_bytes(program: &Program, batch: usize) -> u64 {
+    let bytes = |elements: usize, batch: u64| (elements as u64).saturating_mul(4).saturating_mul(batch);
     let batch = batch as u64;
-    let activations: u64 = program.buffers.iter().map(|&e| 4 * e as u64 * batch).sum();
-    let weights: u64 = program.weights.iter().map(|w| 4 * w.data.len().max(1) as u64).sum();
-    let readback = 4 * program.output.elements() as u64 * batch;
-    activations + weights + readback + 16
+    let activations = program.buffers.iter().fold(0u64, |sum, &e| sum.saturating_add(bytes(e, batch)));
+    let weights = program.weights.iter().fold(0u64, |sum, w| sum.saturating_add(bytes(w.data.len().max(1), 1)));
+    let readback = bytes(program.output.elements(), batch);
+    activations.saturating_add(weights).saturating_add(readback).saturating_add(16)
 }
 
 #[cfg(test)]
@@ -150,6 +152,16 @@ mod tests {
         let err = req().fit_memory(&p, Some(3 << 20), "tiny").err().expect("one sample does not fit").to_string();
         let want = format!("GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes), needs {}, the adapter allows {}", 4096 + 16 + (3 << 20), 3 << 20);
         assert!(err.contains(&want) && err.contains("'tiny'"), "{err}");
+    }
+
+    /// A hostile `.mfn` may claim buffers of any size: refused, without overflow.
+    #[test]
+    fn absurd_buffer_sizes_do_not_overflow() {
+        let mut p = program();
+        p.buffers = vec![usize::MAX, 262_144];
+        let err = Requirements::of(&p, 4, &wgpu::Limits::default(), "tiny").err().expect("too large").to_string();
+        assert!(err.contains("largest activation buffer"), "{err}");
+        assert_eq!(memory_bytes(&p, 1 << 20), u64::MAX);
     }
 
     #[test]
