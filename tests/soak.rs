@@ -10,7 +10,7 @@
 //! would exceed it over the 10,000 runs of the pretrained model; the allocators' noise measured
 //! here stays below 1 MiB.
 //!
-//! The 10,000-run soak of the pretrained model is `#[ignore]`d (about 10 minutes on lavapipe):
+//! The 10,000-run soak of the pretrained model is `#[ignore]`d (29 minutes on a loaded lavapipe):
 //! `cargo test -p mfn --test soak -- --ignored --nocapture`.
 
 mod common;
@@ -63,7 +63,7 @@ fn two_hundred_runs_of_the_generated_model() {
 }
 
 #[test]
-#[ignore = "about 10 minutes on lavapipe: cargo test -p mfn --test soak -- --ignored"]
+#[ignore = "10 to 30 minutes on lavapipe: cargo test -p mfn --test soak -- --ignored"]
 fn ten_thousand_runs_of_the_pretrained_model() {
     let path = mfn::shared_file("models/mobilefacenet-insightface.onnx").unwrap_or_else(|e| panic!("{e}"));
     let onnx = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
