@@ -18,6 +18,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
         adapter: AdapterOptions { backend: gpu.backend.clone().or(env.backend), name: gpu.adapter.clone().or(env.name) },
         max_batch,
         pipeline_cache: if gpu.no_pipeline_cache { None } else { gpu.pipeline_cache.clone().or_else(default_pipeline_cache) },
+        memory_budget: None,
     }
 }
 

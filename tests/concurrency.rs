@@ -79,3 +79,39 @@ fn several_sessions_on_one_device() {
         }
     });
 }
+
+/// Sessions created, run and dropped on a device while another session on it runs from two
+/// threads: the long-lived session's outputs stay bit-identical to its lone runs.
+#[test]
+fn sessions_come_and_go_while_another_runs() {
+    let models: Vec<Vec<u8>> = (0..2).map(|k| model(10 + k)).collect();
+    let programs: Vec<_> = models.iter().map(|m| common::compile(m)).collect();
+    let Some(probe) = common::session(&programs[0], 4) else { return };
+    drop(probe);
+    let adapter = mfn_runtime::select_adapter(&Default::default()).expect("an adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).expect("device");
+    let info = adapter.get_info();
+    let steady = Session::with_device(&programs[0], device.clone(), queue.clone(), info.clone(), 4).expect("session");
+    let inputs = inputs(6);
+    let alone: Vec<Vec<f32>> = inputs.iter().map(|x| steady.run(x).expect("run")).collect();
+    let want_other: Vec<f32> = mfn_compiler::eval::run(&common::imported(&models[1]), &inputs[0]).expect("eval");
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (steady, inputs, alone) = (&steady, &inputs, &alone);
+            s.spawn(move || {
+                for round in 0..4 {
+                    for (i, x) in inputs.iter().enumerate() {
+                        assert_eq!(&steady.run(x).expect("run"), &alone[i], "thread {t} round {round} input {i}");
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            for round in 0..4 {
+                let other = Session::with_device(&programs[1], device.clone(), queue.clone(), info.clone(), 2).expect("session");
+                let got = other.run(&inputs[0]).expect("run");
+                assert!(common::max_rel_diff(&got, &want_other) <= 1e-5, "short-lived session, round {round}");
+            }
+        });
+    });
+}

@@ -55,3 +55,50 @@ fn what_cannot_be_split_is_refused_clearly() {
         Ok(_) => panic!("a 4x4 grid cannot hold this program's dispatches"),
     }
 }
+
+/// A device whose buffers may hold at most `bytes`: one sample of this model's largest activation
+/// (16 x 64 x 64 floats, 256 KiB) does not fit in 128 KiB. Refused before any buffer is created,
+/// naming the need and the limit.
+#[test]
+fn a_model_larger_than_the_buffer_limits_is_refused() {
+    let program = common::compile(&model());
+    let Some(_) = common::session(&program, 1) else { return };
+    let adapter = mfn_runtime::select_adapter(&Default::default()).expect("an adapter");
+    let limits = wgpu::Limits { max_buffer_size: 128 << 10, max_storage_buffer_binding_size: 128 << 10, ..wgpu::Limits::default() };
+    let desc = wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("a device with lower limits");
+    match Session::with_device(&program, device, queue, adapter.get_info(), 4) {
+        Err(e @ RuntimeError::Limit { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("one sample's largest activation buffer (bytes) needs 262144, the adapter allows 131072"), "{message}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a 256 KiB buffer does not fit a 128 KiB limit"),
+    }
+}
+
+/// A memory budget (wgpu reports no device memory size): too small for one sample is an error
+/// naming the need and the budget; twice one sample's need lowers the batch to 2, and larger
+/// batches are split with the same results.
+#[test]
+fn the_memory_budget_caps_the_batch() {
+    let onnx = model();
+    let program = common::compile(&onnx);
+    let Some(_) = common::session(&program, 1) else { return };
+    let options = |budget| mfn_runtime::SessionOptions { max_batch: 16, memory_budget: Some(budget), ..Default::default() };
+    let one_sample = match Session::new(&program, &options(64 << 10)) {
+        Err(RuntimeError::Limit { what, needed, available, .. }) => {
+            assert!(what.contains("GPU buffer memory for one sample") && what.contains("memory budget"), "{what}");
+            assert_eq!(available, 64 << 10);
+            assert!(needed > 2 * 256 << 10, "one sample needs at least its input and output buffers, not {needed} bytes");
+            needed
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a 64 KiB budget cannot hold a 256 KiB activation"),
+    };
+    let session = Session::new(&program, &options(2 * one_sample)).expect("two samples fit");
+    assert_eq!(session.max_batch(), 2);
+    let input = Rng::new(9).normal_vec(5 * 3 * 64 * 64, 1.0);
+    let want = mfn_compiler::eval::run(&common::imported(&onnx), &input).expect("eval");
+    assert!(common::max_rel_diff(&session.run(&input).expect("run"), &want) <= 1e-5);
+}

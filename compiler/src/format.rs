@@ -68,7 +68,7 @@ impl Program {
         let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let payload = &bytes[HEADER..];
         if payload.len() as u64 != len {
-            return Err(FormatError::Truncated { expected: HEADER as u64 + len, actual: bytes.len() as u64 });
+            return Err(FormatError::Truncated { expected: (HEADER as u64).saturating_add(len), actual: bytes.len() as u64 });
         }
         let computed = crc32fast::hash(payload);
         if computed != stored {
@@ -103,7 +103,8 @@ impl Program {
             return bad("the program has no output".into());
         }
         for p in std::iter::once(&self.input).chain(&self.outputs) {
-            if p.buffer >= self.buffers.len() || p.elements() > self.buffers[p.buffer] {
+            let elements = p.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if p.buffer >= self.buffers.len() || elements.is_none_or(|n| n > self.buffers[p.buffer]) {
                 return bad(format!("port '{}' does not fit its buffer", p.name));
             }
         }

@@ -61,3 +61,23 @@ fn hostile_payloads_are_malformed_not_panics() {
         let _ = Program::from_mfn(&reseal(b));
     }
 }
+
+/// Found by the `mfn_load` fuzzer: a header claiming a payload of 2^64 - 2 bytes overflowed the
+/// expected length in the error (a panic with overflow checks on).
+#[test]
+fn fuzz_regression_payload_length_near_u64_max() {
+    let file = b"MFNPROG\0\x01\0\0\0\xfe\xff\xff\xff\xff\xff\xff\xff\x96\x91\x29\x9c";
+    assert_eq!(Program::from_mfn(file), Err(FormatError::Truncated { expected: u64::MAX, actual: 24 }));
+}
+
+/// Found by the `mfn_load` fuzzer: a port whose shape's product overflows usize panicked in the
+/// loader's cross-check (with overflow checks on) instead of being refused.
+#[test]
+fn fuzz_regression_port_shape_overflowing_usize() {
+    let mut p = program();
+    p.input.shape = vec![usize::MAX, 2, 3];
+    match Program::from_mfn(&p.to_mfn()) {
+        Err(FormatError::Malformed(m)) => assert!(m.contains("port 'input' does not fit its buffer"), "{m}"),
+        other => panic!("expected a malformed file, got {other:?}"),
+    }
+}

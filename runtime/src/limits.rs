@@ -47,9 +47,10 @@ impl Requirements {
             Ok(())
         };
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        // Saturating: a hostile .mfn may claim buffers of up to usize::MAX elements.
         let element = program.precision.bytes() as u64;
-        let per_sample = element * program.buffers.iter().copied().max().unwrap_or(1) as u64;
-        let weight_bytes = program.weights.iter().map(|w| w.precision.bytes() as u64 * w.data.len() as u64).max().unwrap_or(4);
+        let per_sample = (program.buffers.iter().copied().max().unwrap_or(1) as u64).saturating_mul(element);
+        let weight_bytes = program.weights.iter().map(|w| (w.data.len() as u64).saturating_mul(w.precision.bytes() as u64)).max().unwrap_or(4);
         limit("the largest weight buffer (bytes)", weight_bytes, max_binding)?;
         limit("one sample's largest activation buffer (bytes)", per_sample, max_binding)?;
         let batch_cap = (max_binding / per_sample).min(u64::from(limits.max_compute_workgroups_per_dimension)) as usize;
@@ -72,6 +73,22 @@ impl Requirements {
         Ok(Requirements { max_batch, binding_bytes, storage_buffers, workgroup_size, workgroups_per_dim })
     }
 
+    /// Lowers the batch until every buffer the session creates fits in `budget` bytes of GPU memory
+    /// (wgpu reports no device memory size, so the budget is the caller's); an error naming the
+    /// need and the budget when not even one sample fits. Checked before any buffer is created.
+    pub fn fit_memory(mut self, program: &Program, budget: Option<u64>, adapter: &str) -> Result<Requirements> {
+        let Some(budget) = budget else { return Ok(self) };
+        let fixed = memory_bytes(program, 0);
+        let per_sample = memory_bytes(program, 1) - fixed;
+        let fits = budget.checked_sub(fixed).map_or(0, |left| left / per_sample.max(1));
+        if fits == 0 {
+            let what = "GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes),";
+            return Err(RuntimeError::Limit { adapter: adapter.into(), what: what.into(), needed: memory_bytes(program, 1), available: budget });
+        }
+        self.max_batch = self.max_batch.min(usize::try_from(fits).unwrap_or(usize::MAX));
+        Ok(self)
+    }
+
     /// Device limits to request: wgpu's defaults, raised to what the program needs.
     pub fn limits(&self, adapter: &wgpu::Limits) -> wgpu::Limits {
         let base = wgpu::Limits::default().using_resolution(adapter.clone());
@@ -84,6 +101,18 @@ impl Requirements {
         l.max_compute_workgroups_per_dimension = l.max_compute_workgroups_per_dimension.max(self.workgroups_per_dim);
         l
     }
+}
+
+/// Bytes of every buffer a session of `program` creates for batches of up to `batch`: activation
+/// buffers, weights, the read-back buffer and the placeholder for unused bindings.
+pub(crate) fn memory_bytes(program: &Program, batch: usize) -> u64 {
+    let element = program.precision.bytes() as u64;
+    let bytes = |elements: usize, size: u64, batch: u64| (elements as u64).saturating_mul(size).saturating_mul(batch);
+    let batch = batch as u64;
+    let activations = program.buffers.iter().fold(0u64, |sum, &e| sum.saturating_add(bytes(e, element, batch)));
+    let weights = program.weights.iter().fold(0u64, |sum, w| sum.saturating_add(bytes(w.data.len().max(1), w.precision.bytes() as u64, 1)));
+    let readback = program.outputs.iter().fold(0u64, |sum, o| sum.saturating_add(bytes(o.elements(), element, batch)));
+    activations.saturating_add(weights).saturating_add(readback).saturating_add(16)
 }
 
 #[cfg(test)]
@@ -124,6 +153,30 @@ mod tests {
         let limits = wgpu::Limits { max_compute_workgroups_per_dimension: 1000, ..wgpu::Limits::default() };
         let req = Requirements::of(&program(), 64, &limits, "small grid").expect("split, not refused");
         assert_eq!(req.max_batch, 64);
+    }
+
+    #[test]
+    fn batch_is_capped_by_the_memory_budget() {
+        // 4 KiB of weights + 16 fixed; 3 MiB a sample (two 1 MiB buffers and a 1 MiB read-back).
+        let p = program();
+        assert_eq!(memory_bytes(&p, 0), 4096 + 16);
+        assert_eq!(memory_bytes(&p, 2), 4096 + 16 + 2 * (3 << 20));
+        let req = || Requirements::of(&p, 64, &wgpu::Limits::default(), "tiny").expect("fits the limits");
+        assert_eq!(req().fit_memory(&p, None, "tiny").expect("no budget").max_batch, 64);
+        assert_eq!(req().fit_memory(&p, Some(10 << 20), "tiny").expect("fits").max_batch, 3);
+        let err = req().fit_memory(&p, Some(3 << 20), "tiny").err().expect("one sample does not fit").to_string();
+        let want = format!("GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes), needs {}, the adapter allows {}", 4096 + 16 + (3 << 20), 3 << 20);
+        assert!(err.contains(&want) && err.contains("'tiny'"), "{err}");
+    }
+
+    /// A hostile `.mfn` may claim buffers of any size: refused, without overflow.
+    #[test]
+    fn absurd_buffer_sizes_do_not_overflow() {
+        let mut p = program();
+        p.buffers = vec![usize::MAX, 262_144];
+        let err = Requirements::of(&p, 4, &wgpu::Limits::default(), "tiny").err().expect("too large").to_string();
+        assert!(err.contains("largest activation buffer"), "{err}");
+        assert_eq!(memory_bytes(&p, 1 << 20), u64::MAX);
     }
 
     #[test]

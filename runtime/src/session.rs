@@ -23,11 +23,15 @@ pub struct SessionOptions {
     /// Folder of the on-disk pipeline cache (Vulkan adapters; see [`Session::pipeline_cache`]);
     /// `None`: pipelines are compiled afresh by every session.
     pub pipeline_cache: Option<PathBuf>,
+    /// Bytes of GPU memory the session's buffers may take (wgpu reports no device memory size);
+    /// the batch is lowered to fit, and a model that does not fit at batch 1 is refused before
+    /// any buffer is created. `None`: only the adapter's per-buffer limits apply.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16, pipeline_cache: None }
+        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16, pipeline_cache: None, memory_budget: None }
     }
 }
 
@@ -62,7 +66,7 @@ impl Session {
     pub fn new(program: &Program, options: &SessionOptions) -> Result<Session> {
         let adapter = select_adapter(&options.adapter)?;
         let info = adapter.get_info();
-        let req = Requirements::of(program, options.max_batch, &adapter.limits(), &info.name)?;
+        let req = Requirements::of(program, options.max_batch, &adapter.limits(), &info.name)?.fit_memory(program, options.memory_budget, &info.name)?;
         let needed = crate::limits::features(program, adapter.features(), &info.name)?;
         let cache_feature = if options.pipeline_cache.is_some() { wgpu::Features::PIPELINE_CACHE } else { wgpu::Features::empty() };
         let desc = wgpu::DeviceDescriptor {
@@ -86,6 +90,8 @@ impl Session {
     }
 
     fn build(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize, cache_dir: Option<&Path>) -> Result<Session> {
+        // Out-of-memory and internal errors too: wgpu's default handler panics on uncaptured ones.
+        let outer = [wgpu::ErrorFilter::OutOfMemory, wgpu::ErrorFilter::Internal].map(|f| device.push_error_scope(f));
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let precision = program.precision;
@@ -180,7 +186,12 @@ impl Session {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        // Scopes are popped innermost first, all of them, whatever they caught.
+        let mut error = pollster::block_on(scope.pop());
+        for guard in outer.into_iter().rev() {
+            error = error.or(pollster::block_on(guard.pop()));
+        }
+        if let Some(e) = error {
             return Err(RuntimeError::Gpu { stage: "session creation", message: e.to_string() });
         }
         Ok(Session {

@@ -45,7 +45,11 @@ pub fn import(bytes: &[u8], batch: usize, sample_shape: Option<&[usize]>) -> Res
             return Err(CompileError::BadTensor { name: init.name.clone(), message: "two initializers have this name".into() });
         }
     }
+    let mut input_names = std::collections::HashSet::new();
     for input in &proto.input {
+        if !input_names.insert(input.name.as_str()) {
+            return Err(CompileError::BadInput { name: input.name.clone(), message: "two graph inputs have this name".into() });
+        }
         if !imp.names.contains_key(&input.name) {
             let shape = input_shape(input, batch, sample_shape)?;
             let id = imp.graph.add_value(input.name.clone(), shape, None);
@@ -279,6 +283,9 @@ impl Importer {
 
     /// Adds the node's single output value and the node computing it.
     pub fn emit(&mut self, ctx: &Ctx, op: Op, inputs: Vec<ValueId>, shape: Shape) -> Result<ValueId> {
+        if inputs.iter().all(|&v| self.graph.is_const(v)) {
+            return Err(ctx.err("every input is a constant: mfn folds no such node at compile time, its data must come from the graph input"));
+        }
         let out_name = ctx.proto.output[0].clone();
         check_size(&out_name, &shape)?;
         let output = self.graph.add_value(out_name, shape, None);
