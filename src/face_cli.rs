@@ -45,10 +45,6 @@ fn per_channel(flag: &str, text: Option<&str>, default: f32) -> Result<[f32; 3]>
 
 impl ModelArgs {
     fn embedder(&self, gpu: &GpuArgs, max_batch: usize) -> Result<FaceEmbedder> {
-        let norm = Normalization { mean: per_channel("mean", self.mean.as_deref(), 0.0)?, std: per_channel("std", self.std.as_deref(), 1.0)? };
-        if norm.std.iter().any(|s| !s.is_normal()) {
-            bail!("--std must be non-zero, got {:?}", norm.std);
-        }
         let model = match &self.model {
             Some(spec) => mfn::load_program(spec)?,
             None => {
@@ -57,8 +53,22 @@ impl ModelArgs {
                 mfn::program_from_bytes(&bytes, &path.display().to_string())?
             }
         };
+        // The default normalisation is read from the model: none where its graph normalises its
+        // own input (the pretrained model's Sub/Mul), else the paper's (x - 127.5) / 128.
+        let (mean, std) = if model.program.normalises_input { (0.0, 1.0) } else { (127.5, 128.0) };
+        let norm = Normalization { mean: per_channel("mean", self.mean.as_deref(), mean)?, std: per_channel("std", self.std.as_deref(), std)? };
+        if norm.std.iter().any(|s| !s.is_normal()) {
+            bail!("--std must be non-zero, got {:?}", norm.std);
+        }
         let embedder = FaceEmbedder::new(&model.program, &session_options(gpu, max_batch), norm)?;
-        eprintln!("model: {}  adapter: {}", model.name, embedder.session().adapter());
+        let normalisation = if self.mean.is_some() || self.std.is_some() {
+            "as given"
+        } else if model.program.normalises_input {
+            "none (the model normalises its input in its graph)"
+        } else {
+            "(x - 127.5) / 128 (the model's graph does not normalise its input)"
+        };
+        eprintln!("model: {}  adapter: {}  input normalisation: {normalisation}", model.name, embedder.session().adapter());
         Ok(embedder)
     }
 }

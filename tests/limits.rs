@@ -90,7 +90,7 @@ fn the_memory_budget_caps_the_batch() {
         Err(RuntimeError::Limit { what, needed, available, .. }) => {
             assert!(what.contains("GPU buffer memory for one sample") && what.contains("memory budget"), "{what}");
             assert_eq!(available, 64 << 10);
-            assert!(needed > 2 * 256 << 10, "one sample needs at least its input and output buffers, not {needed} bytes");
+            assert!(needed > (2 * 256) << 10, "one sample needs at least its input and output buffers, not {needed} bytes");
             needed
         }
         Err(e) => panic!("wrong error: {e}"),
