@@ -119,6 +119,9 @@ fn input_shape(input: &ValueInfoProto, batch: usize, sample_shape: Option<&[usiz
                 }
                 shape.push(*v as usize)
             }
+            (Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)), _) => {
+                return Err(bad(format!("dimension {axis} must be a fixed positive size, not {v}")));
+            }
             (_, Some(r)) if r > 0 => shape.push(r),
             _ => {
                 return Err(bad(format!(
