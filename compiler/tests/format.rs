@@ -66,8 +66,10 @@ fn hostile_payloads_are_malformed_not_panics() {
 /// expected length in the error (a panic with overflow checks on).
 #[test]
 fn fuzz_regression_payload_length_near_u64_max() {
-    let file = b"MFNPROG\0\x01\0\0\0\xfe\xff\xff\xff\xff\xff\xff\xff\x96\x91\x29\x9c";
-    assert_eq!(Program::from_mfn(file), Err(FormatError::Truncated { expected: u64::MAX, actual: 24 }));
+    // The fuzzer's file (format version 1), with the version patched to the current one.
+    let mut file = b"MFNPROG\0\x01\0\0\0\xfe\xff\xff\xff\xff\xff\xff\xff\x96\x91\x29\x9c".to_vec();
+    file[8..12].copy_from_slice(&mfn_compiler::format::VERSION.to_le_bytes());
+    assert_eq!(Program::from_mfn(&file), Err(FormatError::Truncated { expected: u64::MAX, actual: 24 }));
 }
 
 /// Found by the `mfn_load` fuzzer: a port whose shape's product overflows usize panicked in the
