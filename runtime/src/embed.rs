@@ -96,15 +96,7 @@ impl TextureInput {
             count: None,
         };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("texture input"), entries: &[texture, storage(1, true), storage(2, false)] });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("texture input"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("texture input"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipeline = crate::session::compute_pipeline(device, "texture input", &layout, &module, None);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(RuntimeError::Gpu { stage: "texture input pipeline creation", message: e.to_string() });
         }

@@ -242,19 +242,7 @@ impl Session {
             source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, format).into()),
         });
         let layout = crate::session::bind_group_layout(&self.device, 3);
-        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("preprocess"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("preprocess"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipeline = crate::session::compute_pipeline(&self.device, "preprocess", &layout, &module, None);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(RuntimeError::Gpu { stage: "preprocessing pipeline creation", message: e.to_string() });
         }

@@ -134,19 +134,7 @@ impl Session {
                     label: Some(&k.name),
                     source: wgpu::ShaderSource::Wgsl(k.wgsl.as_str().into()),
                 });
-                let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(&k.name),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&k.name),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: disk_cache.as_ref().map(|c| &c.cache),
-                })
+                compute_pipeline(&device, &k.name, &layout, &module, disk_cache.as_ref().map(|c| &c.cache))
             })
             .collect();
         let pipeline_cache = disk_cache.map(DiskCache::save);
@@ -362,6 +350,26 @@ pub(crate) fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64,
     drop(view);
     buffer.unmap();
     Ok(out)
+}
+
+/// The compute pipeline of `module`'s entry point `main`, with one bind group of `layout`.
+pub(crate) fn compute_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    module: &wgpu::ShaderModule,
+    cache: Option<&wgpu::PipelineCache>,
+) -> wgpu::ComputePipeline {
+    let pipeline_layout =
+        device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(label), bind_group_layouts: &[Some(layout)], immediate_size: 0 });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache,
+    })
 }
 
 pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::BindGroupLayout {
