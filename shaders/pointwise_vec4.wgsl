@@ -1,12 +1,17 @@
 // Pointwise (1x1, stride 1, no padding) convolution where the feature map holds a multiple of 4
 // pixels: y[co, p] = sum_ci w[co, ci] x[ci, p], with activations read and written as vec4 of 4
-// neighbouring pixels. Each invocation computes CO_TILE = 8 output channels by 4 * PX_VECS
-// pixels of one sample: per input channel it makes 2 + PX_VECS vector loads (the packed weights
-// w[ci][co / 4], then the inputs) for 32 * PX_VECS multiply-adds. On lavapipe, which runs the
-// invocations of a workgroup as SIMD lanes, the number of load instructions per multiply-add is
-// what bounds a GEMM. Neighbouring invocations take neighbouring pixel vectors (contiguous loads).
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0;
-// p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// neighbouring pixels. A workgroup computes one tile of CO_TILE = 16 output channels; each of its
+// invocations computes those 16 channels at 2 pixel vec4s of one sample (8 pixels, PX_CHUNKS
+// apart, so neighbouring invocations read neighbouring vectors). Per input channel it makes 2
+// vector loads of inputs and 4 of weights for 128 multiply-adds.
+// `pointwise_vec4_subgroup.wgsl` is the same kernel, dispatch for dispatch, with the weights
+// shared across a subgroup instead of loaded by every invocation; the runtime uses it where the
+// device has subgroups of at least 8 invocations.
+// The accumulators are named matrices (column j: output channel j of a group of 4), never a local
+// array indexed in a loop: on lavapipe, which runs invocations as SIMD lanes, that becomes
+// per-lane memory traffic.
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
+// packs w as [C_IN, C_OUT rounded up to 16] (zero-padded); p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
 alias stored = f32;
@@ -20,14 +25,15 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-const CO_TILE: u32 = 8u;
+const CO_TILE: u32 = 16u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
-/// vec4s of pixels one invocation computes, HW4 / PX_VECS apart.
-const PX_VECS: u32 = 2u;
 const HW4: u32 = HW / 4u;
-const PX_CHUNKS: u32 = (HW4 + PX_VECS - 1u) / PX_VECS;
-/// vec4 columns of one packed weight row (w[ci][..]).
-const W_ROW: u32 = CO_BLOCKS * 2u;
+/// Invocations per tile of output channels: 2 pixel vec4s each.
+const PX_CHUNKS: u32 = (HW4 + 1u) / 2u;
+/// Workgroups per tile of output channels.
+const PX_GROUPS: u32 = (PX_CHUNKS + WG - 1u) / WG;
+/// Columns of the packed weights: C_OUT rounded up to the tile.
+const W_COLS: u32 = CO_BLOCKS * CO_TILE;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -49,44 +55,94 @@ fn epilogue(acc: vec4<f32>, co: u32, i: u32) -> vec4<f32> {
     return v;
 }
 
+/// The accumulators of an invocation: m<k><j> holds output channels co0 + 4j .. + 3 (column i:
+/// channel co0 + 4j + i) at the 4 pixels of its pixel vec4 k.
+struct Tile {
+    m00: mat4x4<f32>,
+    m01: mat4x4<f32>,
+    m02: mat4x4<f32>,
+    m03: mat4x4<f32>,
+    m10: mat4x4<f32>,
+    m11: mat4x4<f32>,
+    m12: mat4x4<f32>,
+    m13: mat4x4<f32>,
+}
+
+/// Where an invocation reads: its two pixel vec4s of input channel 0, and its weights.
+struct At {
+    x0: u32,
+    x1: u32,
+    w: u32,
+}
+
+/// acc + the outer product of 4 pixels `xv` and the weights `wv` of 4 output channels.
+fn mac(acc: mat4x4<f32>, xv: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(fma(xv, vec4(wv.x), acc[0]), fma(xv, vec4(wv.y), acc[1]), fma(xv, vec4(wv.z), acc[2]), fma(xv, vec4(wv.w), acc[3]));
+}
+
+/// `t` plus input channel `ci`.
+fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
+    let xv0 = vec4<f32>(x[at.x0 + ci * HW4]);
+    let xv1 = vec4<f32>(x[at.x1 + ci * HW4]);
+    let wm = weights(ci, at.w);
+    return Tile(
+        mac(t.m00, xv0, wm[0]),
+        mac(t.m01, xv0, wm[1]),
+        mac(t.m02, xv0, wm[2]),
+        mac(t.m03, xv0, wm[3]),
+        mac(t.m10, xv1, wm[0]),
+        mac(t.m11, xv1, wm[1]),
+        mac(t.m12, xv1, wm[2]),
+        mac(t.m13, xv1, wm[3]),
+    );
+}
+
+/// The weights of input channel `ci` for the tile (column j: channels co0 + 4j .. + 3); `w_at`
+/// is the tile's first vec4 of a packed row.
+fn weights(ci: u32, w_at: u32) -> mat4x4<f32> {
+    let i = ci * (W_COLS / 4u) + w_at;
+    return mat4x4(vec4<f32>(w[i]), vec4<f32>(w[i + 1u]), vec4<f32>(w[i + 2u]), vec4<f32>(w[i + 3u]));
+}
+
+/// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q.
+fn put(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
+    for (var j = 0u; j < 4u; j++) {
+        let i = (sample * C_OUT + co + j) * HW4 + q;
+        if ok && co + j < C_OUT {
+            y[i] = vec4<stored>(epilogue(acc[j], co + j, i));
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let t = (wid.x + wid.y * nwg.x) * WG + lid;
-    if t >= CO_BLOCKS * PX_CHUNKS { return; }
-    let block = t / PX_CHUNKS;
-    var q: array<u32, PX_VECS>;
-    var xi: array<u32, PX_VECS>;
-    for (var k = 0u; k < PX_VECS; k++) {
-        q[k] = t % PX_CHUNKS + k * PX_CHUNKS;
-        xi[k] = wid.z * C_IN * HW4 + min(q[k], HW4 - 1u);
+    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute
+    // clamped pixels and store nothing.
+    let g = wid.x + wid.y * nwg.x;
+    let live = g < CO_BLOCKS * PX_GROUPS;
+    let co0 = min(g / PX_GROUPS, CO_BLOCKS - 1u) * CO_TILE;
+    let chunk = (g % PX_GROUPS) * WG + lid;
+    let q0 = chunk;
+    let q1 = chunk + PX_CHUNKS;
+    let at = At(wid.z * C_IN * HW4 + min(q0, HW4 - 1u), wid.z * C_IN * HW4 + min(q1, HW4 - 1u), co0 / 4u);
+    // Four input channels an iteration: the loop-carried tile is written once per iteration
+    // (lavapipe masks every write to a variable that lives across iterations).
+    var t = Tile();
+    for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
+        t = accumulate(accumulate(accumulate(accumulate(t, ci, at), ci + 1u, at), ci + 2u, at), ci + 3u, at);
     }
-    // acc[k * 8 + j]: output channel block * 8 + j at the 4 pixels of vector q[k].
-    var acc: array<vec4<f32>, 8u * PX_VECS>;
-    for (var ci = 0u; ci < C_IN; ci++) {
-        let wi = ci * W_ROW + 2u * block;
-        let wl = vec4<f32>(w[wi]);
-        let wh = vec4<f32>(w[wi + 1u]);
-        for (var k = 0u; k < PX_VECS; k++) {
-            let xv = vec4<f32>(x[xi[k] + ci * HW4]);
-            acc[k * 8u + 0u] += xv * wl.x;
-            acc[k * 8u + 1u] += xv * wl.y;
-            acc[k * 8u + 2u] += xv * wl.z;
-            acc[k * 8u + 3u] += xv * wl.w;
-            acc[k * 8u + 4u] += xv * wh.x;
-            acc[k * 8u + 5u] += xv * wh.y;
-            acc[k * 8u + 6u] += xv * wh.z;
-            acc[k * 8u + 7u] += xv * wh.w;
-        }
+    for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
+        t = accumulate(t, ci, at);
     }
-    for (var k = 0u; k < PX_VECS; k++) {
-        if q[k] >= HW4 { continue; }
-        for (var j = 0u; j < CO_TILE; j++) {
-            let co = block * CO_TILE + j;
-            if co < C_OUT {
-                let i = (wid.z * C_OUT + co) * HW4 + q[k];
-                y[i] = vec4<stored>(epilogue(acc[k * 8u + j], co, i));
-            }
-        }
-    }
+    let ok0 = live && q0 < PX_CHUNKS;
+    let ok1 = live && q0 < PX_CHUNKS && q1 < HW4;
+    put(t.m00, co0, q0, wid.z, ok0);
+    put(t.m01, co0 + 4u, q0, wid.z, ok0);
+    put(t.m02, co0 + 8u, q0, wid.z, ok0);
+    put(t.m03, co0 + 12u, q0, wid.z, ok0);
+    put(t.m10, co0, q1, wid.z, ok1);
+    put(t.m11, co0 + 4u, q1, wid.z, ok1);
+    put(t.m12, co0 + 8u, q1, wid.z, ok1);
+    put(t.m13, co0 + 12u, q1, wid.z, ok1);
 }

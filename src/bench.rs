@@ -111,6 +111,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let per_sample: usize = program.input.shape.iter().product();
     let mut rng = mfn_models::rng::Rng::new(7);
     let mut adapter = String::new();
+    let mut subgroups = false;
     let mut results = Vec::new();
     if !args.json {
         println!("model: {what} ({} storage)", program.precision.wgsl());
@@ -129,8 +130,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let session_ms = ms(t);
         if adapter.is_empty() {
             adapter = session.adapter();
+            subgroups = session.subgroups();
             if !args.json {
-                println!("adapter: {adapter}");
+                let variants = if subgroups { "their subgroup variants" } else { "the plain kernels (no subgroups of 8 or more, or --no-subgroups)" };
+                println!("adapter: {adapter}; kernels with a subgroup variant run {variants}");
             }
         }
         let input = rng.uniform_vec(batch * per_sample, 0.0, 255.0);
@@ -152,7 +155,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory };
         drop(session);
         if args.json {
-            println!("{}", json_line(&r, compile_ms, cache.as_ref(), &adapter, &what));
+            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups), &what));
         } else {
             print_result(&r, compile_ms);
         }
@@ -345,7 +348,8 @@ fn json_number(v: f64) -> String {
     }
 }
 
-fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: &str, model: &str) -> String {
+/// `adapter`: its description, and whether the subgroup variants ran.
+fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool), model: &str) -> String {
     let s = &r.stats;
     let n = json_number;
     let profile = match &r.profile {
@@ -380,7 +384,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
     };
     format!(
         "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"model\":{},\"profile\":{}}}",
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"model\":{},\"profile\":{}}}",
         r.batch,
         n(s.median),
         n(s.min),
@@ -397,7 +401,8 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
         r.memory.0,
         r.memory.1,
         cache_json,
-        json_string(adapter),
+        json_string(adapter.0),
+        adapter.1,
         json_string(model),
         profile
     )

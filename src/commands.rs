@@ -19,6 +19,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
         max_batch,
         pipeline_cache: if gpu.no_pipeline_cache { None } else { gpu.pipeline_cache.clone().or_else(default_pipeline_cache) },
         memory_budget: None,
+        subgroups: !gpu.no_subgroups,
     }
 }
 
@@ -107,13 +108,18 @@ pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::P
     let model = mfn::load_program_with(spec, &compile_options(input_shape, precision)?)?;
     let program = &model.program;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Each kernel, and as NAME.subgroup.EXT the subgroup variant of those that have one.
+    let kernels = program.kernels.iter().enumerate().flat_map(|(k, kernel)| {
+        std::iter::once((k, kernel.name.clone(), &kernel.wgsl)).chain(kernel.subgroup_wgsl.as_ref().map(|v| (k, format!("{}.subgroup", kernel.name), v)))
+    });
+    let kernels: Vec<_> = kernels.collect();
     for &lang in languages {
-        for (k, kernel) in program.kernels.iter().enumerate() {
-            let path = out.join(format!("{}.{}", kernel.name, lang.extension()));
-            let bytes = match emit(&kernel.name, &kernel.wgsl, lang)? {
+        for (k, file, wgsl) in &kernels {
+            let path = out.join(format!("{file}.{}", lang.extension()));
+            let bytes = match emit(&program.kernels[*k].name, wgsl, lang)? {
                 // The WGSL holds its header; naga's other back ends drop comments: put it back.
                 Emitted::Text(text) if lang == Language::Wgsl => text.into_bytes(),
-                Emitted::Text(text) => format!("{}{text}", program.kernel_header(k)).into_bytes(),
+                Emitted::Text(text) => format!("{}{text}", program.kernel_header(*k)).into_bytes(),
                 Emitted::Binary(words) => words,
             };
             std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
@@ -121,12 +127,16 @@ pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::P
     }
     std::fs::write(out.join("plan.txt"), program.plan_text())?;
     let names: Vec<&str> = languages.iter().map(|l| l.name()).collect();
+    let variants = match kernels.len() - program.kernels.len() {
+        0 => String::new(),
+        n => format!(" and {n} subgroup variants (NAME.subgroup)"),
+    };
     match &model.graph {
         Some(graph) => {
             std::fs::write(out.join("graph.txt"), graph.to_string())?;
-            println!("wrote {} kernels ({}), plan.txt and graph.txt to {}", program.kernels.len(), names.join(", "), out.display());
+            println!("wrote {} kernels{variants} ({}), plan.txt and graph.txt to {}", program.kernels.len(), names.join(", "), out.display());
         }
-        None => println!("wrote {} kernels ({}) and plan.txt to {} (no graph.txt: {spec} is a compiled .mfn file)", program.kernels.len(), names.join(", "), out.display()),
+        None => println!("wrote {} kernels{variants} ({}) and plan.txt to {} (no graph.txt: {spec} is a compiled .mfn file)", program.kernels.len(), names.join(", "), out.display()),
     }
     print_figures(program);
     Ok(())

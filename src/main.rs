@@ -34,6 +34,10 @@ pub struct GpuArgs {
     /// Compile every pipeline afresh; read and write no pipeline cache.
     #[arg(long, conflicts_with = "pipeline_cache")]
     no_pipeline_cache: bool,
+    /// Run the plain kernels even where the adapter has subgroups (by default kernels with a
+    /// subgroup variant use it on adapters with subgroups of at least 8 invocations).
+    #[arg(long)]
+    no_subgroups: bool,
 }
 
 #[derive(Subcommand)]

@@ -9,6 +9,7 @@
 mod common;
 
 use mfn_compiler::Program;
+use mfn_runtime::SessionOptions;
 use mfn_models::builder::{Attr, Dim, GraphBuilder};
 use mfn_models::rng::Rng;
 
@@ -111,6 +112,9 @@ fn conv_template(c_in: usize, hw: [usize; 2], out_w: usize, spec: &ConvSpec, pad
     let rows_of_vec4 = hw[1].is_multiple_of(4) && out_w.is_multiple_of(4);
     if depthwise && pads == [0; 4] && spec.kernel == hw {
         "gdconv"
+    } else if depthwise && rows_of_vec4 && spec.kernel == [3, 3] && pads[1] == 1 && matches!(spec.stride[1], 1 | 2) {
+        // 3x3, left padding 1, horizontal stride 1 or 2: four output rows an invocation.
+        "depthwise3x3"
     } else if depthwise && rows_of_vec4 && spec.stride[1] == 1 && pads[1] <= 4 && spec.kernel[1] <= 5 + pads[1] {
         "depthwise_vec4"
     } else if depthwise {
@@ -468,16 +472,44 @@ fn check(case: &Case) -> Result<Option<f32>, String> {
     if err > TOLERANCE {
         return Err(format!("optimised graph differs from the imported one by {err:e}; optimised graph:\n{dump}"));
     }
-    let Some(session) = common::session(&program, case.max_batch) else { return Ok(None) };
-    let got = session.run(&input).map_err(|e| format!("GPU run: {e}"))?;
-    let (err, err_opt) = (rel_err(&got, &want), rel_err(&got, &opt));
-    if err.max(err_opt) > TOLERANCE {
-        return Err(format!(
-            "GPU differs from the CPU evaluator by {err:e} (imported graph), {err_opt:e} (optimised graph); plan:\n{}",
-            program.plan_text()
-        ));
+    // Kernels with a subgroup variant run both ways: the variant where the adapter has subgroups
+    // (lavapipe does), and the plain kernel.
+    let has_variants = program.kernels.iter().any(|k| k.subgroup_wgsl.is_some());
+    let mut worst = None;
+    for subgroups in if has_variants { &[true, false][..] } else { &[true][..] } {
+        let options = SessionOptions { max_batch: case.max_batch, subgroups: *subgroups, ..Default::default() };
+        let Some(session) = common::session_with(&program, &options) else { return Ok(None) };
+        let got = session.run(&input).map_err(|e| format!("GPU run: {e}"))?;
+        let (err, err_opt) = (rel_err(&got, &want), rel_err(&got, &opt));
+        if err.max(err_opt) > TOLERANCE {
+            let variant = if session.subgroups() { "subgroup variants" } else { "plain kernels" };
+            return Err(format!(
+                "GPU ({variant}) differs from the CPU evaluator by {err:e} (imported graph), {err_opt:e} (optimised graph); plan:\n{}",
+                program.plan_text()
+            ));
+        }
+        worst = Some(err.max(worst.unwrap_or(0.0)));
     }
-    Ok(Some(err))
+    Ok(worst)
+}
+
+/// The subgroup variants really run where the adapter allows (so the cases above test them), and
+/// lavapipe, the CI adapter, allows: a driver change there must not silently drop their coverage.
+#[test]
+fn subgroup_variants_run_where_the_adapter_has_subgroups() {
+    let mut net = Net::new(16, &[8, 4, 8]);
+    let program = mfn_compiler::compile(&net.conv(ConvSpec::new(16, 1)).finish(), &Default::default()).expect("compiles");
+    assert!(program.kernels.iter().any(|k| k.subgroup_wgsl.is_some()), "the vec4 pointwise kernel has a subgroup variant");
+    let Some(adapter) = common::adapter() else { return };
+    let info = adapter.get_info();
+    let usable = adapter.features().contains(mfn_runtime::wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
+    if info.name.contains("llvmpipe") {
+        assert!(usable, "lavapipe has subgroups of 8: {info:?}");
+    }
+    let Some(session) = common::session(&program, 1) else { return };
+    assert_eq!(session.subgroups(), usable, "{}", session.adapter());
+    let options = SessionOptions { max_batch: 1, subgroups: false, ..Default::default() };
+    assert!(!common::session_with(&program, &options).expect("session").subgroups());
 }
 
 /// Checks every case and fails with the list of those that went wrong.
@@ -583,11 +615,32 @@ fn conv_extras() {
             .batch(3)
             .max_batch(2),
         Case::new(
-            "vec4 depthwise 3x3 same, 3 vec4s a row",
+            "depthwise 3x3 same, 3 vec4s a row, 5 rows (a partial band of 4)",
             Net::new(7, &[6, 5, 12]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)),
-            &["depthwise_vec4"],
+            &["depthwise3x3"],
         )
         .batch(3),
+        Case::new(
+            "depthwise 3x3 stride 2, 16 -> 8 columns, 9 -> 5 rows",
+            Net::new(10, &[5, 9, 16]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
+            &["depthwise3x3"],
+        )
+        .batch(2),
+        Case::new(
+            "depthwise 3x3 stride 2, 24 -> 12 columns (3 vec4s: a half-empty chunk)",
+            Net::new(11, &[3, 8, 24]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
+            &["depthwise3x3"],
+        ),
+        Case::new(
+            "depthwise 3x3 strides 2x1, pads top 0 bottom 2",
+            Net::new(12, &[4, 11, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(2, 1).pad(Pad::Explicit([0, 1, 2, 1]))),
+            &["depthwise3x3"],
+        ),
+        Case::new(
+            "depthwise 3x3 strides 1x2, no right padding",
+            Net::new(13, &[4, 6, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(1, 2).pad(Pad::Explicit([1, 1, 1, 0]))),
+            &["depthwise3x3"],
+        ),
         Case::new(
             "vec4 depthwise 5x3, no padding, stride 2x1",
             Net::new(8, &[3, 11, 8]).conv(ConvSpec::new(0, 0).kernel(5, 1).strides(2, 1).group(Group::Depthwise)),
@@ -601,6 +654,9 @@ fn conv_extras() {
         Case::new("vec4 pointwise, batch 3 in submissions of 2", Net::new(6, &[13, 4, 5]).conv(ConvSpec::new(11, 1)), &["pointwise_vec4"])
             .batch(3)
             .max_batch(2),
+        Case::new("vec4 pointwise, 3 workgroups of 32 a tile, 2 tiles", Net::new(14, &[6, 24, 24]).conv(ConvSpec::new(21, 1)), &["pointwise_vec4"]),
+        Case::new("vec4 pointwise, 2 workgroups of 64 a tile, 2 tiles", Net::new(15, &[5, 24, 40]).conv(ConvSpec::new(20, 1)), &["pointwise_vec4"])
+            .batch(2),
     ];
     run_cases(cases);
 }
@@ -618,9 +674,12 @@ fn conv_bn_activation_epilogues() {
         Activation::Clip,
     ];
     type Layer = (&'static str, [usize; 3], ConvSpec, &'static str);
-    let layers: [Layer; 4] = [
+    let layers: [Layer; 7] = [
         ("pointwise 5->13", [5, 7, 9], ConvSpec::new(13, 1).no_bias(), "pointwise"),
         ("depthwise 3x3", [13, 9, 7], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise"),
+        ("pointwise vec4 6->21", [6, 4, 6], ConvSpec::new(21, 1), "pointwise_vec4"),
+        ("depthwise 3x3 on vec4 rows", [13, 6, 8], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise3x3"),
+        ("depthwise 3x3 s2 on vec4 rows", [7, 6, 16], ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1), "depthwise3x3"),
         ("dense 3x3 s2", [5, 13, 13], ConvSpec::new(3, 3).stride(2).pad(Pad::Auto("SAME_UPPER")), "conv2d"),
         ("gdconv 7x7", [13, 7, 7], ConvSpec::new(0, 7).group(Group::Depthwise).no_bias(), "gdconv"),
     ];
@@ -848,6 +907,9 @@ fn residual_variants() {
     let mut net = Net::new(161, &[5, 7, 9]);
     net.conv(ConvSpec::new(5, 3).same(1)).binary("Add", "x").act(Activation::Relu);
     cases.push(Case::new("Relu after the Add", &mut net, &["conv2d", "elementwise"]).batch(3).dump_has("+residual"));
+    let mut net = Net::new(163, &[6, 7, 12]);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)).act(Activation::PRelu).binary("Add", "x");
+    cases.push(Case::new("depthwise 3x3 + PRelu + Add", &mut net, &["depthwise3x3"]).batch(2).dump_has("+residual"));
     // The shortcut is computed by a node that comes after the conv in the model.
     let mut net = Net::new(162, &[5, 7, 9]);
     net.conv(ConvSpec::new(5, 1));

@@ -20,6 +20,9 @@ fn plan_and_kernels_of_mobilefacenet() {
     insta::assert_snapshot!("plan_mobilefacenet-112x112", program.plan_text());
     for kernel in &program.kernels {
         insta::assert_snapshot!(format!("wgsl_mobilefacenet-112x112_{}", kernel.name), kernel.wgsl);
+        if let Some(variant) = &kernel.subgroup_wgsl {
+            insta::assert_snapshot!(format!("wgsl_mobilefacenet-112x112_{}_subgroup", kernel.name), variant);
+        }
     }
 }
 
@@ -28,6 +31,9 @@ fn kernels_are_unique_and_valid() {
     let program = common::compile(&mfn::synthetic_model(Variant::Mfn112x112));
     for (i, a) in program.kernels.iter().enumerate() {
         mfn_compiler::codegen::template::validate(&a.name, &a.wgsl).expect("valid WGSL");
+        if let Some(variant) = &a.subgroup_wgsl {
+            mfn_compiler::codegen::template::validate(&a.name, variant).expect("valid WGSL (subgroup variant)");
+        }
         for b in &program.kernels[i + 1..] {
             // Compared without their headers (which name them and their dispatches).
             let body = |wgsl: &str| wgsl[wgsl.find("// mfn:specialised").expect("specialised constants")..].to_string();

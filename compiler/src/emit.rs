@@ -62,7 +62,7 @@ pub fn emit(name: &str, wgsl: &str, lang: Language) -> Result<Emitted> {
         return Ok(Emitted::Text(wgsl.to_string()));
     }
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| fail(e.emit_to_string(wgsl)))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16)
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), crate::codegen::template::capabilities())
         .validate(&module)
         .map_err(|e| fail(e.emit_to_string(wgsl)))?;
     let backend = |lang: &str, e: &dyn std::fmt::Display| CompileError::Translate { kernel: name.into(), language: lang.into(), message: e.to_string() };

@@ -14,7 +14,7 @@ pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// Bumped on any change of the payload's layout; other versions are rejected. 2: several outputs,
 /// steps carry the shapes of their inputs, the storage precision and whether the model normalises
 /// its own input.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]
@@ -150,6 +150,13 @@ impl Writer {
             self.str(&k.name);
             self.str(&k.template);
             self.str(&k.wgsl);
+            match &k.subgroup_wgsl {
+                Some(wgsl) => {
+                    self.u32(1);
+                    self.str(wgsl);
+                }
+                None => self.u32(0),
+            }
             self.u32(k.workgroup_size);
             self.u32(k.bindings);
         }
@@ -242,9 +249,17 @@ impl Reader<'_> {
         Ok(Port { name: self.str()?, shape: self.usizes()?, buffer: self.usize()? })
     }
     fn program(&mut self) -> Result<Program, FormatError> {
-        let n = self.count(32)?;
+        let n = self.count(36)?;
         let kernels = (0..n)
-            .map(|_| Ok(Kernel { name: self.str()?, template: self.str()?, wgsl: self.str()?, workgroup_size: self.u32()?, bindings: self.u32()? }))
+            .map(|_| {
+                let (name, template, wgsl) = (self.str()?, self.str()?, self.str()?);
+                let subgroup_wgsl = match self.u32()? {
+                    0 => None,
+                    1 => Some(self.str()?),
+                    other => return Err(FormatError::Malformed(format!("subgroup variant tag {other} at byte {} (kernel {name})", self.pos - 4))),
+                };
+                Ok(Kernel { name, template, wgsl, subgroup_wgsl, workgroup_size: self.u32()?, bindings: self.u32()? })
+            })
             .collect::<Result<_, FormatError>>()?;
         let n = self.count(56)?;
         let steps = (0..n).map(|_| self.step()).collect::<Result<_, _>>()?;

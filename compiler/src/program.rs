@@ -71,6 +71,10 @@ pub struct Kernel {
     /// Which template it was specialised from.
     pub template: String,
     pub wgsl: String,
+    /// The same kernel with subgroup operations (same dispatches, bindings and results up to
+    /// rounding), which the runtime uses where the device has subgroups of at least
+    /// [`crate::codegen::template::MIN_SUBGROUP_SIZE`] invocations; `None` for most kernels.
+    pub subgroup_wgsl: Option<String>,
     pub workgroup_size: u32,
     /// Number of storage bindings, 0..n; the last one is the output (read-write).
     pub bindings: u32,

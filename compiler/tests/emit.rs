@@ -69,8 +69,10 @@ fn f16_kernels_in_every_language() {
     let program = mfn_compiler::compile(&g.to_bytes(), &options).expect("compiles in f16");
     // naga's GLSL back end has no 16-bit floats: a clear error naming the kernel and language.
     for kernel in &program.kernels {
-        let e = emit(&kernel.name, &kernel.wgsl, Language::Glsl).err().expect("GLSL refuses f16").to_string();
-        assert!(e.contains(&kernel.name) && e.contains("GLSL") && e.contains("width: 2"), "{e}");
+        for wgsl in std::iter::once(&kernel.wgsl).chain(&kernel.subgroup_wgsl) {
+            let e = emit(&kernel.name, wgsl, Language::Glsl).err().expect("GLSL refuses f16").to_string();
+            assert!(e.contains(&kernel.name) && e.contains("GLSL") && e.contains("width: 2"), "{e}");
+        }
     }
     snapshot_all("f16", &program, &[Language::Wgsl, Language::Spirv, Language::Msl, Language::Hlsl]);
 }
@@ -80,12 +82,16 @@ fn every_kernel_in_every_language() {
     snapshot_all("", &program(), &Language::ALL);
 }
 
-/// Emits every kernel of `program` in every language and snapshots it as `PREFIX_KERNEL_LANG`.
+/// Emits every kernel of `program` (and its subgroup variant) in every language and snapshots it
+/// as `PREFIX_KERNEL[_subgroup]_LANG`.
 fn snapshot_all(prefix: &str, program: &mfn_compiler::Program, languages: &[Language]) {
-    for kernel in &program.kernels {
+    let kernels = program.kernels.iter().flat_map(|k| {
+        std::iter::once((k.name.clone(), &k.wgsl)).chain(k.subgroup_wgsl.as_ref().map(|v| (format!("{}_subgroup", k.name), v)))
+    });
+    for (kernel, wgsl) in kernels {
         for &lang in languages {
-            let out = emit(&kernel.name, &kernel.wgsl, lang).unwrap_or_else(|e| panic!("{} as {}: {e}", kernel.name, lang.name()));
-            let name = if prefix.is_empty() { format!("{}_{}", kernel.name, lang.name()) } else { format!("{prefix}_{}_{}", kernel.name, lang.name()) };
+            let out = emit(&kernel, wgsl, lang).unwrap_or_else(|e| panic!("{kernel} as {}: {e}", lang.name()));
+            let name = if prefix.is_empty() { format!("{kernel}_{}", lang.name()) } else { format!("{prefix}_{kernel}_{}", lang.name()) };
             match out {
                 Emitted::Text(text) => {
                     assert!(text.contains("main"), "{name} has no entry point");

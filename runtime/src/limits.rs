@@ -37,6 +37,15 @@ pub(crate) fn features(program: &Program, features: wgpu::Features, adapter: &st
     Ok(wgpu::Features::SHADER_F16)
 }
 
+/// Whether a device with `features`, on the adapter of `info`, can run the program's subgroup
+/// variants: it has some, the device has subgroups, and every subgroup has at least
+/// [`mfn_compiler::codegen::template::MIN_SUBGROUP_SIZE`] invocations.
+pub(crate) fn subgroups_usable(program: &Program, features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+    program.kernels.iter().any(|k| k.subgroup_wgsl.is_some())
+        && features.contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size >= mfn_compiler::codegen::template::MIN_SUBGROUP_SIZE
+}
+
 impl Requirements {
     /// The needs of `program` at the largest batch (at most `wanted`) its buffers allow.
     pub fn of(program: &Program, wanted: usize, limits: &wgpu::Limits, adapter: &str) -> Result<Requirements> {
@@ -125,7 +134,7 @@ mod tests {
     fn program() -> Program {
         let port = |buffer| Port { name: "x".into(), shape: vec![262_144], buffer };
         Program {
-            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), workgroup_size: 64, bindings: 4 }],
+            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), subgroup_wgsl: None, workgroup_size: 64, bindings: 4 }],
             steps: vec![Step { kernel: 0, nodes: vec![], bindings: vec![], workgroups: [4096, 1], input_shapes: vec![], output_shape: vec![262_144], macs: 0 }],
             buffers: vec![262_144, 262_144],
             weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024], precision: Precision::F32 }],

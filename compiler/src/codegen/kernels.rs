@@ -81,11 +81,15 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
 const POINTWISE_CO_TILE: usize = 8;
 /// Pixels one invocation of the pointwise kernel computes.
 const POINTWISE_PX_TILE: usize = 4;
+/// Output channels one workgroup of the vec4 pointwise kernel computes.
+const POINTWISE_VEC4_CO_TILE: usize = 16;
 /// Pixel vec4s one invocation of the vec4 pointwise kernel computes.
 const POINTWISE_VEC4_PX_VECS: usize = 2;
 
 /// Outputs along a row one invocation of the depthwise kernel computes.
 const DEPTHWISE_OX_TILE: usize = 8;
+/// Output rows one invocation of the depthwise 3x3 kernel computes.
+const DEPTHWISE3X3_ROWS: usize = 4;
 
 /// Output channels one invocation of the conv2d kernel computes: the largest of 8, 4, 2, 1 that
 /// divides the output channels of a group (so a tile never straddles two groups).
@@ -93,10 +97,18 @@ fn conv2d_co_tile(c_out_per_group: usize) -> usize {
     [8, 4, 2, 1].into_iter().find(|t| c_out_per_group.is_multiple_of(*t)).unwrap_or(1)
 }
 
-/// `[C_out, C_in]` -> `[C_in, C_out rounded up to the tile]`, zero-padded: the pointwise kernel
-/// reads the weights of four output channels as one vec4.
-fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
-    let cols = c_out.div_ceil(POINTWISE_CO_TILE) * POINTWISE_CO_TILE;
+/// Workgroup size of the vec4 pointwise kernel for `px_chunks` invocations per tile of output
+/// channels: the tile is the workgroup's, so a small feature map (14x14: 25 invocations) would
+/// leave most of a 64-invocation workgroup idle; 32 where that idles fewer invocations.
+fn pointwise_vec4_workgroup(px_chunks: usize) -> u32 {
+    let idle = |wg: usize| px_chunks.div_ceil(wg) * wg - px_chunks;
+    if idle(32) < idle(WORKGROUP as usize) { 32 } else { WORKGROUP }
+}
+
+/// `[C_out, C_in]` -> `[C_in, C_out rounded up to the tile]`, zero-padded: the pointwise kernels
+/// read the weights of four output channels as one vec4.
+fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize, tile: usize) -> Vec<f32> {
+    let cols = c_out.div_ceil(tile) * tile;
     let mut packed = vec![0.0; c_in * cols];
     for co in 0..c_out {
         for ci in 0..c_in {
@@ -106,12 +118,16 @@ fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     packed
 }
 
-/// `[C_out, C_in / group, KH, KW]` -> `[C_out / tile, C_in / group, KH, KW, tile rounded up to 4]`,
-/// zero-padded: the conv2d kernel reads the weights of one tap for its tile of output channels
-/// as whole vec4s.
+/// Output pixels along a row one invocation of the conv2d kernel computes.
+const CONV2D_PX: usize = 4;
+/// Weights the conv2d kernel reads for one tap: two vec4s, the tile zero-padded.
+const CONV2D_LANES: usize = 8;
+
+/// `[C_out, C_in / group, KH, KW]` -> `[C_out / tile, C_in / group, KH, KW, 8]`, zero-padded: the
+/// conv2d kernel reads the weights of one tap for its tile of output channels as two vec4s.
 fn pack_conv2d(w: &[f32], c_out: usize, tile: usize) -> Vec<f32> {
     let per_co = w.len() / c_out.max(1);
-    let lanes = tile.div_ceil(4) * 4;
+    let lanes = CONV2D_LANES;
     let mut packed = vec![0.0; c_out / tile * per_co * lanes];
     for co in 0..c_out {
         let (block, j) = (co / tile, co % tile);
@@ -152,7 +168,12 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let (template, mut constants, threads) = if pointwise {
                 let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
                 if hw_out.is_multiple_of(4) {
-                    (Template::PointwiseVec4, k, c_out.div_ceil(POINTWISE_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS))
+                    // Whole workgroups per tile of output channels (the tile is the workgroup's).
+                    let px_chunks = (hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS);
+                    let wg = pointwise_vec4_workgroup(px_chunks);
+                    let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * px_chunks.div_ceil(wg as usize);
+                    // Counted in invocations of WORKGROUP-sized groups: threads_to_groups gives `groups`.
+                    (Template::PointwiseVec4, k, groups * WORKGROUP as usize)
                 } else {
                     (Template::Pointwise, k, c_out.div_ceil(POINTWISE_CO_TILE) * hw_out.div_ceil(POINTWISE_PX_TILE))
                 }
@@ -176,11 +197,15 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 let threads = if depthwise {
                     c_out * y[2] * y[3].div_ceil(DEPTHWISE_OX_TILE)
                 } else {
-                    c_out / conv2d_co_tile(c_out / conv.group) * hw_out
+                    c_out / conv2d_co_tile(c_out / conv.group) * y[2] * y[3].div_ceil(CONV2D_PX)
                 };
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
-                if depthwise && conv.stride[1] == 1 && rows_of_vec4 && pad_l <= 4 && kw <= 5 + pad_l {
+                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride[1], 1 | 2) && rows_of_vec4 {
+                    k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
+                    let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * (y[3] / 4).div_ceil(2);
+                    (Template::Depthwise3x3, k, threads)
+                } else if depthwise && conv.stride[1] == 1 && rows_of_vec4 && pad_l <= 4 && kw <= 5 + pad_l {
                     k.retain(|(name, _)| *name != "SW");
                     (Template::DepthwiseVec4, k, c_out * y[2] * (y[3] / 4).div_ceil(2))
                 } else {
@@ -188,11 +213,14 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 }
             };
             constants.extend(epilogue_constants(e));
-            constants.push(("WG", Const::U32(WORKGROUP)));
+            let wg = if template == Template::PointwiseVec4 { pointwise_vec4_workgroup((hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS)) } else { WORKGROUP };
+            constants.push(("WG", Const::U32(wg)));
             let mut binds = layer_binds(graph, node, params, e.residual);
             if let Bind::Data(_, w) = &mut binds[1] {
-                if pointwise {
-                    *w = pack_pointwise(w, c_out, c_in);
+                if template == Template::PointwiseVec4 {
+                    *w = pack_pointwise(w, c_out, c_in, POINTWISE_VEC4_CO_TILE);
+                } else if pointwise {
+                    *w = pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE);
                 } else if template == Template::Conv2d {
                     *w = pack_conv2d(w, c_out, conv2d_co_tile(c_out / conv.group));
                 }

@@ -12,6 +12,7 @@ use crate::ir::{Graph, Op};
 use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 use crate::stats;
 use kernels::{Bind, KernelKey, WORKGROUP};
+use template::Const;
 
 /// Most workgroups in one dimension of a dispatch (WebGPU's default limit); larger counts spill
 /// into the second dimension.
@@ -110,7 +111,11 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
     // The header describes every dispatch of a kernel: known once all steps are.
     for k in 0..program.kernels.len() {
         let header = program.kernel_header(k);
-        program.kernels[k].wgsl.insert_str(0, &header);
+        let kernel = &mut program.kernels[k];
+        kernel.wgsl.insert_str(0, &header);
+        if let Some(variant) = &mut kernel.subgroup_wgsl {
+            variant.insert_str(0, &header);
+        }
     }
     Ok(program)
 }
@@ -119,5 +124,18 @@ fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Ke
     let name = format!("k{index:02}_{}", key.template.name());
     let wgsl = template::specialise(key.template, "", &key.constants, precision)?;
     template::validate(&name, &wgsl)?;
-    Ok(Kernel { name, template: key.template.name().into(), wgsl, workgroup_size: WORKGROUP, bindings: key.template.bindings() })
+    let subgroup_wgsl = match key.template.subgroup_variant() {
+        Some(variant) => {
+            let wgsl = template::specialise(variant, "", &key.constants, precision)?;
+            template::validate(&format!("{name} (subgroup variant)"), &wgsl)?;
+            Some(wgsl)
+        }
+        None => None,
+    };
+    let workgroup_size = key.constants.iter().find_map(|(n, c)| match (n, c) {
+        (&"WG", Const::U32(wg)) => Some(*wg),
+        _ => None,
+    });
+    let workgroup_size = workgroup_size.unwrap_or(WORKGROUP);
+    Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings() })
 }

@@ -12,9 +12,15 @@ pub enum Template {
     Depthwise,
     /// The depthwise convolution of horizontal stride 1 on rows of a multiple of 4 pixels.
     DepthwiseVec4,
+    /// The depthwise 3x3 convolution of left padding 1 and horizontal stride 1 or 2 on rows of a
+    /// multiple of 4 pixels, four output rows an invocation.
+    Depthwise3x3,
     Pointwise,
     /// The pointwise convolution of feature maps of a multiple of 4 pixels (vec4 activations).
     PointwiseVec4,
+    /// [`Template::PointwiseVec4`] with the weights shared across a subgroup: its
+    /// [`Template::subgroup_variant`], never chosen by lowering itself.
+    PointwiseVec4Subgroup,
     GdConv,
     Linear,
     Elementwise,
@@ -25,12 +31,14 @@ pub enum Template {
 }
 
 impl Template {
-    pub const ALL: [Template; 12] = [
+    pub const ALL: [Template; 14] = [
         Template::Conv2d,
         Template::Depthwise,
         Template::DepthwiseVec4,
+        Template::Depthwise3x3,
         Template::Pointwise,
         Template::PointwiseVec4,
+        Template::PointwiseVec4Subgroup,
         Template::GdConv,
         Template::Linear,
         Template::Elementwise,
@@ -45,8 +53,10 @@ impl Template {
             Template::Conv2d => "conv2d",
             Template::Depthwise => "depthwise",
             Template::DepthwiseVec4 => "depthwise_vec4",
+            Template::Depthwise3x3 => "depthwise3x3",
             Template::Pointwise => "pointwise",
             Template::PointwiseVec4 => "pointwise_vec4",
+            Template::PointwiseVec4Subgroup => "pointwise_vec4_subgroup",
             Template::GdConv => "gdconv",
             Template::Linear => "linear",
             Template::Elementwise => "elementwise",
@@ -62,8 +72,10 @@ impl Template {
             Template::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
             Template::Depthwise => include_str!("../../../shaders/depthwise.wgsl"),
             Template::DepthwiseVec4 => include_str!("../../../shaders/depthwise_vec4.wgsl"),
+            Template::Depthwise3x3 => include_str!("../../../shaders/depthwise3x3.wgsl"),
             Template::Pointwise => include_str!("../../../shaders/pointwise.wgsl"),
             Template::PointwiseVec4 => include_str!("../../../shaders/pointwise_vec4.wgsl"),
+            Template::PointwiseVec4Subgroup => include_str!("../../../shaders/pointwise_vec4_subgroup.wgsl"),
             Template::GdConv => include_str!("../../../shaders/gdconv.wgsl"),
             Template::Linear => include_str!("../../../shaders/linear.wgsl"),
             Template::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
@@ -71,6 +83,16 @@ impl Template {
             Template::Upsample => include_str!("../../../shaders/upsample.wgsl"),
             Template::Transpose => include_str!("../../../shaders/transpose.wgsl"),
             Template::Concat => include_str!("../../../shaders/concat.wgsl"),
+        }
+    }
+
+    /// The template computing the same dispatches (same constants, workgroups and bindings) with
+    /// subgroup operations, for devices with subgroups of at least [`MIN_SUBGROUP_SIZE`]
+    /// invocations.
+    pub fn subgroup_variant(self) -> Option<Template> {
+        match self {
+            Template::PointwiseVec4 => Some(Template::PointwiseVec4Subgroup),
+            _ => None,
         }
     }
 
@@ -151,11 +173,19 @@ pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)],
     Ok(out)
 }
 
+/// Smallest subgroup a subgroup variant works with: it broadcasts from lanes 0..8.
+pub const MIN_SUBGROUP_SIZE: u32 = 8;
+
+/// What generated kernels may use: f16 (f16 programs) and subgroup operations (subgroup variants).
+pub fn capabilities() -> naga::valid::Capabilities {
+    naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::SUBGROUP
+}
+
 /// Parses and validates WGSL with naga.
 pub fn validate(name: &str, wgsl: &str) -> Result<()> {
     let invalid = |message: String| CompileError::InvalidWgsl { kernel: name.into(), message };
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| invalid(e.emit_to_string(wgsl)))?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16)
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities())
         .validate(&module)
         .map_err(|e| invalid(e.emit_to_string(wgsl)))?;
     Ok(())

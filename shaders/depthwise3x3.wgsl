@@ -1,0 +1,168 @@
+// Depthwise 3x3 convolution (one filter per channel) with left padding 1 and horizontal stride 1
+// or 2, on rows of a multiple of 4 pixels (input and output), with the fused bias/activation/
+// residual epilogue. One invocation computes ROWS = 4 output rows by 8 outputs (two vec4s) of one
+// channel of one sample. It walks the input rows those outputs read, (ROWS - 1) * SH + 3 of them,
+// loading each once as aligned vec4s (4 for stride 1, 5 for stride 2, zero outside the map), and
+// adds each row into every output row whose filter covers it: 6 loads an output row instead of
+// 12 (stride 1), and the 9 weights are loaded once for 32 outputs.
+// The shifted input vectors under each filter tap are register swizzles, and the accumulators
+// are named variables: on lavapipe, which runs invocations as SIMD lanes, a local array indexed
+// in a loop becomes per-lane memory traffic.
+// Layouts: x [C, H_IN, W_IN], w [C, 1, 3, 3], y [C, H_OUT, W_OUT] per sample (workgroup_id.z);
+// p = [bias; C] ++ [prelu slope; C]. Needs W_IN % 4 == 0 and W_OUT % 4 == 0 (the compiler checks).
+
+// mfn:constants
+alias stored = f32;
+const C: u32 = 4u;
+const H_IN: u32 = 8u;
+const W_IN: u32 = 8u;
+const H_OUT: u32 = 8u;
+const W_OUT: u32 = 8u;
+const SH: u32 = 1u;
+const SW: u32 = 1u;
+const PAD_T: u32 = 1u;
+const ACT: u32 = 0u;
+const CLIP_MIN: f32 = 0.0;
+const CLIP_MAX: f32 = 6.0;
+const HAS_RESIDUAL: bool = false;
+const WG: u32 = 64u;
+// mfn:end-constants
+
+/// Output rows one invocation computes.
+const ROWS: u32 = 4u;
+const W_IN4: u32 = W_IN / 4u;
+const W_OUT4: u32 = W_OUT / 4u;
+/// Invocations per band of ROWS output rows: 8 outputs (2 vec4) each.
+const OX_CHUNKS: u32 = (W_OUT4 + 1u) / 2u;
+const OY_CHUNKS: u32 = (H_OUT + ROWS - 1u) / ROWS;
+const THREADS: u32 = C * OY_CHUNKS * OX_CHUNKS;
+/// Input rows the ROWS output rows read.
+const IN_ROWS: u32 = (ROWS - 1u) * SH + 3u;
+const ACT_RELU: u32 = 1u;
+const ACT_PRELU: u32 = 2u;
+const ACT_CLIP: u32 = 3u;
+const ACT_SIGMOID: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
+@group(0) @binding(1) var<storage, read> w: array<stored>;
+@group(0) @binding(2) var<storage, read> p: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
+
+fn epilogue(acc: vec4<f32>, c: u32, i: u32) -> vec4<f32> {
+    var v = acc + p[c];
+    if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
+    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= vec4(0.0)); }
+    if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
+    if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
+    if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
+    return v;
+}
+
+/// The vec4 of input row `row` (vec4 index) at vec4 column `q`, zero outside the map.
+fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
+    let v = vec4<f32>(x[row + u32(clamp(q, 0, i32(W_IN4) - 1))]);
+    return select(vec4(0.0), v, row_ok && q >= 0 && q < i32(W_IN4));
+}
+
+/// Filter row `ky` as (w[ky][0], w[ky][1], w[ky][2]); zero when `ky` is outside 0..3, so an input
+/// row adds nothing to an output row whose filter does not cover it.
+fn filter_row(w0: vec3<f32>, w1: vec3<f32>, w2: vec3<f32>, ky: i32) -> vec3<f32> {
+    let k = select(select(w2, w1, ky == 1), w0, ky == 0);
+    return select(vec3(0.0), k, ky >= 0 && ky < 3);
+}
+
+/// acc + the three taps of a filter row over the inputs at offsets -1, 0, +1.
+fn taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, k: vec3<f32>) -> vec4<f32> {
+    return fma(left, vec4(k.x), fma(mid, vec4(k.y), fma(right, vec4(k.z), acc)));
+}
+
+/// Writes output vec4 `q` of row `oy`.
+fn put(acc: vec4<f32>, c: u32, oy: u32, q: u32, sample: u32, live: bool) {
+    let i = ((sample * C + c) * H_OUT + oy) * W_OUT4 + q;
+    if live && oy < H_OUT && q < W_OUT4 {
+        y[i] = vec4<stored>(epilogue(acc, c, i));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    // Spare invocations of the last workgroup compute the last band again and store nothing.
+    let t0 = (wid.x + wid.y * nwg.x) * WG + lid;
+    let live = t0 < THREADS;
+    let t = min(t0, THREADS - 1u);
+    let c = t / (OY_CHUNKS * OX_CHUNKS);
+    let oy0 = ((t / OX_CHUNKS) % OY_CHUNKS) * ROWS;
+    let q0 = (t % OX_CHUNKS) * 2u;
+    let x0 = (wid.z * C + c) * H_IN * W_IN4;
+    let w0 = vec3(f32(w[c * 9u]), f32(w[c * 9u + 1u]), f32(w[c * 9u + 2u]));
+    let w1 = vec3(f32(w[c * 9u + 3u]), f32(w[c * 9u + 4u]), f32(w[c * 9u + 5u]));
+    let w2 = vec3(f32(w[c * 9u + 6u]), f32(w[c * 9u + 7u]), f32(w[c * 9u + 8u]));
+    // a<row><half>: output row oy0 + row, output vec4 q0 + half.
+    var a00 = vec4(0.0);
+    var a01 = vec4(0.0);
+    var a10 = vec4(0.0);
+    var a11 = vec4(0.0);
+    var a20 = vec4(0.0);
+    var a21 = vec4(0.0);
+    var a30 = vec4(0.0);
+    var a31 = vec4(0.0);
+    for (var ir = 0u; ir < IN_ROWS; ir++) {
+        let iy = i32(oy0 * SH + ir) - i32(PAD_T);
+        let row_ok = iy >= 0 && iy < i32(H_IN);
+        let row = x0 + u32(clamp(iy, 0, i32(H_IN) - 1)) * W_IN4;
+        // The inputs under output vec4 `half` at horizontal offsets -1, 0, +1 (padding 1).
+        var l0: vec4<f32>;
+        var m0: vec4<f32>;
+        var r0: vec4<f32>;
+        var l1: vec4<f32>;
+        var m1: vec4<f32>;
+        var r1: vec4<f32>;
+        if SW == 1u {
+            let l = load(row, i32(q0) - 1, row_ok);
+            let a = load(row, i32(q0), row_ok);
+            let b = load(row, i32(q0) + 1, row_ok);
+            let e = load(row, i32(q0) + 2, row_ok);
+            l0 = vec4(l.w, a.xyz);
+            m0 = a;
+            r0 = vec4(a.yzw, b.x);
+            l1 = vec4(a.w, b.xyz);
+            m1 = b;
+            r1 = vec4(b.yzw, e.x);
+        } else {
+            let q = 2 * i32(q0);
+            let l = load(row, q - 1, row_ok);
+            let v0 = load(row, q, row_ok);
+            let v1 = load(row, q + 1, row_ok);
+            let v2 = load(row, q + 2, row_ok);
+            let v3 = load(row, q + 3, row_ok);
+            l0 = vec4(l.w, v0.y, v0.w, v1.y);
+            m0 = vec4(v0.x, v0.z, v1.x, v1.z);
+            r0 = vec4(v0.y, v0.w, v1.y, v1.w);
+            l1 = vec4(v1.w, v2.y, v2.w, v3.y);
+            m1 = vec4(v2.x, v2.z, v3.x, v3.z);
+            r1 = vec4(v2.y, v2.w, v3.y, v3.w);
+        }
+        let k0 = filter_row(w0, w1, w2, i32(ir));
+        let k1 = filter_row(w0, w1, w2, i32(ir) - i32(SH));
+        let k2 = filter_row(w0, w1, w2, i32(ir) - 2 * i32(SH));
+        let k3 = filter_row(w0, w1, w2, i32(ir) - 3 * i32(SH));
+        a00 = taps(a00, l0, m0, r0, k0);
+        a01 = taps(a01, l1, m1, r1, k0);
+        a10 = taps(a10, l0, m0, r0, k1);
+        a11 = taps(a11, l1, m1, r1, k1);
+        a20 = taps(a20, l0, m0, r0, k2);
+        a21 = taps(a21, l1, m1, r1, k2);
+        a30 = taps(a30, l0, m0, r0, k3);
+        a31 = taps(a31, l1, m1, r1, k3);
+    }
+    put(a00, c, oy0, q0, wid.z, live);
+    put(a01, c, oy0, q0 + 1u, wid.z, live);
+    put(a10, c, oy0 + 1u, q0, wid.z, live);
+    put(a11, c, oy0 + 1u, q0 + 1u, wid.z, live);
+    put(a20, c, oy0 + 2u, q0, wid.z, live);
+    put(a21, c, oy0 + 2u, q0 + 1u, wid.z, live);
+    put(a30, c, oy0 + 3u, q0, wid.z, live);
+    put(a31, c, oy0 + 3u, q0 + 1u, wid.z, live);
+}
