@@ -76,8 +76,9 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("conv2d_first_3x3s2_3to64_112", "conv2d", Layer::new(&[3, 112, 112]).conv(64, 3, 2, 1, false, true)),
         ("pointwise_vec4_64to128_56", "pointwise_vec4", Layer::new(&[64, 56, 56]).conv(128, 1, 1, 0, false, true)),
         ("pointwise_128to512_7", "pointwise", Layer::new(&[128, 7, 7]).conv(512, 1, 1, 0, false, true)),
-        ("depthwise_s1_64_56", "depthwise_vec4", Layer::new(&[64, 56, 56]).conv(64, 3, 1, 1, true, true)),
-        ("depthwise_s2_128_56", "depthwise", Layer::new(&[128, 56, 56]).conv(128, 3, 2, 1, true, true)),
+        ("depthwise_s1_64_56", "depthwise3x3_vec4", Layer::new(&[64, 56, 56]).conv(64, 3, 1, 1, true, true)),
+        ("depthwise_s2_128_56", "depthwise3x3_vec4", Layer::new(&[128, 56, 56]).conv(128, 3, 2, 1, true, true)),
+        ("depthwise_s1_256_14", "depthwise3x3", Layer::new(&[256, 14, 14]).conv(256, 3, 1, 1, true, true)),
         ("gdconv_512_7x7", "gdconv", Layer::new(&[512, 7, 7]).conv(512, 7, 1, 0, true, false)),
         ("linear_512to128", "linear", Layer::new(&[512]).linear(128)),
     ]

@@ -1,15 +1,14 @@
 // Depthwise 3x3 convolution (one filter per channel) with left padding 1 and horizontal stride 1
-// or 2, on rows of a multiple of 4 pixels (input and output), with the fused bias/activation/
-// residual epilogue. One invocation computes ROWS = 4 output rows by 8 outputs (two vec4s) of one
-// channel of one sample. It walks the input rows those outputs read, (ROWS - 1) * SH + 3 of them,
-// loading each once as aligned vec4s (4 for stride 1, 5 for stride 2, zero outside the map), and
-// adds each row into every output row whose filter covers it: 6 loads an output row instead of
-// 12 (stride 1), and the 9 weights are loaded once for 32 outputs.
-// The shifted input vectors under each filter tap are register swizzles, and the accumulators
-// are named variables: on lavapipe, which runs invocations as SIMD lanes, a local array indexed
-// in a loop becomes per-lane memory traffic.
+// or 2, on rows of any width, with the fused bias/activation/residual epilogue: the scheme of
+// `depthwise3x3_vec4.wgsl` (which needs rows of a multiple of 4 pixels) with scalar loads and
+// stores. One invocation computes ROWS = 4 output rows by 8 outputs of one channel of one
+// sample. It walks the input rows those outputs read, (ROWS - 1) * SH + 3 of them, loading each
+// once (the 10 or 17 values under the 8 outputs, zero outside the map) and adding it into every
+// output row whose filter covers it; the 9 weights are loaded once for 32 outputs.
+// The accumulators are named variables: on lavapipe, which runs invocations as SIMD lanes, a
+// local array indexed in a loop becomes per-lane memory traffic.
 // Layouts: x [C, H_IN, W_IN], w [C, 1, 3, 3], y [C, H_OUT, W_OUT] per sample (workgroup_id.z);
-// p = [bias; C] ++ [prelu slope; C]. Needs W_IN % 4 == 0 and W_OUT % 4 == 0 (the compiler checks).
+// p = [bias; C] ++ [prelu slope; C].
 
 // mfn:constants
 alias stored = f32;
@@ -30,10 +29,8 @@ const WG: u32 = 64u;
 
 /// Output rows one invocation computes.
 const ROWS: u32 = 4u;
-const W_IN4: u32 = W_IN / 4u;
-const W_OUT4: u32 = W_OUT / 4u;
-/// Invocations per band of ROWS output rows: 8 outputs (2 vec4) each.
-const OX_CHUNKS: u32 = (W_OUT4 + 1u) / 2u;
+/// Invocations per band of ROWS output rows: 8 outputs each.
+const OX_CHUNKS: u32 = (W_OUT + 7u) / 8u;
 const OY_CHUNKS: u32 = (H_OUT + ROWS - 1u) / ROWS;
 const THREADS: u32 = C * OY_CHUNKS * OX_CHUNKS;
 /// Input rows the ROWS output rows read.
@@ -43,26 +40,26 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
+@group(0) @binding(0) var<storage, read> x: array<stored>;
 @group(0) @binding(1) var<storage, read> w: array<stored>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
-@group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-fn epilogue(acc: vec4<f32>, c: u32, i: u32) -> vec4<f32> {
+fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
     var v = acc + p[c];
-    if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
-    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= vec4(0.0)); }
-    if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
+    if ACT == ACT_RELU { v = max(v, 0.0); }
+    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= 0.0); }
+    if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
+    if HAS_RESIDUAL { v += f32(r[i]); }
     return v;
 }
 
-/// The vec4 of input row `row` (vec4 index) at vec4 column `q`, zero outside the map.
-fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
-    let v = vec4<f32>(x[row + u32(clamp(q, 0, i32(W_IN4) - 1))]);
-    return select(vec4(0.0), v, row_ok && q >= 0 && q < i32(W_IN4));
+/// Input column `ix` of row `row` (element index of its first pixel), zero outside the map.
+fn load(row: u32, ix: i32, row_ok: bool) -> f32 {
+    let v = f32(x[row + u32(clamp(ix, 0, i32(W_IN) - 1))]);
+    return select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
 }
 
 /// Filter row `ky` as (w[ky][0], w[ky][1], w[ky][2]); zero when `ky` is outside 0..3, so an input
@@ -77,11 +74,13 @@ fn taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, k: ve
     return fma(left, vec4(k.x), fma(mid, vec4(k.y), fma(right, vec4(k.z), acc)));
 }
 
-/// Writes output vec4 `q` of row `oy`.
-fn put(acc: vec4<f32>, c: u32, oy: u32, q: u32, sample: u32, live: bool) {
-    let i = ((sample * C + c) * H_OUT + oy) * W_OUT4 + q;
-    if live && oy < H_OUT && q < W_OUT4 {
-        y[i] = vec4<stored>(epilogue(acc, c, i));
+/// Writes outputs ox .. ox + 3 (those inside the row) of row `oy`.
+fn put(acc: vec4<f32>, c: u32, oy: u32, ox: u32, sample: u32, live: bool) {
+    let row = ((sample * C + c) * H_OUT + oy) * W_OUT;
+    for (var j = 0u; j < 4u; j++) {
+        if live && oy < H_OUT && ox + j < W_OUT {
+            y[row + ox + j] = stored(epilogue(acc[j], c, row + ox + j));
+        }
     }
 }
 
@@ -94,12 +93,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = min(t0, THREADS - 1u);
     let c = t / (OY_CHUNKS * OX_CHUNKS);
     let oy0 = ((t / OX_CHUNKS) % OY_CHUNKS) * ROWS;
-    let q0 = (t % OX_CHUNKS) * 2u;
-    let x0 = (wid.z * C + c) * H_IN * W_IN4;
+    let ox0 = (t % OX_CHUNKS) * 8u;
+    let x0 = (wid.z * C + c) * H_IN * W_IN;
     let w0 = vec3(f32(w[c * 9u]), f32(w[c * 9u + 1u]), f32(w[c * 9u + 2u]));
     let w1 = vec3(f32(w[c * 9u + 3u]), f32(w[c * 9u + 4u]), f32(w[c * 9u + 5u]));
     let w2 = vec3(f32(w[c * 9u + 6u]), f32(w[c * 9u + 7u]), f32(w[c * 9u + 8u]));
-    // a<row><half>: output row oy0 + row, output vec4 q0 + half.
+    // a<row><half>: output row oy0 + row, outputs ox0 + 4 * half .. + 3.
     var a00 = vec4(0.0);
     var a01 = vec4(0.0);
     var a10 = vec4(0.0);
@@ -111,8 +110,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ir = 0u; ir < IN_ROWS; ir++) {
         let iy = i32(oy0 * SH + ir) - i32(PAD_T);
         let row_ok = iy >= 0 && iy < i32(H_IN);
-        let row = x0 + u32(clamp(iy, 0, i32(H_IN) - 1)) * W_IN4;
-        // The inputs under output vec4 `half` at horizontal offsets -1, 0, +1 (padding 1).
+        let row = x0 + u32(clamp(iy, 0, i32(H_IN) - 1)) * W_IN;
+        // The inputs under outputs ox0 + 4 * half .. + 3 at horizontal offsets -1, 0, +1
+        // (padding 1): input columns ix0 - 1 + SW * j + offset.
+        let ix0 = i32(ox0 * SW);
         var l0: vec4<f32>;
         var m0: vec4<f32>;
         var r0: vec4<f32>;
@@ -120,29 +121,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var m1: vec4<f32>;
         var r1: vec4<f32>;
         if SW == 1u {
-            let l = load(row, i32(q0) - 1, row_ok);
-            let a = load(row, i32(q0), row_ok);
-            let b = load(row, i32(q0) + 1, row_ok);
-            let e = load(row, i32(q0) + 2, row_ok);
-            l0 = vec4(l.w, a.xyz);
-            m0 = a;
-            r0 = vec4(a.yzw, b.x);
-            l1 = vec4(a.w, b.xyz);
-            m1 = b;
-            r1 = vec4(b.yzw, e.x);
+            // v<j>: column ix0 - 1 + j.
+            let v0 = load(row, ix0 - 1, row_ok);
+            let v1 = load(row, ix0, row_ok);
+            let v2 = load(row, ix0 + 1, row_ok);
+            let v3 = load(row, ix0 + 2, row_ok);
+            let v4 = load(row, ix0 + 3, row_ok);
+            let v5 = load(row, ix0 + 4, row_ok);
+            let v6 = load(row, ix0 + 5, row_ok);
+            let v7 = load(row, ix0 + 6, row_ok);
+            let v8 = load(row, ix0 + 7, row_ok);
+            let v9 = load(row, ix0 + 8, row_ok);
+            l0 = vec4(v0, v1, v2, v3);
+            m0 = vec4(v1, v2, v3, v4);
+            r0 = vec4(v2, v3, v4, v5);
+            l1 = vec4(v4, v5, v6, v7);
+            m1 = vec4(v5, v6, v7, v8);
+            r1 = vec4(v6, v7, v8, v9);
         } else {
-            let q = 2 * i32(q0);
-            let l = load(row, q - 1, row_ok);
-            let v0 = load(row, q, row_ok);
-            let v1 = load(row, q + 1, row_ok);
-            let v2 = load(row, q + 2, row_ok);
-            let v3 = load(row, q + 3, row_ok);
-            l0 = vec4(l.w, v0.y, v0.w, v1.y);
-            m0 = vec4(v0.x, v0.z, v1.x, v1.z);
-            r0 = vec4(v0.y, v0.w, v1.y, v1.w);
-            l1 = vec4(v1.w, v2.y, v2.w, v3.y);
-            m1 = vec4(v2.x, v2.z, v3.x, v3.z);
-            r1 = vec4(v2.y, v2.w, v3.y, v3.w);
+            // e<j>, o<j>: columns ix0 + 2j and ix0 + 2j - 1.
+            let o0 = load(row, ix0 - 1, row_ok);
+            let e0 = load(row, ix0, row_ok);
+            let o1 = load(row, ix0 + 1, row_ok);
+            let e1 = load(row, ix0 + 2, row_ok);
+            let o2 = load(row, ix0 + 3, row_ok);
+            let e2 = load(row, ix0 + 4, row_ok);
+            let o3 = load(row, ix0 + 5, row_ok);
+            let e3 = load(row, ix0 + 6, row_ok);
+            let o4 = load(row, ix0 + 7, row_ok);
+            let e4 = load(row, ix0 + 8, row_ok);
+            let o5 = load(row, ix0 + 9, row_ok);
+            let e5 = load(row, ix0 + 10, row_ok);
+            let o6 = load(row, ix0 + 11, row_ok);
+            let e6 = load(row, ix0 + 12, row_ok);
+            let o7 = load(row, ix0 + 13, row_ok);
+            let e7 = load(row, ix0 + 14, row_ok);
+            let o8 = load(row, ix0 + 15, row_ok);
+            l0 = vec4(o0, o1, o2, o3);
+            m0 = vec4(e0, e1, e2, e3);
+            r0 = vec4(o1, o2, o3, o4);
+            l1 = vec4(o4, o5, o6, o7);
+            m1 = vec4(e4, e5, e6, e7);
+            r1 = vec4(o5, o6, o7, o8);
         }
         let k0 = filter_row(w0, w1, w2, i32(ir));
         let k1 = filter_row(w0, w1, w2, i32(ir) - i32(SH));
@@ -157,12 +177,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         a30 = taps(a30, l0, m0, r0, k3);
         a31 = taps(a31, l1, m1, r1, k3);
     }
-    put(a00, c, oy0, q0, wid.z, live);
-    put(a01, c, oy0, q0 + 1u, wid.z, live);
-    put(a10, c, oy0 + 1u, q0, wid.z, live);
-    put(a11, c, oy0 + 1u, q0 + 1u, wid.z, live);
-    put(a20, c, oy0 + 2u, q0, wid.z, live);
-    put(a21, c, oy0 + 2u, q0 + 1u, wid.z, live);
-    put(a30, c, oy0 + 3u, q0, wid.z, live);
-    put(a31, c, oy0 + 3u, q0 + 1u, wid.z, live);
+    put(a00, c, oy0, ox0, wid.z, live);
+    put(a01, c, oy0, ox0 + 4u, wid.z, live);
+    put(a10, c, oy0 + 1u, ox0, wid.z, live);
+    put(a11, c, oy0 + 1u, ox0 + 4u, wid.z, live);
+    put(a20, c, oy0 + 2u, ox0, wid.z, live);
+    put(a21, c, oy0 + 2u, ox0 + 4u, wid.z, live);
+    put(a30, c, oy0 + 3u, ox0, wid.z, live);
+    put(a31, c, oy0 + 3u, ox0 + 4u, wid.z, live);
 }

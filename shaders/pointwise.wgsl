@@ -1,11 +1,16 @@
-// Pointwise (1x1, stride 1, no padding) convolution, a GEMM y[co, p] = sum_ci w[co, ci] x[ci, p];
-// the general case (shaders/pointwise_vec4.wgsl takes feature maps of a multiple of 4 pixels).
-// Each invocation computes a tile of CO_TILE output channels by PX_TILE pixels (PX_CHUNKS apart)
-// of one sample; the invocations of a dispatch cover (block of output channels, pixel) pairs
-// densely, so small feature maps leave no lanes idle. Neighbouring invocations take neighbouring
-// pixels, so input loads are contiguous across the workgroup. The compiler stores the weights
-// transposed and packed, w[ci][co / 4] as vec4 (zero-padded past C_OUT), so each is one load.
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z);
+// Pointwise (1x1, stride 1, no padding) convolution, a GEMM y[co, p] = sum_ci w[co, ci] x[ci, p]:
+// the kernel for feature maps of any size, made for small ones (MobileFaceNet's 7x7), where
+// pixels are too few to give every invocation its own (`pointwise_vec4.wgsl` does that for maps
+// of a multiple of 4 pixels). A workgroup computes PX = 8 pixels of one sample; each invocation
+// computes its group of 4 output channels at those 8 pixels. Per input channel it makes one vec4
+// load of its weights and 8 loads of the (shared) inputs for 32 multiply-adds.
+// `pointwise_subgroup.wgsl` is the same kernel, dispatch for dispatch, with the inputs shared
+// across a subgroup instead of loaded by every invocation; the runtime uses it where the device
+// has subgroups of at least 8 invocations.
+// The accumulators are named matrices, never a local array indexed in a loop: on lavapipe, which
+// runs invocations as SIMD lanes, that becomes per-lane memory traffic.
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); the compiler packs w as
+// [C_IN, C_OUT rounded up to 4] (zero-padded) so an invocation's 4 weights are one vec4 load;
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
@@ -20,15 +25,13 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-/// Output channels of an invocation's tile (a multiple of 4; the compiler pads the weights to it).
-const CO_TILE: u32 = 8u;
-const CO_VECS: u32 = CO_TILE / 4u;
-const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
-const PX_TILE: u32 = 4u;
-/// Invocations per block of output channels: each takes PX_TILE pixels PX_CHUNKS apart.
-const PX_CHUNKS: u32 = (HW + PX_TILE - 1u) / PX_TILE;
-/// vec4 columns of one packed weight row (w[ci][..]).
-const W_ROW: u32 = CO_BLOCKS * CO_VECS;
+/// Pixels an invocation computes.
+const PX: u32 = 8u;
+/// Groups of 4 output channels: one an invocation.
+const CO4: u32 = (C_OUT + 3u) / 4u;
+/// Workgroups across the output channels, and across the pixels.
+const CO_GROUPS: u32 = (CO4 + WG - 1u) / WG;
+const PX_GROUPS: u32 = (HW + PX - 1u) / PX;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -50,45 +53,73 @@ fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
     return v;
 }
 
-fn store(acc: vec4<f32>, co0: u32, pix: u32, n: u32) {
-    if pix >= HW { return; }
-    for (var t = 0u; t < 4u; t++) {
-        let co = co0 + t;
-        if co < C_OUT {
-            let i = (n * C_OUT + co) * HW + pix;
-            y[i] = stored(epilogue(acc[t], co, i));
+/// The accumulators of an invocation: column k of `lo` (of `hi`) holds its 4 output channels at
+/// pixel p0 + k (p0 + 4 + k).
+struct Tile {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+}
+
+/// Where an invocation reads: input channel 0 of its sample and the workgroup's first pixel, and
+/// its group of 4 output channels.
+struct At {
+    x: u32,
+    co4: u32,
+}
+
+fn mac(acc: mat4x4<f32>, xs: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(fma(vec4(xs.x), wv, acc[0]), fma(vec4(xs.y), wv, acc[1]), fma(vec4(xs.z), wv, acc[2]), fma(vec4(xs.w), wv, acc[3]));
+}
+
+/// `t` plus input channel `ci`.
+fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
+    let wv = vec4<f32>(w[ci * CO4 + at.co4]);
+    let xs = pixels(at.x + ci * HW);
+    return Tile(mac(t.lo, xs[0], wv), mac(t.hi, xs[1], wv));
+}
+
+/// Writes the invocation's channels (those below C_OUT) at pixels p .. p + 3 (those inside the map).
+fn put(acc: mat4x4<f32>, co4: u32, p: u32, sample: u32, live: bool) {
+    for (var k = 0u; k < 4u; k++) {
+        for (var j = 0u; j < 4u; j++) {
+            let co = 4u * co4 + j;
+            let i = (sample * C_OUT + co) * HW + p + k;
+            if live && co < C_OUT && p + k < HW {
+                y[i] = stored(epilogue(acc[k][j], co, i));
+            }
         }
     }
+}
+
+/// Input `row` + k for k in 0..8 (`row`: the workgroup's first pixel of one input channel), the
+/// map's last pixel past its end.
+fn pixels(row: u32) -> array<vec4<f32>, 2> {
+    let last = row - row % HW + HW - 1u;
+    return array(
+        vec4(f32(x[min(row, last)]), f32(x[min(row + 1u, last)]), f32(x[min(row + 2u, last)]), f32(x[min(row + 3u, last)])),
+        vec4(f32(x[min(row + 4u, last)]), f32(x[min(row + 5u, last)]), f32(x[min(row + 6u, last)]), f32(x[min(row + 7u, last)])),
+    );
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let t = (wid.x + wid.y * nwg.x) * WG + lid;
-    if t >= CO_BLOCKS * PX_CHUNKS { return; }
-    let block = t / PX_CHUNKS;
-    var pix: array<u32, PX_TILE>;
-    var xi: array<u32, PX_TILE>;
-    for (var k = 0u; k < PX_TILE; k++) {
-        pix[k] = t % PX_CHUNKS + k * PX_CHUNKS;
-        xi[k] = wid.z * C_IN * HW + min(pix[k], HW - 1u);
+    // The pixels are the workgroup's, the channels the invocation's. Spare invocations compute
+    // clamped channels and store nothing.
+    let g = wid.x + wid.y * nwg.x;
+    let p0 = (g % PX_GROUPS) * PX;
+    let co4 = min(g / PX_GROUPS, CO_GROUPS - 1u) * WG + lid;
+    let live = g < CO_GROUPS * PX_GROUPS && co4 < CO4;
+    let at = At(wid.z * C_IN * HW + p0, min(co4, CO4 - 1u));
+    // Four input channels an iteration: the loop-carried tile is written once per iteration
+    // (lavapipe masks every write to a variable that lives across iterations).
+    var t = Tile();
+    for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
+        t = accumulate(accumulate(accumulate(accumulate(t, ci, at), ci + 1u, at), ci + 2u, at), ci + 3u, at);
     }
-    var acc: array<vec4<f32>, CO_VECS * PX_TILE>;
-    for (var ci = 0u; ci < C_IN; ci++) {
-        var wv: array<vec4<f32>, CO_VECS>;
-        for (var j = 0u; j < CO_VECS; j++) {
-            wv[j] = vec4<f32>(w[ci * W_ROW + block * CO_VECS + j]);
-        }
-        for (var k = 0u; k < PX_TILE; k++) {
-            let xv = f32(x[xi[k] + ci * HW]);
-            for (var j = 0u; j < CO_VECS; j++) {
-                acc[k * CO_VECS + j] += xv * wv[j];
-            }
-        }
+    for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
+        t = accumulate(t, ci, at);
     }
-    for (var k = 0u; k < PX_TILE; k++) {
-        for (var j = 0u; j < CO_VECS; j++) {
-            store(acc[k * CO_VECS + j], block * CO_TILE + 4u * j, pix[k], wid.z);
-        }
-    }
+    put(t.lo, co4, p0, wid.z, live);
+    put(t.hi, co4, p0 + 4u, wid.z, live);
 }

@@ -112,9 +112,13 @@ fn conv_template(c_in: usize, hw: [usize; 2], out_w: usize, spec: &ConvSpec, pad
     let rows_of_vec4 = hw[1].is_multiple_of(4) && out_w.is_multiple_of(4);
     if depthwise && pads == [0; 4] && spec.kernel == hw {
         "gdconv"
-    } else if depthwise && rows_of_vec4 && spec.kernel == [3, 3] && pads[1] == 1 && matches!(spec.stride[1], 1 | 2) {
+    } else if depthwise && spec.kernel == [3, 3] && pads[1] == 1 && matches!(spec.stride[1], 1 | 2) {
         // 3x3, left padding 1, horizontal stride 1 or 2: four output rows an invocation.
-        "depthwise3x3"
+        if rows_of_vec4 {
+            "depthwise3x3_vec4"
+        } else {
+            "depthwise3x3"
+        }
     } else if depthwise && rows_of_vec4 && spec.stride[1] == 1 && pads[1] <= 4 && spec.kernel[1] <= 5 + pads[1] {
         "depthwise_vec4"
     } else if depthwise {
@@ -617,29 +621,50 @@ fn conv_extras() {
         Case::new(
             "depthwise 3x3 same, 3 vec4s a row, 5 rows (a partial band of 4)",
             Net::new(7, &[6, 5, 12]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)),
-            &["depthwise3x3"],
+            &["depthwise3x3_vec4"],
         )
         .batch(3),
         Case::new(
             "depthwise 3x3 stride 2, 16 -> 8 columns, 9 -> 5 rows",
             Net::new(10, &[5, 9, 16]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
-            &["depthwise3x3"],
+            &["depthwise3x3_vec4"],
         )
         .batch(2),
         Case::new(
             "depthwise 3x3 stride 2, 24 -> 12 columns (3 vec4s: a half-empty chunk)",
             Net::new(11, &[3, 8, 24]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
-            &["depthwise3x3"],
+            &["depthwise3x3_vec4"],
         ),
         Case::new(
             "depthwise 3x3 strides 2x1, pads top 0 bottom 2",
             Net::new(12, &[4, 11, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(2, 1).pad(Pad::Explicit([0, 1, 2, 1]))),
+            &["depthwise3x3_vec4"],
+        ),
+        Case::new(
+            "depthwise 3x3 stride 2 on rows of 14 (MobileFaceNet's 14x14 -> 7x7)",
+            Net::new(17, &[6, 14, 14]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
+            &["depthwise3x3"],
+        )
+        .batch(2),
+        Case::new(
+            "depthwise 3x3 stride 2 on rows of 18 -> 9 (a chunk of 8 and one of 1)",
+            Net::new(20, &[3, 9, 18]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
+            &["depthwise3x3"],
+        ),
+        Case::new(
+            "depthwise 3x3 on rows of 10 (a chunk of 8 and one of 2), 9 rows",
+            Net::new(18, &[5, 9, 10]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)),
+            &["depthwise3x3"],
+        ),
+        Case::new(
+            "depthwise 3x3 strides 2x1 on rows of 7, pads top 0 bottom 2",
+            Net::new(19, &[4, 11, 7]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(2, 1).pad(Pad::Explicit([0, 1, 2, 1]))),
             &["depthwise3x3"],
         ),
         Case::new(
             "depthwise 3x3 strides 1x2, no right padding",
             Net::new(13, &[4, 6, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(1, 2).pad(Pad::Explicit([1, 1, 1, 0]))),
-            &["depthwise3x3"],
+            &["depthwise3x3_vec4"],
         ),
         Case::new(
             "vec4 depthwise 5x3, no padding, stride 2x1",
@@ -654,6 +679,9 @@ fn conv_extras() {
         Case::new("vec4 pointwise, batch 3 in submissions of 2", Net::new(6, &[13, 4, 5]).conv(ConvSpec::new(11, 1)), &["pointwise_vec4"])
             .batch(3)
             .max_batch(2),
+        Case::new("pointwise 7x7, 6 -> 300 (2 workgroups of 64 across the channels)", Net::new(21, &[6, 7, 7]).conv(ConvSpec::new(300, 1)), &["pointwise"])
+            .batch(2),
+        Case::new("pointwise 3x3, 9 -> 2 (a workgroup of 8, one invocation live)", Net::new(22, &[9, 3, 3]).conv(ConvSpec::new(2, 1)), &["pointwise"]),
         Case::new("vec4 pointwise, 3 workgroups of 32 a tile, 2 tiles", Net::new(14, &[6, 24, 24]).conv(ConvSpec::new(21, 1)), &["pointwise_vec4"]),
         Case::new("vec4 pointwise, 2 workgroups of 64 a tile, 2 tiles", Net::new(15, &[5, 24, 40]).conv(ConvSpec::new(20, 1)), &["pointwise_vec4"])
             .batch(2),
@@ -676,10 +704,10 @@ fn conv_bn_activation_epilogues() {
     type Layer = (&'static str, [usize; 3], ConvSpec, &'static str);
     let layers: [Layer; 7] = [
         ("pointwise 5->13", [5, 7, 9], ConvSpec::new(13, 1).no_bias(), "pointwise"),
-        ("depthwise 3x3", [13, 9, 7], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise"),
+        ("depthwise 3x3", [13, 9, 7], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise3x3"),
         ("pointwise vec4 6->21", [6, 4, 6], ConvSpec::new(21, 1), "pointwise_vec4"),
-        ("depthwise 3x3 on vec4 rows", [13, 6, 8], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise3x3"),
-        ("depthwise 3x3 s2 on vec4 rows", [7, 6, 16], ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1), "depthwise3x3"),
+        ("depthwise 3x3 on vec4 rows", [13, 6, 8], ConvSpec::new(0, 3).group(Group::Depthwise).same(1).no_bias(), "depthwise3x3_vec4"),
+        ("depthwise 3x3 s2 on vec4 rows", [7, 6, 16], ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1), "depthwise3x3_vec4"),
         ("dense 3x3 s2", [5, 13, 13], ConvSpec::new(3, 3).stride(2).pad(Pad::Auto("SAME_UPPER")), "conv2d"),
         ("gdconv 7x7", [13, 7, 7], ConvSpec::new(0, 7).group(Group::Depthwise).no_bias(), "gdconv"),
     ];
@@ -701,7 +729,7 @@ fn conv_bn_activation_epilogues() {
     cases.push(Case::new("conv + Clip min only (opset 9)", &mut net, &["conv2d"]).dump_has("act=clip"));
     let mut net = Net::new(52, &[13, 9, 7]);
     net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)).clip(None, Some(0.25));
-    cases.push(Case::new("depthwise + Clip max only (opset 11 inputs)", &mut net, &["depthwise"]).dump_has("act=clip"));
+    cases.push(Case::new("depthwise + Clip max only (opset 11 inputs)", &mut net, &["depthwise3x3"]).dump_has("act=clip"));
     run_cases(cases);
 }
 
@@ -714,14 +742,14 @@ fn inverted_residual_blocks() {
         let mut net = Net::new(60 + i as u64, &[3, 13, 13]);
         net.conv(ConvSpec::new(5, 3).stride(2).same(1).no_bias()).bn().act(Activation::PRelu);
         net.bottleneck(2, skip_first).bottleneck(3, !skip_first);
-        let templates = ["conv2d", "pointwise", "depthwise", "pointwise", "pointwise", "depthwise", "pointwise"];
+        let templates = ["conv2d", "pointwise", "depthwise3x3", "pointwise", "pointwise", "depthwise3x3", "pointwise"];
         let case = Case::new(format!("stem + 2 bottlenecks (shortcut first: {skip_first})"), &mut net, &templates);
         cases.push(case.batch(3).dump_has("+residual").dump_lacks("Add("));
     }
     // A block straight on the graph input: the residual binding is the input buffer.
     let mut net = Net::new(62, &[5, 7, 9]);
     net.bottleneck(2, false);
-    cases.push(Case::new("bottleneck on the graph input", &mut net, &["pointwise", "depthwise", "pointwise"]).dump_has("+residual"));
+    cases.push(Case::new("bottleneck on the graph input", &mut net, &["pointwise", "depthwise3x3", "pointwise"]).dump_has("+residual"));
     run_cases(cases);
 }
 
@@ -909,7 +937,7 @@ fn residual_variants() {
     cases.push(Case::new("Relu after the Add", &mut net, &["conv2d", "elementwise"]).batch(3).dump_has("+residual"));
     let mut net = Net::new(163, &[6, 7, 12]);
     net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)).act(Activation::PRelu).binary("Add", "x");
-    cases.push(Case::new("depthwise 3x3 + PRelu + Add", &mut net, &["depthwise3x3"]).batch(2).dump_has("+residual"));
+    cases.push(Case::new("depthwise 3x3 + PRelu + Add", &mut net, &["depthwise3x3_vec4"]).batch(2).dump_has("+residual"));
     // The shortcut is computed by a node that comes after the conv in the model.
     let mut net = Net::new(162, &[5, 7, 9]);
     net.conv(ConvSpec::new(5, 1));

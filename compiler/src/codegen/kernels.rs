@@ -78,9 +78,9 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
 }
 
 /// Output channels one invocation of the pointwise kernel computes.
-const POINTWISE_CO_TILE: usize = 8;
-/// Pixels one invocation of the pointwise kernel computes.
-const POINTWISE_PX_TILE: usize = 4;
+const POINTWISE_CO_TILE: usize = 4;
+/// Pixels one workgroup of the pointwise kernel computes.
+const POINTWISE_PX_TILE: usize = 8;
 /// Output channels one workgroup of the vec4 pointwise kernel computes.
 const POINTWISE_VEC4_CO_TILE: usize = 16;
 /// Pixel vec4s one invocation of the vec4 pointwise kernel computes.
@@ -103,6 +103,13 @@ fn conv2d_co_tile(c_out_per_group: usize) -> usize {
 fn pointwise_vec4_workgroup(px_chunks: usize) -> u32 {
     let idle = |wg: usize| px_chunks.div_ceil(wg) * wg - px_chunks;
     if idle(32) < idle(WORKGROUP as usize) { 32 } else { WORKGROUP }
+}
+
+/// Workgroup size of the pointwise kernel for `co4` groups of 4 output channels (one an
+/// invocation): the next power of two, from 8 (a subgroup: the subgroup variant broadcasts from
+/// lanes 0..8) to 64.
+fn pointwise_workgroup(co4: usize) -> u32 {
+    co4.next_power_of_two().clamp(8, WORKGROUP as usize) as u32
 }
 
 /// `[C_out, C_in]` -> `[C_in, C_out rounded up to the tile]`, zero-padded: the pointwise kernels
@@ -175,7 +182,10 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                     // Counted in invocations of WORKGROUP-sized groups: threads_to_groups gives `groups`.
                     (Template::PointwiseVec4, k, groups * WORKGROUP as usize)
                 } else {
-                    (Template::Pointwise, k, c_out.div_ceil(POINTWISE_CO_TILE) * hw_out.div_ceil(POINTWISE_PX_TILE))
+                    // A workgroup: PX_TILE pixels by one group of 4 output channels an invocation.
+                    let wg = pointwise_workgroup(c_out.div_ceil(POINTWISE_CO_TILE));
+                    let groups = c_out.div_ceil(POINTWISE_CO_TILE).div_ceil(wg as usize) * hw_out.div_ceil(POINTWISE_PX_TILE);
+                    (Template::Pointwise, k, groups * WORKGROUP as usize)
                 }
             } else {
                 let depthwise = conv.is_depthwise(c_in, c_out) && conv.prologue.is_none();
@@ -201,10 +211,11 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 };
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
-                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride[1], 1 | 2) && rows_of_vec4 {
+                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride[1], 1 | 2) {
+                    // Four output rows by 8 outputs an invocation.
                     k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
-                    let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * (y[3] / 4).div_ceil(2);
-                    (Template::Depthwise3x3, k, threads)
+                    let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * y[3].div_ceil(8);
+                    (if rows_of_vec4 { Template::Depthwise3x3Vec4 } else { Template::Depthwise3x3 }, k, threads)
                 } else if depthwise && conv.stride[1] == 1 && rows_of_vec4 && pad_l <= 4 && kw <= 5 + pad_l {
                     k.retain(|(name, _)| *name != "SW");
                     (Template::DepthwiseVec4, k, c_out * y[2] * (y[3] / 4).div_ceil(2))
@@ -213,7 +224,11 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 }
             };
             constants.extend(epilogue_constants(e));
-            let wg = if template == Template::PointwiseVec4 { pointwise_vec4_workgroup((hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS)) } else { WORKGROUP };
+            let wg = match template {
+                Template::PointwiseVec4 => pointwise_vec4_workgroup((hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS)),
+                Template::Pointwise => pointwise_workgroup(c_out.div_ceil(POINTWISE_CO_TILE)),
+                _ => WORKGROUP,
+            };
             constants.push(("WG", Const::U32(wg)));
             let mut binds = layer_binds(graph, node, params, e.residual);
             if let Bind::Data(_, w) = &mut binds[1] {

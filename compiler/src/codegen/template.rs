@@ -12,10 +12,15 @@ pub enum Template {
     Depthwise,
     /// The depthwise convolution of horizontal stride 1 on rows of a multiple of 4 pixels.
     DepthwiseVec4,
-    /// The depthwise 3x3 convolution of left padding 1 and horizontal stride 1 or 2 on rows of a
-    /// multiple of 4 pixels, four output rows an invocation.
+    /// The depthwise 3x3 convolution of left padding 1 and horizontal stride 1 or 2, four output
+    /// rows an invocation.
     Depthwise3x3,
+    /// [`Template::Depthwise3x3`] on rows of a multiple of 4 pixels (vec4 loads and stores).
+    Depthwise3x3Vec4,
     Pointwise,
+    /// [`Template::Pointwise`] with the inputs shared across a subgroup: its
+    /// [`Template::subgroup_variant`].
+    PointwiseSubgroup,
     /// The pointwise convolution of feature maps of a multiple of 4 pixels (vec4 activations).
     PointwiseVec4,
     /// [`Template::PointwiseVec4`] with the weights shared across a subgroup: its
@@ -31,12 +36,14 @@ pub enum Template {
 }
 
 impl Template {
-    pub const ALL: [Template; 14] = [
+    pub const ALL: [Template; 16] = [
         Template::Conv2d,
         Template::Depthwise,
         Template::DepthwiseVec4,
         Template::Depthwise3x3,
+        Template::Depthwise3x3Vec4,
         Template::Pointwise,
+        Template::PointwiseSubgroup,
         Template::PointwiseVec4,
         Template::PointwiseVec4Subgroup,
         Template::GdConv,
@@ -54,7 +61,9 @@ impl Template {
             Template::Depthwise => "depthwise",
             Template::DepthwiseVec4 => "depthwise_vec4",
             Template::Depthwise3x3 => "depthwise3x3",
+            Template::Depthwise3x3Vec4 => "depthwise3x3_vec4",
             Template::Pointwise => "pointwise",
+            Template::PointwiseSubgroup => "pointwise_subgroup",
             Template::PointwiseVec4 => "pointwise_vec4",
             Template::PointwiseVec4Subgroup => "pointwise_vec4_subgroup",
             Template::GdConv => "gdconv",
@@ -73,7 +82,9 @@ impl Template {
             Template::Depthwise => include_str!("../../../shaders/depthwise.wgsl"),
             Template::DepthwiseVec4 => include_str!("../../../shaders/depthwise_vec4.wgsl"),
             Template::Depthwise3x3 => include_str!("../../../shaders/depthwise3x3.wgsl"),
+            Template::Depthwise3x3Vec4 => include_str!("../../../shaders/depthwise3x3_vec4.wgsl"),
             Template::Pointwise => include_str!("../../../shaders/pointwise.wgsl"),
+            Template::PointwiseSubgroup => include_str!("../../../shaders/pointwise_subgroup.wgsl"),
             Template::PointwiseVec4 => include_str!("../../../shaders/pointwise_vec4.wgsl"),
             Template::PointwiseVec4Subgroup => include_str!("../../../shaders/pointwise_vec4_subgroup.wgsl"),
             Template::GdConv => include_str!("../../../shaders/gdconv.wgsl"),
@@ -91,6 +102,7 @@ impl Template {
     /// invocations.
     pub fn subgroup_variant(self) -> Option<Template> {
         match self {
+            Template::Pointwise => Some(Template::PointwiseSubgroup),
             Template::PointwiseVec4 => Some(Template::PointwiseVec4Subgroup),
             _ => None,
         }

@@ -1,11 +1,3 @@
----
-source: compiler/tests/emit.rs
-expression: text
----
-// mfn kernel k01_depthwise3x3: template shaders/depthwise3x3.wgsl, workgroup size 64
-// 1 dispatch (shapes a sample, [N,..] for a batch of N; workgroups x*y*N; bytes a sample, weights once):
-//   step 1: Conv_3
-//     in [8,4,4] -> out [8,4,4]; workgroups 1x1xN; 1152 multiply-adds; reads 512 B + 352 B weights, writes 512 B
 // Depthwise 3x3 convolution (one filter per channel) with left padding 1 and horizontal stride 1
 // or 2, on rows of a multiple of 4 pixels (input and output), with the fused bias/activation/
 // residual epilogue. One invocation computes ROWS = 4 output rows by 8 outputs (two vec4s) of one
@@ -19,13 +11,13 @@ expression: text
 // Layouts: x [C, H_IN, W_IN], w [C, 1, 3, 3], y [C, H_OUT, W_OUT] per sample (workgroup_id.z);
 // p = [bias; C] ++ [prelu slope; C]. Needs W_IN % 4 == 0 and W_OUT % 4 == 0 (the compiler checks).
 
-// mfn:specialised
+// mfn:constants
 alias stored = f32;
-const C: u32 = 8u;
-const H_IN: u32 = 4u;
-const W_IN: u32 = 4u;
-const H_OUT: u32 = 4u;
-const W_OUT: u32 = 4u;
+const C: u32 = 4u;
+const H_IN: u32 = 8u;
+const W_IN: u32 = 8u;
+const H_OUT: u32 = 8u;
+const W_OUT: u32 = 8u;
 const SH: u32 = 1u;
 const SW: u32 = 1u;
 const PAD_T: u32 = 1u;
@@ -34,6 +26,7 @@ const CLIP_MIN: f32 = 0.0;
 const CLIP_MAX: f32 = 6.0;
 const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
+// mfn:end-constants
 
 /// Output rows one invocation computes.
 const ROWS: u32 = 4u;
