@@ -1,5 +1,5 @@
 //! What wgpu reports goes through our API: a device destroyed between runs makes `Session::run`
-//! return an error (no panic, no hang), and a program wgpu refuses (invalid WGSL, a bind group
+//! return `RuntimeError::DeviceLost` (no panic, no hang), and a program wgpu refuses (invalid WGSL, a bind group
 //! that does not match its layout) is a `RuntimeError::Gpu`, not a panic of wgpu's default
 //! error handler.
 
@@ -55,13 +55,35 @@ fn a_destroyed_device_is_an_error_not_a_panic_or_hang() {
     let (result, again) = within_a_minute("run after destroy", move || (session.run(&input), session.run(&input)));
     for (i, r) in [result, again].into_iter().enumerate() {
         match r {
-            Err(e @ (RuntimeError::Gpu { .. } | RuntimeError::Readback(_))) => eprintln!("run {i} after destroy: {e}"),
+            Err(e @ RuntimeError::DeviceLost { .. }) => eprintln!("run {i} after destroy: {e}"),
             Err(e) => panic!("run {i} after destroy: unexpected error kind: {e}"),
             Ok(out) => panic!("run {i} after destroy returned {} values (first run: {})", out.len(), first.len()),
         }
     }
     let reason = lost.lock().unwrap().clone();
     assert!(matches!(reason, Some((wgpu::DeviceLostReason::Destroyed, _))), "device lost callback: {reason:?}");
+}
+
+/// The session's own device (`Session::new`): its loss callback is the session's, and the error
+/// carries wgpu's reason.
+#[test]
+fn the_loss_of_a_sessions_own_device_is_reported_with_its_reason() {
+    let program = common::compile(&model());
+    let Some(session) = common::session(&program, 2) else { return };
+    let input = Rng::new(2).normal_vec(3 * 8 * 8, 1.0);
+    session.run(&input).expect("runs before the loss");
+    session.device().destroy();
+    let (first, second) = within_a_minute("run after destroy", move || (session.run(&input), session.run(&input)));
+    for (i, r) in [first, second].into_iter().enumerate() {
+        match r {
+            Err(e @ RuntimeError::DeviceLost { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("was lost") && message.contains("Destroyed"), "run {i}: {message}");
+            }
+            Err(e) => panic!("run {i} after destroy: unexpected error kind: {e}"),
+            Ok(out) => panic!("run {i} after destroy returned {} values", out.len()),
+        }
+    }
 }
 
 #[test]

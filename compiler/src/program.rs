@@ -64,6 +64,10 @@ pub struct Program {
     pub stats: Stats,
 }
 
+/// Smallest subgroup the subgroup variants of kernels ([`Kernel::subgroup_wgsl`]) work with: they
+/// broadcast from lanes 0..8.
+pub const MIN_SUBGROUP_SIZE: u32 = 8;
+
 /// One generated WGSL compute kernel (entry point `main`, bind group 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
@@ -73,7 +77,7 @@ pub struct Kernel {
     pub wgsl: String,
     /// The same kernel with subgroup operations (same dispatches, bindings and results up to
     /// rounding), which the runtime uses where the device has subgroups of at least
-    /// [`crate::codegen::template::MIN_SUBGROUP_SIZE`] invocations; `None` for most kernels.
+    /// [`MIN_SUBGROUP_SIZE`] invocations; `None` for most kernels.
     pub subgroup_wgsl: Option<String>,
     pub workgroup_size: u32,
     /// Number of storage bindings, 0..n; the last one is the output (read-write).

@@ -98,13 +98,13 @@ impl DiskCache {
 
 /// A wgpu pipeline cache from `data`; an error (not a panic) where wgpu rejects the data.
 fn create(device: &wgpu::Device, data: Option<&[u8]>) -> Result<wgpu::PipelineCache, String> {
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let scopes = crate::scope::Scopes::push(device);
     // SAFETY: wgpu's contract is that `data` came from `PipelineCache::get_data`. It did, unless
     // the file was damaged or forged: `unwrap` rejects damage (CRC-32), wgpu checks its header
     // (adapter, driver, version) and the Vulkan driver its own.
     // No silent fallback to an empty cache: a rejection is reported, and the caller starts empty.
     let cache = unsafe { device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor { label: Some("mfn"), data, fallback: false }) };
-    match pollster::block_on(scope.pop()) {
+    match scopes.pop() {
         None => Ok(cache),
         Some(e) => Err(format!("wgpu rejected it: {e}")),
     }

@@ -74,7 +74,7 @@ impl TextureInput {
             return Err(RuntimeError::NotImageInput { shape: session.input_shape().to_vec() });
         };
         let device = &session.device;
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = crate::scope::Scopes::push(device);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("texture input"),
             source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, norm).into()),
@@ -97,7 +97,7 @@ impl TextureInput {
         };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("texture input"), entries: &[texture, storage(1, true), storage(2, false)] });
         let pipeline = crate::session::compute_pipeline(device, "texture input", &layout, &module, None);
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scopes.pop() {
             return Err(RuntimeError::Gpu { stage: "texture input pipeline creation", message: e.to_string() });
         }
         Ok(TextureInput { pipeline, layout })
@@ -251,7 +251,7 @@ impl Session {
         if let Some(i) = warps.iter().position(|w| w.0.iter().any(|v| !v.is_finite())) {
             return Err(encode_error(format!("warp {i} has a non-finite coefficient: {:?}", warps[i].0)));
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = crate::scope::Scopes::push(&self.device);
         // sRGB textures are read as their bytes, through a unorm view: the texture must list
         // that format in its view_formats.
         let view = texture.create_view(&wgpu::TextureViewDescriptor { format: Some(view_format), mip_level_count: Some(1), array_layer_count: Some(1), ..Default::default() });
@@ -266,7 +266,7 @@ impl Session {
                 wgpu::BindGroupEntry { binding: 2, resource: self.activations[self.input.0].as_entire_binding() },
             ],
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scopes.pop() {
             let hint = if format.is_srgb() { format!(" (an sRGB texture must list {view_format:?} in its view_formats)") } else { String::new() };
             return Err(encode_error(format!("binding the input texture failed{hint}: {e}")));
         }

@@ -24,6 +24,10 @@ pub enum RuntimeError {
     NotImageInput { shape: Vec<usize> },
     #[error("the GPU reported an error during {stage}: {message}")]
     Gpu { stage: &'static str, message: String },
+    #[error("the GPU ran out of memory during {stage}: {message}; lower the batch (max_batch) or set a memory budget")]
+    OutOfMemory { stage: &'static str, message: String },
+    #[error("the GPU device on '{adapter}' was lost ({message}): the driver was reset, the device destroyed or the GPU removed; create a new Session")]
+    DeviceLost { adapter: String, message: String },
     #[error("cannot encode the model into the host's commands: {0}")]
     Encode(String),
     #[error("reading the result back from the GPU failed: {0}")]

@@ -24,6 +24,7 @@ mod error;
 mod limits;
 mod preprocess;
 mod profile;
+mod scope;
 mod session;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};

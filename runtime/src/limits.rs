@@ -39,11 +39,11 @@ pub(crate) fn features(program: &Program, features: wgpu::Features, adapter: &st
 
 /// Whether a device with `features`, on the adapter of `info`, can run the program's subgroup
 /// variants: it has some, the device has subgroups, and every subgroup has at least
-/// [`mfn_compiler::codegen::template::MIN_SUBGROUP_SIZE`] invocations.
+/// [`mfn_compiler::MIN_SUBGROUP_SIZE`] invocations.
 pub(crate) fn subgroups_usable(program: &Program, features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
     program.kernels.iter().any(|k| k.subgroup_wgsl.is_some())
         && features.contains(wgpu::Features::SUBGROUP)
-        && info.subgroup_min_size >= mfn_compiler::codegen::template::MIN_SUBGROUP_SIZE
+        && info.subgroup_min_size >= mfn_compiler::MIN_SUBGROUP_SIZE
 }
 
 impl Requirements {

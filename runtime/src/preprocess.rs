@@ -9,6 +9,7 @@ use std::ops::Range;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RuntimeError};
+use crate::scope::Scopes;
 use crate::session::Session;
 
 const SOURCE: &str = include_str!("../../shaders/preprocess.wgsl");
@@ -142,12 +143,13 @@ impl Session {
     /// [`Session::outputs`]), each holding one sample per image.
     pub fn run_warped_all(&self, images: &[Image<'_>], warps: &[Warp], format: &PixelFormat) -> Result<Vec<Vec<f32>>> {
         let mut outputs: Vec<Vec<f32>> = self.outputs().iter().map(|o| Vec::with_capacity(images.len() * o.elements())).collect();
-        self.each_chunk(images, warps, format, |batch, record| {
-            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            for (all, part) in outputs.iter_mut().zip(self.record_and_read(batch, scope, record)?) {
-                all.extend(part);
-            }
-            Ok(())
+        self.gpu_call(|| {
+            self.each_chunk(images, warps, format, |batch, record| {
+                for (all, part) in outputs.iter_mut().zip(self.record_and_read(batch, Scopes::push(&self.device), record)?) {
+                    all.extend(part);
+                }
+                Ok(())
+            })
         })?;
         Ok(outputs)
     }
@@ -169,15 +171,17 @@ impl Session {
             mapped_at_creation: false,
         });
         let mut output = Vec::with_capacity(images.len() * per_sample);
-        self.each_chunk(images, warps, format, |batch, record| {
-            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let mut encoder = self.device.create_command_encoder(&Default::default());
-            record(&mut encoder.begin_compute_pass(&Default::default()));
-            let bytes = (4 * per_sample * batch) as u64;
-            encoder.copy_buffer_to_buffer(&self.activations[self.input.0], 0, &readback, 0, bytes);
-            self.queue.submit([encoder.finish()]);
-            output.extend(crate::session::read_back(&self.device, &readback, bytes, scope)?);
-            Ok(())
+        self.gpu_call(|| {
+            self.each_chunk(images, warps, format, |batch, record| {
+                let scopes = Scopes::push(&self.device);
+                let mut encoder = self.device.create_command_encoder(&Default::default());
+                record(&mut encoder.begin_compute_pass(&Default::default()));
+                let bytes = (4 * per_sample * batch) as u64;
+                encoder.copy_buffer_to_buffer(&self.activations[self.input.0], 0, &readback, 0, bytes);
+                self.queue.submit([encoder.finish()]);
+                output.extend(crate::session::read_back(&self.device, &readback, bytes, scopes)?);
+                Ok(())
+            })
         })?;
         Ok(output)
     }
@@ -236,16 +240,14 @@ impl Session {
     }
 
     fn create_preprocess(&self, out_h: usize, out_w: usize, format: &PixelFormat) -> Result<Preprocess> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = Scopes::push(&self.device);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("preprocess"),
             source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, format).into()),
         });
         let layout = crate::session::bind_group_layout(&self.device, 3);
         let pipeline = crate::session::compute_pipeline(&self.device, "preprocess", &layout, &module, None);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(RuntimeError::Gpu { stage: "preprocessing pipeline creation", message: e.to_string() });
-        }
+        scopes.check("preprocessing pipeline creation")?;
         Ok(Preprocess { format: *format, pipeline, layout })
     }
 

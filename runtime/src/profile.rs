@@ -22,8 +22,12 @@ impl Session {
             return Err(RuntimeError::InputSize { got: input.len(), shape: self.input.1.clone(), per_sample });
         }
         let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.gpu_call(|| self.profile_batch(input, batch))
+    }
+
+    fn profile_batch(&self, input: &[f32], batch: usize) -> Result<Option<Vec<f64>>> {
         let count = 2 * self.dispatches.len() as u32;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = crate::scope::Scopes::push(&self.device);
         let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("mfn profile"), ty: wgpu::QueryType::Timestamp, count });
         let size = 8 * u64::from(count);
         let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -54,7 +58,7 @@ impl Session {
         encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
         encoder.copy_buffer_to_buffer(&resolve, 0, &readback, 0, size);
         self.queue.submit([encoder.finish()]);
-        let bytes = map_read(&self.device, &readback, size, scope)?;
+        let bytes = map_read(&self.device, &readback, size, scopes)?;
         let ticks: &[u64] = bytemuck::cast_slice(&bytes);
         let period_ms = f64::from(self.queue.get_timestamp_period()) * 1e-6;
         Ok(Some(ticks.chunks(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period_ms).collect()))

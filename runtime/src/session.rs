@@ -3,7 +3,7 @@
 //! command encoder, submits once and reads back once.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use mfn_compiler::{Port, Program, Resource};
 use wgpu::util::DeviceExt;
@@ -12,6 +12,7 @@ use crate::adapter::{describe, select_adapter, AdapterOptions};
 use crate::cache::{DiskCache, PipelineCacheStatus};
 use crate::error::{Result, RuntimeError};
 use crate::limits::{split_workgroups, Requirements};
+use crate::scope::Scopes;
 
 /// Options of [`Session::new`].
 #[derive(Clone, Debug)]
@@ -64,6 +65,8 @@ pub struct Session {
     pub(crate) pipeline_cache: Option<PipelineCacheStatus>,
     weight_bytes: u64,
     subgroups: bool,
+    /// Why the device was lost, once it was (set by the loss callback of a session's own device).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Session {
@@ -86,12 +89,22 @@ impl Session {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| RuntimeError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
-        Self::build(program, device, queue, info, req.max_batch, options.pipeline_cache.as_deref(), subgroups)
+        // The device is the session's own: its loss is recorded for the errors of later calls.
+        let lost = Arc::new(Mutex::new(None));
+        let record = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        let mut session = Self::build(program, device, queue, info, req.max_batch, options.pipeline_cache.as_deref(), subgroups)?;
+        session.lost = lost;
+        Ok(session)
     }
 
     /// Makes `program` resident on a host application's device and queue (no second device). The
     /// subgroup variants of kernels run where the device was created with `Features::SUBGROUP`
-    /// and `info` (its adapter's) gives subgroups of at least 8 invocations.
+    /// and `info` (its adapter's) gives subgroups of at least 8 invocations. The device's loss
+    /// callback stays the host's (wgpu keeps one): when a call fails, the session probes the
+    /// device and reports a lost one as [`RuntimeError::DeviceLost`].
     pub fn with_device(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
@@ -108,9 +121,7 @@ impl Session {
         cache_dir: Option<&Path>,
         subgroups: bool,
     ) -> Result<Session> {
-        // Out-of-memory and internal errors too: wgpu's default handler panics on uncaptured ones.
-        let outer = [wgpu::ErrorFilter::OutOfMemory, wgpu::ErrorFilter::Internal].map(|f| device.push_error_scope(f));
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = Scopes::push(&device);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let precision = program.precision;
         let element = precision.bytes();
@@ -193,14 +204,7 @@ impl Session {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        // Scopes are popped innermost first, all of them, whatever they caught.
-        let mut error = pollster::block_on(scope.pop());
-        for guard in outer.into_iter().rev() {
-            error = error.or(pollster::block_on(guard.pop()));
-        }
-        if let Some(e) = error {
-            return Err(RuntimeError::Gpu { stage: "session creation", message: e.to_string() });
-        }
+        scopes.check("session creation")?;
         Ok(Session {
             device,
             queue,
@@ -218,6 +222,7 @@ impl Session {
             pipeline_cache,
             weight_bytes,
             subgroups: subgroups && program.kernels.iter().any(|k| k.subgroup_wgsl.is_some()),
+            lost: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -228,6 +233,12 @@ impl Session {
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// The device the session runs on: its own ([`Session::new`]) or the host's
+    /// ([`Session::with_device`]).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
     }
 
     /// Whether the session runs the subgroup variants of its kernels (see
@@ -277,25 +288,66 @@ impl Session {
             return Err(RuntimeError::InputSize { got: input.len(), shape: self.input.1.clone(), per_sample });
         }
         let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let samples = input.len() / per_sample;
-        let mut outputs: Vec<Vec<f32>> = self.outputs.iter().map(|o| Vec::with_capacity(samples * o.elements())).collect();
-        for chunk in input.chunks(per_sample * self.max_batch) {
-            for (all, part) in outputs.iter_mut().zip(self.run_chunk(chunk, chunk.len() / per_sample)?) {
-                all.extend(part);
+        self.gpu_call(|| {
+            let samples = input.len() / per_sample;
+            let mut outputs: Vec<Vec<f32>> = self.outputs.iter().map(|o| Vec::with_capacity(samples * o.elements())).collect();
+            for chunk in input.chunks(per_sample * self.max_batch) {
+                for (all, part) in outputs.iter_mut().zip(self.run_chunk(chunk, chunk.len() / per_sample)?) {
+                    all.extend(part);
+                }
             }
-        }
-        Ok(outputs)
+            Ok(outputs)
+        })
     }
 
     fn run_chunk(&self, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = Scopes::push(&self.device);
         self.queue.write_buffer(&self.activations[self.input.0], 0, &encode(input, self.precision));
-        self.record_and_read(batch, scope, &|_| {})
+        self.record_and_read(batch, scopes, &|_| {})
+    }
+
+    /// `work` (GPU work of a public call), refused at once on a device known to be lost, and with
+    /// a GPU failure reported as [`RuntimeError::DeviceLost`] where the device turns out lost.
+    pub(crate) fn gpu_call<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        if let Some(message) = self.lost_reason() {
+            return Err(RuntimeError::DeviceLost { adapter: self.info.name.clone(), message });
+        }
+        work().map_err(|e| match e {
+            RuntimeError::Gpu { .. } | RuntimeError::OutOfMemory { .. } | RuntimeError::Readback(_) => match self.lost_reason().or_else(|| self.probe()) {
+                Some(message) => RuntimeError::DeviceLost { adapter: self.info.name.clone(), message: format!("{message}; the call failed with: {e}") },
+                None => e,
+            },
+            e => e,
+        })
+    }
+
+    /// Why the device was lost, where its loss callback (a session's own device) said so.
+    fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// After a failure on a device whose loss callback is the host's. A lost device raises no
+    /// errors (WebGPU makes its work silently invalid), but mapping a fresh buffer fails only
+    /// there.
+    fn probe(&self) -> Option<String> {
+        let scopes = Scopes::push(&self.device);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("mfn probe"), size: 16, usage: wgpu::BufferUsages::MAP_READ, mapped_at_creation: false });
+        let (tx, rx) = mpsc::channel();
+        buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = rx.recv();
+        scopes.pop();
+        match (polled, mapped) {
+            (Ok(_), Ok(Ok(()))) => None,
+            (polled, mapped) => Some(format!("a fresh buffer cannot be mapped ({polled:?}, {mapped:?})")),
+        }
     }
 
     /// Records `prologue` (which may fill the input buffer) and every dispatch of the model into
     /// one compute pass, submits once and reads every output back.
-    pub(crate) fn record_and_read(&self, batch: usize, scope: wgpu::ErrorScopeGuard, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
+    pub(crate) fn record_and_read(&self, batch: usize, scopes: Scopes, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn run") });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
@@ -315,7 +367,7 @@ impl Session {
             offset += bytes;
         }
         self.queue.submit([encoder.finish()]);
-        let all = map_read(&self.device, &self.readback, offset, scope)?;
+        let all = map_read(&self.device, &self.readback, offset, scopes)?;
         let mut outputs = Vec::with_capacity(self.outputs.len());
         let mut at = 0;
         for o in &self.outputs {
@@ -352,24 +404,22 @@ pub(crate) fn decode(bytes: &[u8], precision: mfn_compiler::Precision) -> Vec<f3
     }
 }
 
-/// Waits for the submitted work, checks the error scope, and copies `bytes` of `buffer` (mappable)
-/// to the CPU as f32.
-pub(crate) fn read_back(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scope: wgpu::ErrorScopeGuard) -> Result<Vec<f32>> {
-    let bytes = map_read(device, buffer, bytes, scope)?;
+/// Waits for the submitted work, checks the error scopes, and copies `bytes` of `buffer`
+/// (mappable) to the CPU as f32.
+pub(crate) fn read_back(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scopes: Scopes) -> Result<Vec<f32>> {
+    let bytes = map_read(device, buffer, bytes, scopes)?;
     Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
 }
 
-/// Maps `bytes` of `buffer` after the submitted work, checking the error scope first.
-pub(crate) fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scope: wgpu::ErrorScopeGuard) -> Result<Vec<u8>> {
+/// Maps `bytes` of `buffer` after the submitted work, checking the error scopes first.
+pub(crate) fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scopes: Scopes) -> Result<Vec<u8>> {
     let slice = buffer.slice(..bytes);
     let (tx, rx) = mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
     device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| RuntimeError::Gpu { stage: "run", message: e.to_string() })?;
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(RuntimeError::Gpu { stage: "run", message: e.to_string() });
-    }
+    scopes.check("run")?;
     rx.recv().map_err(|e| RuntimeError::Readback(e.to_string()))?.map_err(|e| RuntimeError::Readback(e.to_string()))?;
     let view = slice.get_mapped_range().map_err(|e| RuntimeError::Readback(e.to_string()))?;
     let out = view.to_vec();

@@ -185,8 +185,7 @@ pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)],
     Ok(out)
 }
 
-/// Smallest subgroup a subgroup variant works with: it broadcasts from lanes 0..8.
-pub const MIN_SUBGROUP_SIZE: u32 = 8;
+pub use crate::program::MIN_SUBGROUP_SIZE;
 
 /// What generated kernels may use: f16 (f16 programs) and subgroup operations (subgroup variants).
 pub fn capabilities() -> naga::valid::Capabilities {
