@@ -109,3 +109,33 @@ fn a_bind_group_not_matching_its_layout_is_a_gpu_error() {
         Ok(()) => panic!("a session was made with a bind group of too many entries"),
     }
 }
+
+/// A readback recorded into a host's frame whose device is lost before the values come back:
+/// `ReadbackHandle::try_take` gives `RuntimeError::DeviceLost`, without blocking.
+#[test]
+fn a_readback_on_a_device_lost_after_submission_is_a_device_lost_error() {
+    let program = common::compile(&model());
+    let Some((device, queue, info)) = device(&program) else { return };
+    let session = Session::with_device(&program, device.clone(), queue.clone(), info, 1).expect("session");
+    let input: Vec<u8> = Rng::new(3).normal_vec(3 * 8 * 8, 1.0).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let input = wgpu::util::DeviceExt::create_buffer_init(&device, &wgpu::util::BufferInitDescriptor { label: Some("host input"), contents: &input, usage: wgpu::BufferUsages::COPY_SRC });
+    let mut encoder = device.create_command_encoder(&Default::default());
+    let mut handle = session.encode_readback(&mut encoder, mfn_runtime::Input::Buffer { buffer: &input, batch: 1 }).expect("encode_readback");
+    queue.submit([encoder.finish()]);
+    device.destroy();
+    let result = within_a_minute("try_take after destroy", move || {
+        for _ in 0..30_000 {
+            let _ = device.poll(wgpu::PollType::Poll);
+            if let Some(result) = handle.try_take() {
+                return result;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the readback was never answered after the device was destroyed");
+    });
+    match result {
+        Err(e @ RuntimeError::DeviceLost { .. }) => eprintln!("try_take after destroy: {e}"),
+        Err(e) => panic!("try_take after destroy: unexpected error kind: {e}"),
+        Ok(values) => panic!("try_take after destroy returned {} values", values.len()),
+    }
+}

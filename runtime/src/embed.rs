@@ -12,7 +12,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RuntimeError};
 use crate::preprocess::Normalization;
-use crate::session::Session;
+use crate::session::{LossWatch, Session};
 
 const SOURCE: &str = include_str!("../../shaders/texture_input.wgsl");
 const WORKGROUP: u32 = 64;
@@ -124,6 +124,7 @@ pub struct ReadbackHandle {
     bytes: u64,
     state: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
     taken: bool,
+    watch: LossWatch,
 }
 
 impl ReadbackHandle {
@@ -134,21 +135,23 @@ impl ReadbackHandle {
     }
 
     /// The output (one sample per input sample, batch first) once the GPU has finished; `None`
-    /// while it has not, or after the values were taken. Never blocks.
+    /// while it has not, or after the values were taken. Never blocks. A device lost before the
+    /// values came back gives [`RuntimeError::DeviceLost`].
     pub fn try_take(&mut self) -> Option<Result<Vec<f32>>> {
         if self.taken {
             return None;
         }
         let mapped = self.state.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         self.taken = true;
-        Some(mapped.map_err(|e| RuntimeError::Readback(e.to_string())).and_then(|()| {
+        let values = mapped.map_err(|e| RuntimeError::Readback(e.to_string())).and_then(|()| {
             let slice = self.buffer.slice(..self.bytes);
             let view = slice.get_mapped_range().map_err(|e| RuntimeError::Readback(e.to_string()))?;
             let values = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
             drop(view);
             self.buffer.unmap();
             Ok(values)
-        }))
+        });
+        Some(values.map_err(|e| self.watch.explain(e)))
     }
 }
 
@@ -189,7 +192,7 @@ impl Session {
         encoder.map_buffer_on_submit(&buffer, wgpu::MapMode::Read, ..bytes, move |r| {
             *done.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
         });
-        Ok(ReadbackHandle { buffer, bytes, state, taken: false })
+        Ok(ReadbackHandle { buffer, bytes, state, taken: false, watch: self.loss_watch() })
     }
 
     /// The output the embedding API delivers (the model's first).

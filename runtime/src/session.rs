@@ -323,26 +323,17 @@ impl Session {
 
     /// Why the device was lost, where its loss callback (a session's own device) said so.
     fn lost_reason(&self) -> Option<String> {
-        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        reason(&self.lost)
     }
 
-    /// After a failure on a device whose loss callback is the host's. A lost device raises no
-    /// errors (WebGPU makes its work silently invalid), but mapping a fresh buffer fails only
-    /// there.
+    /// After a failure on a device whose loss callback is the host's (see [`probe`]).
     fn probe(&self) -> Option<String> {
-        let scopes = Scopes::push(&self.device);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("mfn probe"), size: 16, usage: wgpu::BufferUsages::MAP_READ, mapped_at_creation: false });
-        let (tx, rx) = mpsc::channel();
-        buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
-        let mapped = rx.recv();
-        scopes.pop();
-        match (polled, mapped) {
-            (Ok(_), Ok(Ok(()))) => None,
-            (polled, mapped) => Some(format!("a fresh buffer cannot be mapped ({polled:?}, {mapped:?})")),
-        }
+        probe(&self.device, wgpu::PollType::wait_indefinitely())
+    }
+
+    /// What a [`crate::ReadbackHandle`] needs to tell a lost device from another failure.
+    pub(crate) fn loss_watch(&self) -> LossWatch {
+        LossWatch { device: self.device.clone(), adapter: self.info.name.clone(), lost: Arc::clone(&self.lost) }
     }
 
     /// Records `prologue` (which may fill the input buffer) and every dispatch of the model into
@@ -462,4 +453,47 @@ pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::B
         })
         .collect();
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("mfn"), entries: &entries })
+}
+
+/// Why the device was lost, where a loss callback recorded it.
+fn reason(lost: &Mutex<Option<String>>) -> Option<String> {
+    lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Whether `device` is lost, asked after a failure: a lost device raises no errors (WebGPU makes
+/// its work silently invalid), but mapping a fresh buffer fails only there. With
+/// `PollType::Poll` it never blocks, and a map not yet answered counts as not lost.
+fn probe(device: &wgpu::Device, poll: wgpu::PollType) -> Option<String> {
+    let scopes = Scopes::push(device);
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor { label: Some("mfn probe"), size: 16, usage: wgpu::BufferUsages::MAP_READ, mapped_at_creation: false });
+    let (tx, rx) = mpsc::channel();
+    buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    let polled = device.poll(poll);
+    let mapped = rx.try_recv();
+    scopes.pop();
+    match (polled, mapped) {
+        (Ok(_), Ok(Ok(()))) | (Ok(_), Err(mpsc::TryRecvError::Empty)) => None,
+        (polled, mapped) => Some(format!("a fresh buffer cannot be mapped ({polled:?}, {mapped:?})")),
+    }
+}
+
+/// A session's device, adapter name and loss record, for errors raised after the call that
+/// recorded the work (a [`crate::ReadbackHandle`]).
+pub(crate) struct LossWatch {
+    device: wgpu::Device,
+    adapter: String,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl LossWatch {
+    /// `e` as [`RuntimeError::DeviceLost`] where the device is lost (known, or found by a probe
+    /// that never blocks), else as it is.
+    pub(crate) fn explain(&self, e: RuntimeError) -> RuntimeError {
+        match reason(&self.lost).or_else(|| probe(&self.device, wgpu::PollType::Poll)) {
+            Some(message) => RuntimeError::DeviceLost { adapter: self.adapter.clone(), message: format!("{message}; the call failed with: {e}") },
+            None => e,
+        }
+    }
 }
