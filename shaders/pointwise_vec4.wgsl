@@ -1,17 +1,21 @@
 // Pointwise (1x1, stride 1, no padding) convolution where the feature map holds a multiple of 4
 // pixels: y[co, p] = sum_ci w[co, ci] x[ci, p], with activations read and written as vec4 of 4
-// neighbouring pixels. A workgroup computes one tile of CO_TILE = 16 output channels; each of its
-// invocations computes those 16 channels at 2 pixel vec4s of one sample (8 pixels, PX_CHUNKS
-// apart, so neighbouring invocations read neighbouring vectors). Per input channel it makes 2
-// vector loads of inputs and 4 of weights for 128 multiply-adds.
+// neighbouring pixels. A workgroup computes one tile of CO_TILE = 32 output channels at WG pixel
+// vec4s of one sample; each of its invocations computes 16 of those channels (the first half of
+// the workgroup the first 16, the second half the others) at 2 of those vec4s, WG / 2 apart (so
+// neighbouring invocations read neighbouring vectors). Per group of 4 input channels it makes 8
+// vector loads of inputs and 16 of weights for 512 multiply-adds.
 // `pointwise_vec4_subgroup.wgsl` is the same kernel, dispatch for dispatch, with the weights
 // shared across a subgroup instead of loaded by every invocation; the runtime uses it where the
 // device has subgroups of at least 8 invocations.
-// The accumulators are named matrices (column j: output channel j of a group of 4), never a local
-// array indexed in a loop: on lavapipe, which runs invocations as SIMD lanes, that becomes
-// per-lane memory traffic.
+// The accumulators are named matrices, never a local array indexed in a loop (on lavapipe, which
+// runs invocations as SIMD lanes, that becomes per-lane memory traffic), and the loop carries them
+// through 8 input channels an iteration (lavapipe masks every write to a variable that lives
+// across iterations).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
-// packs w as [C_IN, C_OUT rounded up to 16] (zero-padded); p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// packs w as [C_OUT / 32 (rounded up)][C_IN / 4 (rounded up)][32] vec4s, vector (b, g, j) holding
+// the weights of output channel 32b + j for input channels 4g .. 4g + 3 (zero-padded);
+// p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
 alias stored = f32;
@@ -25,15 +29,14 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-const CO_TILE: u32 = 16u;
+const CO_TILE: u32 = 32u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const HW4: u32 = HW / 4u;
-/// Invocations per tile of output channels: 2 pixel vec4s each.
-const PX_CHUNKS: u32 = (HW4 + 1u) / 2u;
-/// Workgroups per tile of output channels.
-const PX_GROUPS: u32 = (PX_CHUNKS + WG - 1u) / WG;
-/// Columns of the packed weights: C_OUT rounded up to the tile.
-const W_COLS: u32 = CO_BLOCKS * CO_TILE;
+/// Workgroups per tile of output channels: one pixel vec4 an invocation.
+const PX_GROUPS: u32 = (HW4 + WG - 1u) / WG;
+/// Groups of 4 input channels; the last is partial where C_IN % 4 != 0.
+const CI4: u32 = (C_IN + 3u) / 4u;
+const PARTIAL: bool = C_IN % 4u != 0u;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -45,18 +48,19 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
-fn epilogue(acc: vec4<f32>, co: u32, i: u32) -> vec4<f32> {
-    var v = acc + p[co];
+/// Output `i` from its accumulator and its channel's bias and PReLU slope.
+fn epilogue(acc: vec4<f32>, bias: f32, slope: f32, i: u32) -> vec4<f32> {
+    var v = acc + bias;
     if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
-    if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= vec4(0.0)); }
+    if ACT == ACT_PRELU { v = select(v * slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
     return v;
 }
 
-/// The accumulators of an invocation: m<k><j> holds output channels co0 + 4j .. + 3 (column i:
-/// channel co0 + 4j + i) at the 4 pixels of its pixel vec4 k.
+/// The accumulators of an invocation: m<k><j> holds output channels c0 + 4j .. + 3 (column i:
+/// channel c0 + 4j + i; c0 its first channel) at the 4 pixels of its pixel vec4 k.
 struct Tile {
     m00: mat4x4<f32>,
     m01: mat4x4<f32>,
@@ -68,7 +72,14 @@ struct Tile {
     m13: mat4x4<f32>,
 }
 
-/// Where an invocation reads: its two pixel vec4s of input channel 0, and its weights.
+/// The accumulators of 4 output channels at the invocation's two pixel vec4s.
+struct Pair {
+    a: mat4x4<f32>,
+    b: mat4x4<f32>,
+}
+
+/// Where an invocation reads: its two pixel vec4s of input channel 0, and its first weight
+/// vector (group 0).
 struct At {
     x0: u32,
     x1: u32,
@@ -80,69 +91,112 @@ fn mac(acc: mat4x4<f32>, xv: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
     return mat4x4(fma(xv, vec4(wv.x), acc[0]), fma(xv, vec4(wv.y), acc[1]), fma(xv, vec4(wv.z), acc[2]), fma(xv, vec4(wv.w), acc[3]));
 }
 
-/// `t` plus input channel `ci`.
-fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
-    let xv0 = vec4<f32>(x[at.x0 + ci * HW4]);
-    let xv1 = vec4<f32>(x[at.x1 + ci * HW4]);
-    let wm = weights(ci, at.w);
-    return Tile(
-        mac(t.m00, xv0, wm[0]),
-        mac(t.m01, xv0, wm[1]),
-        mac(t.m02, xv0, wm[2]),
-        mac(t.m03, xv0, wm[3]),
-        mac(t.m10, xv1, wm[0]),
-        mac(t.m11, xv1, wm[1]),
-        mac(t.m12, xv1, wm[2]),
-        mac(t.m13, xv1, wm[3]),
-    );
+/// The pixels of a group of 4 input channels (row u: input channel 4g + u).
+struct Pixels {
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    x2: vec4<f32>,
+    x3: vec4<f32>,
 }
 
-/// The weights of input channel `ci` for the tile (column j: channels co0 + 4j .. + 3); `w_at`
-/// is the tile's first vec4 of a packed row.
-fn weights(ci: u32, w_at: u32) -> mat4x4<f32> {
-    let i = ci * (W_COLS / 4u) + w_at;
-    return mat4x4(vec4<f32>(w[i]), vec4<f32>(w[i + 1u]), vec4<f32>(w[i + 2u]), vec4<f32>(w[i + 3u]));
+/// acc (output channels co .. co + 3) plus a group of 4 input channels: `px` its pixels, w<i> the
+/// weights of output channel co + i over the group.
+fn mac4(acc: mat4x4<f32>, px: Pixels, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> mat4x4<f32> {
+    let a1 = mac(acc, px.x0, vec4(w0.x, w1.x, w2.x, w3.x));
+    let a2 = mac(a1, px.x1, vec4(w0.y, w1.y, w2.y, w3.y));
+    let a3 = mac(a2, px.x2, vec4(w0.z, w1.z, w2.z, w3.z));
+    return mac(a3, px.x3, vec4(w0.w, w1.w, w2.w, w3.w));
 }
 
-/// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q.
-fn put(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
+/// The accumulators of output channels c0 + 4j .. + 3 plus a group of input channels (`px0`, `px1`
+/// its pixels at the two vec4s) whose weights for the invocation's channels start at vector `i`.
+fn quad(a0: mat4x4<f32>, a1: mat4x4<f32>, px0: Pixels, px1: Pixels, i: u32, j: u32) -> Pair {
+    let k = i + 4u * j;
+    let w0 = vec4<f32>(w[k]);
+    let w1 = vec4<f32>(w[k + 1u]);
+    let w2 = vec4<f32>(w[k + 2u]);
+    let w3 = vec4<f32>(w[k + 3u]);
+    return Pair(mac4(a0, px0, w0, w1, w2, w3), mac4(a1, px1, w0, w1, w2, w3));
+}
+
+/// The pixels of input channel `ci` at `x_at` (the invocation's vec4 of channel 0); zero past
+/// the last channel (the padded part of a partial group).
+fn load_x(x_at: u32, ci: u32) -> vec4<f32> {
+    if PARTIAL {
+        return select(vec4(0.0), vec4<f32>(x[x_at + min(ci, C_IN - 1u) * HW4]), ci < C_IN);
+    }
+    return vec4<f32>(x[x_at + ci * HW4]);
+}
+
+/// The pixels of input channels 4g .. 4g + 3 at pixel vec4 `x_at` of channel 0.
+fn pixels(x_at: u32, g: u32) -> Pixels {
+    let c = 4u * g;
+    return Pixels(load_x(x_at, c), load_x(x_at, c + 1u), load_x(x_at, c + 2u), load_x(x_at, c + 3u));
+}
+
+/// `t` plus the group of input channels 4g .. 4g + 3.
+fn group(t: Tile, g: u32, at: At) -> Tile {
+    let px0 = pixels(at.x0, g);
+    let px1 = pixels(at.x1, g);
+    let i = at.w + g * CO_TILE;
+    let q0 = quad(t.m00, t.m10, px0, px1, i, 0u);
+    let q1 = quad(t.m01, t.m11, px0, px1, i, 1u);
+    let q2 = quad(t.m02, t.m12, px0, px1, i, 2u);
+    let q3 = quad(t.m03, t.m13, px0, px1, i, 3u);
+    return Tile(q0.a, q1.a, q2.a, q3.a, q0.b, q1.b, q2.b, q3.b);
+}
+
+/// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q; `bias` and `slope`
+/// hold their parameters.
+fn put(acc: mat4x4<f32>, co: u32, bias: vec4<f32>, slope: vec4<f32>, q: u32, sample: u32, ok: bool) {
     for (var j = 0u; j < 4u; j++) {
         let i = (sample * C_OUT + co + j) * HW4 + q;
         if ok && co + j < C_OUT {
-            y[i] = vec4<stored>(epilogue(acc[j], co + j, i));
+            y[i] = vec4<stored>(epilogue(acc[j], bias[j], slope[j], i));
         }
     }
+}
+
+/// The parameters at offset `at` of p (bias 0, slope C_OUT) of output channels co .. co + 3.
+fn params(co: u32, at: u32) -> vec4<f32> {
+    let last = C_OUT - 1u;
+    return vec4(p[at + min(co, last)], p[at + min(co + 1u, last)], p[at + min(co + 2u, last)], p[at + min(co + 3u, last)]);
+}
+
+/// Writes output channels co .. co + 3 with their parameters.
+fn finish(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
+    put(acc, co, params(co, 0u), params(co, C_OUT), q, sample, ok);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute
-    // clamped pixels and store nothing.
+    // The tile is the workgroup's; the half of its channels and the two pixel vec4s the
+    // invocation's. Spare invocations compute clamped pixel vec4s and store nothing.
     let g = wid.x + wid.y * nwg.x;
     let live = g < CO_BLOCKS * PX_GROUPS;
-    let co0 = min(g / PX_GROUPS, CO_BLOCKS - 1u) * CO_TILE;
-    let chunk = (g % PX_GROUPS) * WG + lid;
-    let q0 = chunk;
-    let q1 = chunk + PX_CHUNKS;
-    let at = At(wid.z * C_IN * HW4 + min(q0, HW4 - 1u), wid.z * C_IN * HW4 + min(q1, HW4 - 1u), co0 / 4u);
-    // Four input channels an iteration: the loop-carried tile is written once per iteration
-    // (lavapipe masks every write to a variable that lives across iterations).
+    let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
+    let half = lid / (WG / 2u);
+    let q0 = (g % PX_GROUPS) * WG + lid % (WG / 2u);
+    let q1 = q0 + WG / 2u;
+    let x_at = wid.z * C_IN * HW4;
+    let at = At(x_at + min(q0, HW4 - 1u), x_at + min(q1, HW4 - 1u), block * CI4 * CO_TILE + half * 16u);
     var t = Tile();
-    for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
-        t = accumulate(accumulate(accumulate(accumulate(t, ci, at), ci + 1u, at), ci + 2u, at), ci + 3u, at);
+    for (var k = 0u; k + 2u <= CI4; k += 2u) {
+        t = group(group(t, k, at), k + 1u, at);
     }
-    for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
-        t = accumulate(t, ci, at);
+    if CI4 % 2u == 1u {
+        t = group(t, CI4 - 1u, at);
     }
-    let ok0 = live && q0 < PX_CHUNKS;
-    let ok1 = live && q0 < PX_CHUNKS && q1 < HW4;
-    put(t.m00, co0, q0, wid.z, ok0);
-    put(t.m01, co0 + 4u, q0, wid.z, ok0);
-    put(t.m02, co0 + 8u, q0, wid.z, ok0);
-    put(t.m03, co0 + 12u, q0, wid.z, ok0);
-    put(t.m10, co0, q1, wid.z, ok1);
-    put(t.m11, co0 + 4u, q1, wid.z, ok1);
-    put(t.m12, co0 + 8u, q1, wid.z, ok1);
-    put(t.m13, co0 + 12u, q1, wid.z, ok1);
+    let c0 = block * CO_TILE + half * 16u;
+    let ok0 = live && q0 < HW4;
+    let ok1 = live && q1 < HW4;
+    finish(t.m00, c0, q0, wid.z, ok0);
+    finish(t.m01, c0 + 4u, q0, wid.z, ok0);
+    finish(t.m02, c0 + 8u, q0, wid.z, ok0);
+    finish(t.m03, c0 + 12u, q0, wid.z, ok0);
+    finish(t.m10, c0, q1, wid.z, ok1);
+    finish(t.m11, c0 + 4u, q1, wid.z, ok1);
+    finish(t.m12, c0 + 8u, q1, wid.z, ok1);
+    finish(t.m13, c0 + 12u, q1, wid.z, ok1);
 }

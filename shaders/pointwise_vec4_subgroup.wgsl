@@ -1,14 +1,20 @@
 // Pointwise (1x1, stride 1, no padding) convolution where the feature map holds a multiple of 4
 // pixels, with the weights shared across a subgroup: `pointwise_vec4.wgsl` dispatch for dispatch
 // (same tiles, same workgroups, same packed weights), for devices with subgroups of at least 8
-// invocations. Every invocation of a workgroup works on the same 16 output channels, so per input
-// channel each invocation loads 2 of their weights (invocation i of the subgroup channels i and
-// 8 + i) and takes the other 14 from its neighbours with subgroupBroadcast, instead of loading all
-// 16: per input channel 2 vector loads of inputs and 2 scalar loads of weights for 128
-// multiply-adds. On lavapipe, where every load is a per-lane loop and a broadcast a register
-// shuffle, that is about 1.5 times as fast.
+// invocations. Every invocation of a workgroup works on the same 32 output channels, so per group
+// of 4 input channels each invocation loads 4 vectors of the tile's weights (invocation i of the
+// subgroup: channels co0 + i, + 8, + 16, + 24, each over the 4 input channels) and takes the
+// other 124 from its neighbours with subgroupBroadcast: per 4 input channels 4 vector loads of
+// inputs and 4 of weights for 512 multiply-adds. On lavapipe, where every load is a per-lane loop
+// and a broadcast a register shuffle, loads are what counts.
+// The accumulators are named matrices, never a local array indexed in a loop (on lavapipe, which
+// runs invocations as SIMD lanes, that becomes per-lane memory traffic), and the loop carries them
+// through 8 input channels an iteration (lavapipe masks every write to a variable that lives
+// across iterations).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
-// packs w as [C_IN, C_OUT rounded up to 16] (zero-padded); p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// packs w as [C_OUT / 32 (rounded up)][C_IN / 4 (rounded up)][32] vec4s, vector (b, g, j) holding
+// the weights of output channel 32b + j for input channels 4g .. 4g + 3 (zero-padded);
+// p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
 alias stored = f32;
@@ -22,54 +28,56 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-const CO_TILE: u32 = 16u;
+const CO_TILE: u32 = 32u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const HW4: u32 = HW / 4u;
-/// Invocations per tile of output channels: 2 pixel vec4s each.
-const PX_CHUNKS: u32 = (HW4 + 1u) / 2u;
-/// Workgroups per tile of output channels.
-const PX_GROUPS: u32 = (PX_CHUNKS + WG - 1u) / WG;
-/// Columns of the packed weights: C_OUT rounded up to the tile.
-const W_COLS: u32 = CO_BLOCKS * CO_TILE;
+/// Workgroups per tile of output channels: one pixel vec4 an invocation.
+const PX_GROUPS: u32 = (HW4 + WG - 1u) / WG;
+/// Groups of 4 input channels; the last is partial where C_IN % 4 != 0.
+const CI4: u32 = (C_IN + 3u) / 4u;
+const PARTIAL: bool = C_IN % 4u != 0u;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
-@group(0) @binding(1) var<storage, read> w: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
-fn epilogue(acc: vec4<f32>, co: u32, i: u32) -> vec4<f32> {
-    var v = acc + p[co];
+/// Output `i` from its accumulator and its channel's bias and PReLU slope.
+fn epilogue(acc: vec4<f32>, bias: f32, slope: f32, i: u32) -> vec4<f32> {
+    var v = acc + bias;
     if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
-    if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= vec4(0.0)); }
+    if ACT == ACT_PRELU { v = select(v * slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
     return v;
 }
 
-/// The accumulators of an invocation: m<k><j> holds output channels co0 + 4j .. + 3 (column i:
-/// channel co0 + 4j + i) at the 4 pixels of its pixel vec4 k.
+/// The accumulators of an invocation: m<j> holds output channels co0 + 4j .. + 3 (column i:
+/// channel co0 + 4j + i) at the 4 pixels of its pixel vec4.
 struct Tile {
-    m00: mat4x4<f32>,
-    m01: mat4x4<f32>,
-    m02: mat4x4<f32>,
-    m03: mat4x4<f32>,
-    m10: mat4x4<f32>,
-    m11: mat4x4<f32>,
-    m12: mat4x4<f32>,
-    m13: mat4x4<f32>,
+    m0: mat4x4<f32>,
+    m1: mat4x4<f32>,
+    m2: mat4x4<f32>,
+    m3: mat4x4<f32>,
+    m4: mat4x4<f32>,
+    m5: mat4x4<f32>,
+    m6: mat4x4<f32>,
+    m7: mat4x4<f32>,
 }
 
-/// Where an invocation reads: its two pixel vec4s of input channel 0, and its share of the weights.
-struct At {
-    x0: u32,
-    x1: u32,
-    w: u32,
+/// An invocation's share of the tile's weights for one group of 4 input channels: v<h> holds
+/// output channel co0 + 8h + lane % 8 (component u: input channel 4g + u).
+struct Share {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
 }
 
 /// acc + the outer product of 4 pixels `xv` and the weights `wv` of 4 output channels.
@@ -77,77 +85,98 @@ fn mac(acc: mat4x4<f32>, xv: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
     return mat4x4(fma(xv, vec4(wv.x), acc[0]), fma(xv, vec4(wv.y), acc[1]), fma(xv, vec4(wv.z), acc[2]), fma(xv, vec4(wv.w), acc[3]));
 }
 
-/// `t` plus input channel `ci`.
-fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
-    let xv0 = vec4<f32>(x[at.x0 + ci * HW4]);
-    let xv1 = vec4<f32>(x[at.x1 + ci * HW4]);
-    let wm = weights(ci, at.w);
+/// The 4 output channels of a share's vector `v` that lanes 0 .. 3 of the subgroup hold
+/// (subgroupBroadcast takes a constant lane).
+fn lanes_lo(v: f32) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u));
+}
+
+/// The 4 output channels of a share's vector `v` that lanes 4 .. 7 hold.
+fn lanes_hi(v: f32) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+/// `t` plus input channel 4g + u (pixels `xv`, the tile's weights from the subgroup's shares).
+fn accumulate(t: Tile, xv: vec4<f32>, s: Share, u: u32) -> Tile {
     return Tile(
-        mac(t.m00, xv0, wm[0]),
-        mac(t.m01, xv0, wm[1]),
-        mac(t.m02, xv0, wm[2]),
-        mac(t.m03, xv0, wm[3]),
-        mac(t.m10, xv1, wm[0]),
-        mac(t.m11, xv1, wm[1]),
-        mac(t.m12, xv1, wm[2]),
-        mac(t.m13, xv1, wm[3]),
+        mac(t.m0, xv, lanes_lo(s.v0[u])),
+        mac(t.m1, xv, lanes_hi(s.v0[u])),
+        mac(t.m2, xv, lanes_lo(s.v1[u])),
+        mac(t.m3, xv, lanes_hi(s.v1[u])),
+        mac(t.m4, xv, lanes_lo(s.v2[u])),
+        mac(t.m5, xv, lanes_hi(s.v2[u])),
+        mac(t.m6, xv, lanes_lo(s.v3[u])),
+        mac(t.m7, xv, lanes_hi(s.v3[u])),
     );
 }
 
-/// The weights of input channel `ci` for the tile (column j: channels co0 + 4j .. + 3). Invocation
-/// `lane` of the subgroup loads channels co0 + lane % 8 and that + 8 (`w` = their row offset);
-/// the rest come from its neighbours (subgroupBroadcast takes a constant lane).
-fn weights(ci: u32, w_at: u32) -> mat4x4<f32> {
-    let lo = f32(w[ci * W_COLS + w_at]);
-    let hi = f32(w[ci * W_COLS + w_at + 8u]);
-    return mat4x4(
-        vec4(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u)),
-        vec4(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u)),
-        vec4(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u)),
-        vec4(subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)),
-    );
+/// The pixels of input channel `ci` at `x_at` (the invocation's vec4 of channel 0); zero past
+/// the last channel (the padded part of a partial group).
+fn load_x(x_at: u32, ci: u32) -> vec4<f32> {
+    if PARTIAL {
+        return select(vec4(0.0), vec4<f32>(x[x_at + min(ci, C_IN - 1u) * HW4]), ci < C_IN);
+    }
+    return vec4<f32>(x[x_at + ci * HW4]);
 }
 
-/// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q.
-fn put(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
+/// `t` plus the group of input channels 4g .. 4g + 3. `w_at` is the invocation's first share
+/// vector of the tile (group 0).
+fn group(t: Tile, g: u32, x_at: u32, w_at: u32) -> Tile {
+    let i = w_at + g * CO_TILE;
+    let s = Share(vec4<f32>(w[i]), vec4<f32>(w[i + 8u]), vec4<f32>(w[i + 16u]), vec4<f32>(w[i + 24u]));
+    let c = 4u * g;
+    let t1 = accumulate(t, load_x(x_at, c), s, 0u);
+    let t2 = accumulate(t1, load_x(x_at, c + 1u), s, 1u);
+    let t3 = accumulate(t2, load_x(x_at, c + 2u), s, 2u);
+    return accumulate(t3, load_x(x_at, c + 3u), s, 3u);
+}
+
+/// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q; `bias` and `slope`
+/// hold their parameters.
+fn put(acc: mat4x4<f32>, co: u32, bias: vec4<f32>, slope: vec4<f32>, q: u32, sample: u32, ok: bool) {
     for (var j = 0u; j < 4u; j++) {
         let i = (sample * C_OUT + co + j) * HW4 + q;
         if ok && co + j < C_OUT {
-            y[i] = vec4<stored>(epilogue(acc[j], co + j, i));
+            y[i] = vec4<stored>(epilogue(acc[j], bias[j], slope[j], i));
         }
     }
+}
+
+/// An invocation's share of the tile's parameters at offset `at` of p (bias 0, slope C_OUT):
+/// output channel co0 + 8h + lane % 8 in component h.
+fn params(co: u32, at: u32) -> vec4<f32> {
+    let last = C_OUT - 1u;
+    return vec4(p[at + min(co, last)], p[at + min(co + 8u, last)], p[at + min(co + 16u, last)], p[at + min(co + 24u, last)]);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
-    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute
-    // clamped pixels and store nothing.
+    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute a
+    // clamped pixel vec4 and store nothing.
     let g = wid.x + wid.y * nwg.x;
     let live = g < CO_BLOCKS * PX_GROUPS;
-    let co0 = min(g / PX_GROUPS, CO_BLOCKS - 1u) * CO_TILE;
-    let chunk = (g % PX_GROUPS) * WG + lid;
-    let q0 = chunk;
-    let q1 = chunk + PX_CHUNKS;
-    // This invocation's share of the tile's weights: channels co0 + lane % 8 and that + 8.
-    let at = At(wid.z * C_IN * HW4 + min(q0, HW4 - 1u), wid.z * C_IN * HW4 + min(q1, HW4 - 1u), co0 + lane % 8u);
-    // Four input channels an iteration: the loop-carried tile is written once per iteration
-    // (lavapipe masks every write to a variable that lives across iterations).
+    let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
+    let q = (g % PX_GROUPS) * WG + lid;
+    let x_at = wid.z * C_IN * HW4 + min(q, HW4 - 1u);
+    let w_at = block * CI4 * CO_TILE + lane % 8u;
     var t = Tile();
-    for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
-        t = accumulate(accumulate(accumulate(accumulate(t, ci, at), ci + 1u, at), ci + 2u, at), ci + 3u, at);
+    for (var k = 0u; k + 2u <= CI4; k += 2u) {
+        t = group(group(t, k, x_at, w_at), k + 1u, x_at, w_at);
     }
-    for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
-        t = accumulate(t, ci, at);
+    if CI4 % 2u == 1u {
+        t = group(t, CI4 - 1u, x_at, w_at);
     }
-    let ok0 = live && q0 < PX_CHUNKS;
-    let ok1 = live && q0 < PX_CHUNKS && q1 < HW4;
-    put(t.m00, co0, q0, wid.z, ok0);
-    put(t.m01, co0 + 4u, q0, wid.z, ok0);
-    put(t.m02, co0 + 8u, q0, wid.z, ok0);
-    put(t.m03, co0 + 12u, q0, wid.z, ok0);
-    put(t.m10, co0, q1, wid.z, ok1);
-    put(t.m11, co0 + 4u, q1, wid.z, ok1);
-    put(t.m12, co0 + 8u, q1, wid.z, ok1);
-    put(t.m13, co0 + 12u, q1, wid.z, ok1);
+    let ok = live && q < HW4;
+    let co0 = block * CO_TILE;
+    let bias = params(co0 + lane % 8u, 0u);
+    let slope = params(co0 + lane % 8u, C_OUT);
+    put(t.m0, co0, lanes_lo(bias.x), lanes_lo(slope.x), q, wid.z, ok);
+    put(t.m1, co0 + 4u, lanes_hi(bias.x), lanes_hi(slope.x), q, wid.z, ok);
+    put(t.m2, co0 + 8u, lanes_lo(bias.y), lanes_lo(slope.y), q, wid.z, ok);
+    put(t.m3, co0 + 12u, lanes_hi(bias.y), lanes_hi(slope.y), q, wid.z, ok);
+    put(t.m4, co0 + 16u, lanes_lo(bias.z), lanes_lo(slope.z), q, wid.z, ok);
+    put(t.m5, co0 + 20u, lanes_hi(bias.z), lanes_hi(slope.z), q, wid.z, ok);
+    put(t.m6, co0 + 24u, lanes_lo(bias.w), lanes_lo(slope.w), q, wid.z, ok);
+    put(t.m7, co0 + 28u, lanes_hi(bias.w), lanes_hi(slope.w), q, wid.z, ok);
 }

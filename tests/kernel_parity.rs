@@ -682,9 +682,10 @@ fn conv_extras() {
         Case::new("pointwise 7x7, 6 -> 300 (2 workgroups of 64 across the channels)", Net::new(21, &[6, 7, 7]).conv(ConvSpec::new(300, 1)), &["pointwise"])
             .batch(2),
         Case::new("pointwise 3x3, 9 -> 2 (a workgroup of 8, one invocation live)", Net::new(22, &[9, 3, 3]).conv(ConvSpec::new(2, 1)), &["pointwise"]),
-        Case::new("vec4 pointwise, 3 workgroups of 32 a tile, 2 tiles", Net::new(14, &[6, 24, 24]).conv(ConvSpec::new(21, 1)), &["pointwise_vec4"]),
-        Case::new("vec4 pointwise, 2 workgroups of 64 a tile, 2 tiles", Net::new(15, &[5, 24, 40]).conv(ConvSpec::new(20, 1)), &["pointwise_vec4"])
+        Case::new("vec4 pointwise, 3 workgroups of 32 a tile (24 idle), 2 tiles", Net::new(14, &[6, 24, 12]).conv(ConvSpec::new(37, 1)), &["pointwise_vec4"]),
+        Case::new("vec4 pointwise, 2 workgroups of 32 a tile, 3 tiles (the last of 6 channels)", Net::new(15, &[5, 8, 30]).conv(ConvSpec::new(70, 1)), &["pointwise_vec4"])
             .batch(2),
+        Case::new("vec4 pointwise, 9 groups of 4 input channels (odd, the last partial)", Net::new(16, &[35, 4, 8]).conv(ConvSpec::new(32, 1)), &["pointwise_vec4"]),
     ];
     run_cases(cases);
 }

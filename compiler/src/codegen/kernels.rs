@@ -82,9 +82,7 @@ const POINTWISE_CO_TILE: usize = 4;
 /// Pixels one workgroup of the pointwise kernel computes.
 const POINTWISE_PX_TILE: usize = 8;
 /// Output channels one workgroup of the vec4 pointwise kernel computes.
-const POINTWISE_VEC4_CO_TILE: usize = 16;
-/// Pixel vec4s one invocation of the vec4 pointwise kernel computes.
-const POINTWISE_VEC4_PX_VECS: usize = 2;
+const POINTWISE_VEC4_CO_TILE: usize = 32;
 
 /// Outputs along a row one invocation of the depthwise kernel computes.
 const DEPTHWISE_OX_TILE: usize = 8;
@@ -97,13 +95,11 @@ fn conv2d_co_tile(c_out_per_group: usize) -> usize {
     [8, 4, 2, 1].into_iter().find(|t| c_out_per_group.is_multiple_of(*t)).unwrap_or(1)
 }
 
-/// Workgroup size of the vec4 pointwise kernel for `px_chunks` invocations per tile of output
-/// channels: the tile is the workgroup's, so a small feature map (14x14: 25 invocations) would
-/// leave most of a 64-invocation workgroup idle; 32 where that idles fewer invocations.
-fn pointwise_vec4_workgroup(px_chunks: usize) -> u32 {
-    let idle = |wg: usize| px_chunks.div_ceil(wg) * wg - px_chunks;
-    if idle(32) < idle(WORKGROUP as usize) { 32 } else { WORKGROUP }
-}
+/// Workgroup size of the vec4 pointwise kernel (one pixel vec4 an invocation of the subgroup
+/// variant, two for half the tile in the plain one). The tile is the workgroup's, so a workgroup
+/// of 32 never idles more invocations than one of 64 (28x28: 196 vec4s, 28 idle against 60), and
+/// it measured faster on lavapipe at 28x28 and 56x56 too.
+const POINTWISE_VEC4_WORKGROUP: u32 = 32;
 
 /// Workgroup size of the pointwise kernel for `co4` groups of 4 output channels (one an
 /// invocation): the next power of two, from 8 (a subgroup: the subgroup variant broadcasts from
@@ -120,6 +116,20 @@ fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize, tile: usize) -> Vec<f32>
     for co in 0..c_out {
         for ci in 0..c_in {
             packed[ci * cols + co] = w[co * c_in + ci];
+        }
+    }
+    packed
+}
+
+/// `[C_out, C_in]` -> `[C_out / 32][C_in / 4][32]` vec4s (both rounded up, zero-padded): vector
+/// (b, g, j) holds the weights of output channel 32b + j for input channels 4g .. 4g + 3, so the
+/// vec4 pointwise kernels read a tile's weights for a group of input channels as 32 vectors.
+fn pack_pointwise_vec4(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    let (tile, groups) = (POINTWISE_VEC4_CO_TILE, c_in.div_ceil(4));
+    let mut packed = vec![0.0; c_out.div_ceil(tile) * groups * tile * 4];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            packed[((co / tile * groups + ci / 4) * tile + co % tile) * 4 + ci % 4] = w[co * c_in + ci];
         }
     }
     packed
@@ -176,9 +186,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
                 if hw_out.is_multiple_of(4) {
                     // Whole workgroups per tile of output channels (the tile is the workgroup's).
-                    let px_chunks = (hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS);
-                    let wg = pointwise_vec4_workgroup(px_chunks);
-                    let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * px_chunks.div_ceil(wg as usize);
+                    let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_WORKGROUP as usize);
                     // Counted in invocations of WORKGROUP-sized groups: threads_to_groups gives `groups`.
                     (Template::PointwiseVec4, k, groups * WORKGROUP as usize)
                 } else {
@@ -225,7 +233,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             };
             constants.extend(epilogue_constants(e));
             let wg = match template {
-                Template::PointwiseVec4 => pointwise_vec4_workgroup((hw_out / 4).div_ceil(POINTWISE_VEC4_PX_VECS)),
+                Template::PointwiseVec4 => POINTWISE_VEC4_WORKGROUP,
                 Template::Pointwise => pointwise_workgroup(c_out.div_ceil(POINTWISE_CO_TILE)),
                 _ => WORKGROUP,
             };
@@ -233,7 +241,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let mut binds = layer_binds(graph, node, params, e.residual);
             if let Bind::Data(_, w) = &mut binds[1] {
                 if template == Template::PointwiseVec4 {
-                    *w = pack_pointwise(w, c_out, c_in, POINTWISE_VEC4_CO_TILE);
+                    *w = pack_pointwise_vec4(w, c_out, c_in);
                 } else if pointwise {
                     *w = pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE);
                 } else if template == Template::Conv2d {
