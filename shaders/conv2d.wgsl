@@ -53,10 +53,34 @@ const C_OUT_G: u32 = C_OUT / GROUP;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
-    var v = acc + p[co];
+/// A channel's epilogue parameters (bias and PReLU slope).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+/// The epilogue parameters of output channels co .. co + 3 (clamped to the last), loaded once for
+/// all the outputs of those channels an invocation writes (on lavapipe every load is a per-lane
+/// loop).
+struct Quad {
+    bias: vec4<f32>,
+    slope: vec4<f32>,
+}
+
+fn quad(co: u32) -> Quad {
+    let i = min(vec4(co) + vec4(0u, 1u, 2u, 3u), vec4(C_OUT - 1u));
+    return Quad(vec4(p[i.x], p[i.y], p[i.z], p[i.w]), vec4(p[C_OUT + i.x], p[C_OUT + i.y], p[C_OUT + i.z], p[C_OUT + i.w]));
+}
+
+/// Channel j of a quad.
+fn member(q: Quad, j: u32) -> Channel {
+    return Channel(q.bias[j], q.slope[j]);
+}
+
+fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, 0.0); }
-    if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= 0.0); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += f32(r[i]); }
@@ -70,13 +94,14 @@ fn tap(row: u32, ix: i32, row_ok: bool, scale: f32, shift: f32) -> vec4<f32> {
     return vec4(select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN)));
 }
 
-/// Writes output channels co0 + 4 * half .. + 3 (those of the tile) of pixel `ox` from `acc`.
-fn put(acc: vec4<f32>, co0: u32, half: u32, base: u32, ox: u32, live: bool) {
+/// Writes output channels co0 + 4 * half .. + 3 (those of the tile; `q` their parameters) of
+/// pixel `ox` from `acc`.
+fn put(acc: vec4<f32>, co0: u32, half: u32, q: Quad, base: u32, ox: u32, live: bool) {
     for (var j = 0u; j < 4u; j++) {
         let co = co0 + 4u * half + j;
         let i = base + co * H_OUT * W_OUT + ox;
         if live && ox < W_OUT && 4u * half + j < CO_TILE {
-            y[i] = stored(epilogue(acc[j], co, i));
+            y[i] = stored(epilogue(acc[j], member(q, j), i));
         }
     }
 }
@@ -135,12 +160,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     let base = (wid.z * C_OUT) * H_OUT * W_OUT + oy * W_OUT;
-    put(a00, co0, 0u, base, ox0, live);
-    put(a01, co0, 1u, base, ox0, live);
-    put(a10, co0, 0u, base, ox0 + 1u, live);
-    put(a11, co0, 1u, base, ox0 + 1u, live);
-    put(a20, co0, 0u, base, ox0 + 2u, live);
-    put(a21, co0, 1u, base, ox0 + 2u, live);
-    put(a30, co0, 0u, base, ox0 + 3u, live);
-    put(a31, co0, 1u, base, ox0 + 3u, live);
+    let q0 = quad(co0);
+    let q1 = quad(co0 + 4u);
+    put(a00, co0, 0u, q0, base, ox0, live);
+    put(a01, co0, 1u, q1, base, ox0, live);
+    put(a10, co0, 0u, q0, base, ox0 + 1u, live);
+    put(a11, co0, 1u, q1, base, ox0 + 1u, live);
+    put(a20, co0, 0u, q0, base, ox0 + 2u, live);
+    put(a21, co0, 1u, q1, base, ox0 + 2u, live);
+    put(a30, co0, 0u, q0, base, ox0 + 3u, live);
+    put(a31, co0, 1u, q1, base, ox0 + 3u, live);
 }

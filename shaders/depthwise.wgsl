@@ -41,10 +41,21 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
-    var v = acc + p[c];
+/// A channel's epilogue parameters, loaded once for all the outputs of the channel an
+/// invocation writes (on lavapipe every load is a per-lane loop).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+fn channel(c: u32) -> Channel {
+    return Channel(p[c], p[C + c]);
+}
+
+fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, 0.0); }
-    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= 0.0); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += f32(r[i]); }
@@ -80,11 +91,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
+    let ch = channel(c);
     for (var o = 0u; o < OX_TILE; o++) {
         let ox = ox0 + o;
         if ox < W_OUT {
             let i = ((wid.z * C + c) * H_OUT + oy) * W_OUT + ox;
-            y[i] = stored(epilogue(acc[o], c, i));
+            y[i] = stored(epilogue(acc[o], ch, i));
         }
     }
 }

@@ -46,10 +46,21 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-fn epilogue(acc: f32, c: u32, i: u32) -> f32 {
-    var v = acc + p[c];
+/// A channel's epilogue parameters, loaded once for all the outputs of the channel an
+/// invocation writes (on lavapipe every load is a per-lane loop).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+fn channel(c: u32) -> Channel {
+    return Channel(p[c], p[C + c]);
+}
+
+fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, 0.0); }
-    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= 0.0); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += f32(r[i]); }
@@ -74,12 +85,12 @@ fn taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, k: ve
     return fma(left, vec4(k.x), fma(mid, vec4(k.y), fma(right, vec4(k.z), acc)));
 }
 
-/// Writes outputs ox .. ox + 3 (those inside the row) of row `oy`.
-fn put(acc: vec4<f32>, c: u32, oy: u32, ox: u32, sample: u32, live: bool) {
+/// Writes outputs ox .. ox + 3 (those inside the row) of row `oy` of channel `c`.
+fn put(acc: vec4<f32>, c: u32, ch: Channel, oy: u32, ox: u32, sample: u32, live: bool) {
     let row = ((sample * C + c) * H_OUT + oy) * W_OUT;
     for (var j = 0u; j < 4u; j++) {
         if live && oy < H_OUT && ox + j < W_OUT {
-            y[row + ox + j] = stored(epilogue(acc[j], c, row + ox + j));
+            y[row + ox + j] = stored(epilogue(acc[j], ch, row + ox + j));
         }
     }
 }
@@ -177,12 +188,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         a30 = taps(a30, l0, m0, r0, k3);
         a31 = taps(a31, l1, m1, r1, k3);
     }
-    put(a00, c, oy0, ox0, wid.z, live);
-    put(a01, c, oy0, ox0 + 4u, wid.z, live);
-    put(a10, c, oy0 + 1u, ox0, wid.z, live);
-    put(a11, c, oy0 + 1u, ox0 + 4u, wid.z, live);
-    put(a20, c, oy0 + 2u, ox0, wid.z, live);
-    put(a21, c, oy0 + 2u, ox0 + 4u, wid.z, live);
-    put(a30, c, oy0 + 3u, ox0, wid.z, live);
-    put(a31, c, oy0 + 3u, ox0 + 4u, wid.z, live);
+    let ch = channel(c);
+    put(a00, c, ch, oy0, ox0, wid.z, live);
+    put(a01, c, ch, oy0, ox0 + 4u, wid.z, live);
+    put(a10, c, ch, oy0 + 1u, ox0, wid.z, live);
+    put(a11, c, ch, oy0 + 1u, ox0 + 4u, wid.z, live);
+    put(a20, c, ch, oy0 + 2u, ox0, wid.z, live);
+    put(a21, c, ch, oy0 + 2u, ox0 + 4u, wid.z, live);
+    put(a30, c, ch, oy0 + 3u, ox0, wid.z, live);
+    put(a31, c, ch, oy0 + 3u, ox0 + 4u, wid.z, live);
 }

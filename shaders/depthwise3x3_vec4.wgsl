@@ -49,10 +49,21 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
-fn epilogue(acc: vec4<f32>, c: u32, i: u32) -> vec4<f32> {
-    var v = acc + p[c];
+/// A channel's epilogue parameters, loaded once for all the outputs of the channel an
+/// invocation writes (on lavapipe every load is a per-lane loop).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+fn channel(c: u32) -> Channel {
+    return Channel(p[c], p[C + c]);
+}
+
+fn epilogue(acc: vec4<f32>, ch: Channel, i: u32) -> vec4<f32> {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
-    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= vec4(0.0)); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
@@ -78,10 +89,10 @@ fn taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, k: ve
 }
 
 /// Writes output vec4 `q` of row `oy`.
-fn put(acc: vec4<f32>, c: u32, oy: u32, q: u32, sample: u32, live: bool) {
+fn put(acc: vec4<f32>, c: u32, ch: Channel, oy: u32, q: u32, sample: u32, live: bool) {
     let i = ((sample * C + c) * H_OUT + oy) * W_OUT4 + q;
     if live && oy < H_OUT && q < W_OUT4 {
-        y[i] = vec4<stored>(epilogue(acc, c, i));
+        y[i] = vec4<stored>(epilogue(acc, ch, i));
     }
 }
 
@@ -157,12 +168,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         a30 = taps(a30, l0, m0, r0, k3);
         a31 = taps(a31, l1, m1, r1, k3);
     }
-    put(a00, c, oy0, q0, wid.z, live);
-    put(a01, c, oy0, q0 + 1u, wid.z, live);
-    put(a10, c, oy0 + 1u, q0, wid.z, live);
-    put(a11, c, oy0 + 1u, q0 + 1u, wid.z, live);
-    put(a20, c, oy0 + 2u, q0, wid.z, live);
-    put(a21, c, oy0 + 2u, q0 + 1u, wid.z, live);
-    put(a30, c, oy0 + 3u, q0, wid.z, live);
-    put(a31, c, oy0 + 3u, q0 + 1u, wid.z, live);
+    let ch = channel(c);
+    put(a00, c, ch, oy0, q0, wid.z, live);
+    put(a01, c, ch, oy0, q0 + 1u, wid.z, live);
+    put(a10, c, ch, oy0 + 1u, q0, wid.z, live);
+    put(a11, c, ch, oy0 + 1u, q0 + 1u, wid.z, live);
+    put(a20, c, ch, oy0 + 2u, q0, wid.z, live);
+    put(a21, c, ch, oy0 + 2u, q0 + 1u, wid.z, live);
+    put(a30, c, ch, oy0 + 3u, q0, wid.z, live);
+    put(a31, c, ch, oy0 + 3u, q0 + 1u, wid.z, live);
 }

@@ -41,10 +41,21 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
-fn epilogue(acc: vec4<f32>, c: u32, i: u32) -> vec4<f32> {
-    var v = acc + p[c];
+/// A channel's epilogue parameters, loaded once for all the outputs of the channel an
+/// invocation writes (on lavapipe every load is a per-lane loop).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+fn channel(c: u32) -> Channel {
+    return Channel(p[c], p[C + c]);
+}
+
+fn epilogue(acc: vec4<f32>, ch: Channel, i: u32) -> vec4<f32> {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
-    if ACT == ACT_PRELU { v = select(v * p[C + c], v, v >= vec4(0.0)); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
@@ -84,11 +95,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
+    let ch = channel(c);
     for (var h = 0u; h < 2u; h++) {
         let q = u32(q0) + h;
         if q < W_OUT4 {
             let i = ((wid.z * C + c) * H_OUT + oy) * W_OUT4 + q;
-            y[i] = vec4<stored>(epilogue(vec4(acc[4u * h], acc[4u * h + 1u], acc[4u * h + 2u], acc[4u * h + 3u]), c, i));
+            y[i] = vec4<stored>(epilogue(vec4(acc[4u * h], acc[4u * h + 1u], acc[4u * h + 2u], acc[4u * h + 3u]), ch, i));
         }
     }
 }

@@ -24,10 +24,21 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-fn epilogue(acc: f32, m: u32, i: u32) -> f32 {
-    var v = acc + p[m];
+/// A channel's epilogue parameters, loaded once for all the outputs of the channel an
+/// invocation writes (on lavapipe every load is a per-lane loop).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+fn channel(c: u32) -> Channel {
+    return Channel(p[c], p[M + c]);
+}
+
+fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, 0.0); }
-    if ACT == ACT_PRELU { v = select(v * p[M + m], v, v >= 0.0); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += f32(r[i]); }
@@ -45,5 +56,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         acc += f32(x[x0 + k]) * f32(w[m * K + k]);
     }
     let i = wid.z * M + m;
-    y[i] = stored(epilogue(acc, m, i));
+    y[i] = stored(epilogue(acc, channel(m), i));
 }

@@ -38,10 +38,34 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
 
-fn epilogue(acc: f32, co: u32, i: u32) -> f32 {
-    var v = acc + p[co];
+/// A channel's epilogue parameters (bias and PReLU slope).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+/// The epilogue parameters of output channels co .. co + 3 (clamped to the last), loaded once for
+/// all the outputs of those channels an invocation writes (on lavapipe every load is a per-lane
+/// loop).
+struct Quad {
+    bias: vec4<f32>,
+    slope: vec4<f32>,
+}
+
+fn quad(co: u32) -> Quad {
+    let i = min(vec4(co) + vec4(0u, 1u, 2u, 3u), vec4(C_OUT - 1u));
+    return Quad(vec4(p[i.x], p[i.y], p[i.z], p[i.w]), vec4(p[C_OUT + i.x], p[C_OUT + i.y], p[C_OUT + i.z], p[C_OUT + i.w]));
+}
+
+/// Channel j of a quad.
+fn member(q: Quad, j: u32) -> Channel {
+    return Channel(q.bias[j], q.slope[j]);
+}
+
+fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, 0.0); }
-    if ACT == ACT_PRELU { v = select(v * p[C_OUT + co], v, v >= 0.0); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= 0.0); }
     if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += f32(r[i]); }
@@ -74,13 +98,13 @@ fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
 }
 
 /// Writes the invocation's channels (those below C_OUT) at pixels p .. p + 3 (those inside the map).
-fn put(acc: mat4x4<f32>, co4: u32, p: u32, sample: u32, live: bool) {
+fn put(acc: mat4x4<f32>, co4: u32, q: Quad, p: u32, sample: u32, live: bool) {
     for (var k = 0u; k < 4u; k++) {
         for (var j = 0u; j < 4u; j++) {
             let co = 4u * co4 + j;
             let i = (sample * C_OUT + co) * HW + p + k;
             if live && co < C_OUT && p + k < HW {
-                y[i] = stored(epilogue(acc[k][j], co, i));
+                y[i] = stored(epilogue(acc[k][j], member(q, j), i));
             }
         }
     }
@@ -116,6 +140,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
         t = accumulate(t, ci, at);
     }
-    put(t.lo, co4, p0, wid.z, live);
-    put(t.hi, co4, p0 + 4u, wid.z, live);
+    let q = quad(4u * min(co4, CO4 - 1u));
+    put(t.lo, co4, q, p0, wid.z, live);
+    put(t.hi, co4, q, p0 + 4u, wid.z, live);
 }

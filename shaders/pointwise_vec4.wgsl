@@ -48,11 +48,16 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
-/// Output `i` from its accumulator and its channel's bias and PReLU slope.
-fn epilogue(acc: vec4<f32>, bias: f32, slope: f32, i: u32) -> vec4<f32> {
-    var v = acc + bias;
+/// A channel's epilogue parameters (bias and PReLU slope).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+fn epilogue(acc: vec4<f32>, ch: Channel, i: u32) -> vec4<f32> {
+    var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
-    if ACT == ACT_PRELU { v = select(v * slope, v, v >= vec4(0.0)); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
     if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
@@ -152,7 +157,7 @@ fn put(acc: mat4x4<f32>, co: u32, bias: vec4<f32>, slope: vec4<f32>, q: u32, sam
     for (var j = 0u; j < 4u; j++) {
         let i = (sample * C_OUT + co + j) * HW4 + q;
         if ok && co + j < C_OUT {
-            y[i] = vec4<stored>(epilogue(acc[j], bias[j], slope[j], i));
+            y[i] = vec4<stored>(epilogue(acc[j], Channel(bias[j], slope[j]), i));
         }
     }
 }
