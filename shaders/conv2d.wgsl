@@ -1,16 +1,19 @@
-// Direct 2-D convolution, dense or grouped: one invocation computes 8 output channels (a tile of
-// CO_TILE, a divisor of the channels of a group chosen by the compiler, padded to 8 with zero
-// weights) at PX = 4 neighbouring output pixels of a row of one sample. Each tap's 8 weights (two
-// vec4 loads) serve the 4 pixels, and each input value it loads (and normalises) serves 8
-// multiply-adds; padding is handled branch-free (a clamped load, then zero).
+// Direct 2-D convolution, dense or grouped: a workgroup computes one tile of CO_TILE output
+// channels (a divisor of the channels of a group chosen by the compiler, at most 32) at WG
+// neighbouring groups of PX = 4 output pixels along a row of one sample; each invocation computes
+// the whole tile at its 4 pixels. Per tap it loads (and normalises) 4 input values and the tile's
+// QUADS vec4s of weights, and every input value serves CO_TILE multiply-adds; padding is handled
+// branch-free (a clamped load, then zero).
+// `conv2d_subgroup.wgsl` is the same kernel, dispatch for dispatch, with the weights shared
+// across a subgroup; the runtime uses it where the device has subgroups of at least 8 invocations.
 // The accumulators are named variables and the pixel loop is written out: on lavapipe, which
 // runs invocations as SIMD lanes, a local array indexed in a loop becomes per-lane memory traffic.
 // Bias, activation and residual run in the epilogue; an optional per-channel affine prologue
 // normalises in-bounds input taps (never the zero padding).
 // Layouts: x [C_IN, H_IN, W_IN], y [C_OUT, H_OUT, W_OUT] per sample; the compiler packs the weights
-// [C_OUT / CO_TILE, C_IN / GROUP, KH, KW, 8] (zero past CO_TILE) so a tap's weights for the tile
-// are two vec4 loads; the sample is workgroup_id.z. p = [bias; C_OUT] ++ [prelu slope; C_OUT] ++
-// [prologue scale; C_IN] ++ [prologue shift; C_IN].
+// [C_OUT / CO_TILE, C_IN / GROUP, KH, KW, 32] (zero past CO_TILE), so vec4 j of a tap holds output
+// channels 4j .. 4j + 3 of the tile; the sample is workgroup_id.z. p = [bias; C_OUT] ++
+// [prelu slope; C_OUT] ++ [prologue scale; C_IN] ++ [prologue shift; C_IN].
 
 // mfn:constants
 alias stored = f32;
@@ -39,7 +42,13 @@ const WG: u32 = 64u;
 /// Output pixels along a row one invocation computes.
 const PX: u32 = 4u;
 const OX_CHUNKS: u32 = (W_OUT + PX - 1u) / PX;
-const THREADS: u32 = (C_OUT / CO_TILE) * H_OUT * OX_CHUNKS;
+/// Invocations per tile of output channels, and the workgroups that hold them.
+const TILE_THREADS: u32 = H_OUT * OX_CHUNKS;
+const PX_GROUPS: u32 = (TILE_THREADS + WG - 1u) / WG;
+const TILES: u32 = C_OUT / CO_TILE;
+/// Vectors of 4 output channels in a tile (the last zero-padded); 8 in the packed weights.
+const QUADS: u32 = (CO_TILE + 3u) / 4u;
+const LANES: u32 = 32u;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -87,47 +96,106 @@ fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
     return v;
 }
 
-/// Input tap (iy, ix) of row `row`, normalised by the prologue, zero in the padding.
-fn tap(row: u32, ix: i32, row_ok: bool, scale: f32, shift: f32) -> vec4<f32> {
-    var v = f32(x[row + u32(clamp(ix, 0, i32(W_IN) - 1))]);
-    if HAS_PROLOGUE { v = v * scale + shift; }
-    return vec4(select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN)));
+/// Output channels co0 + 4j .. + 3 of the tile at one pixel: q<j>.
+struct Px {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+    q4: vec4<f32>,
+    q5: vec4<f32>,
+    q6: vec4<f32>,
+    q7: vec4<f32>,
 }
 
-/// Writes output channels co0 + 4 * half .. + 3 (those of the tile; `q` their parameters) of
-/// pixel `ox` from `acc`.
-fn put(acc: vec4<f32>, co0: u32, half: u32, q: Quad, base: u32, ox: u32, live: bool) {
+/// The accumulators of an invocation: its 4 pixels.
+struct Tile {
+    p0: Px,
+    p1: Px,
+    p2: Px,
+    p3: Px,
+}
+
+/// One tap's weights for the tile: q<j> holds output channels co0 + 4j .. + 3.
+alias Weights = Px;
+
+/// acc + input value `v` times the tap's weights (quads past the tile stay zero).
+fn mac(acc: Px, v: f32, k: Weights) -> Px {
+    let s = vec4(v);
+    return Px(
+        fma(s, k.q0, acc.q0),
+        select(acc.q1, fma(s, k.q1, acc.q1), QUADS > 1u),
+        select(acc.q2, fma(s, k.q2, acc.q2), QUADS > 2u),
+        select(acc.q3, fma(s, k.q3, acc.q3), QUADS > 3u),
+        select(acc.q4, fma(s, k.q4, acc.q4), QUADS > 4u),
+        select(acc.q5, fma(s, k.q5, acc.q5), QUADS > 5u),
+        select(acc.q6, fma(s, k.q6, acc.q6), QUADS > 6u),
+        select(acc.q7, fma(s, k.q7, acc.q7), QUADS > 7u),
+    );
+}
+
+/// Input value at column `ix` of row `row`, normalised by the prologue, zero in the padding.
+fn tap(row: u32, ix: i32, row_ok: bool, scale: f32, shift: f32) -> f32 {
+    var v = f32(x[row + u32(clamp(ix, 0, i32(W_IN) - 1))]);
+    if HAS_PROLOGUE { v = v * scale + shift; }
+    return select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
+}
+
+/// Writes output channels co .. co + 3 (those of the tile: from 4 * quad; `q` their parameters)
+/// of pixel `ox` from `acc`.
+fn put(acc: vec4<f32>, co: u32, quad: u32, q: Quad, base: u32, ox: u32, live: bool) {
     for (var j = 0u; j < 4u; j++) {
-        let co = co0 + 4u * half + j;
-        let i = base + co * H_OUT * W_OUT + ox;
-        if live && ox < W_OUT && 4u * half + j < CO_TILE {
+        let i = base + (co + j) * H_OUT * W_OUT + ox;
+        if live && ox < W_OUT && 4u * quad + j < CO_TILE {
             y[i] = stored(epilogue(acc[j], member(q, j), i));
         }
     }
 }
 
+/// Writes the tile's channels at pixel `ox` (quads past the tile write nothing).
+fn put_px(a: Px, co0: u32, base: u32, ox: u32, live: bool) {
+    put(a.q0, co0, 0u, quad(co0), base, ox, live);
+    if QUADS > 1u { put(a.q1, co0 + 4u, 1u, quad(co0 + 4u), base, ox, live); }
+    if QUADS > 2u { put(a.q2, co0 + 8u, 2u, quad(co0 + 8u), base, ox, live); }
+    if QUADS > 3u { put(a.q3, co0 + 12u, 3u, quad(co0 + 12u), base, ox, live); }
+    if QUADS > 4u { put(a.q4, co0 + 16u, 4u, quad(co0 + 16u), base, ox, live); }
+    if QUADS > 5u { put(a.q5, co0 + 20u, 5u, quad(co0 + 20u), base, ox, live); }
+    if QUADS > 6u { put(a.q6, co0 + 24u, 6u, quad(co0 + 24u), base, ox, live); }
+    if QUADS > 7u { put(a.q7, co0 + 28u, 7u, quad(co0 + 28u), base, ox, live); }
+}
+
+/// A tap's weights for the tile, from its first packed vector `i`.
+fn weights(i: u32) -> Weights {
+    let z = vec4(0.0);
+    return Weights(
+        vec4<f32>(w[i]),
+        select(z, vec4<f32>(w[i + 1u]), QUADS > 1u),
+        select(z, vec4<f32>(w[i + 2u]), QUADS > 2u),
+        select(z, vec4<f32>(w[i + 3u]), QUADS > 3u),
+        select(z, vec4<f32>(w[i + 4u]), QUADS > 4u),
+        select(z, vec4<f32>(w[i + 5u]), QUADS > 5u),
+        select(z, vec4<f32>(w[i + 6u]), QUADS > 6u),
+        select(z, vec4<f32>(w[i + 7u]), QUADS > 7u),
+    );
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    // Spare invocations of the last workgroup compute the last tile again and store nothing.
-    let t0 = (wid.x + wid.y * nwg.x) * WG + lid;
-    let live = t0 < THREADS;
-    let t = min(t0, THREADS - 1u);
-    let co0 = (t / (H_OUT * OX_CHUNKS)) * CO_TILE;
-    let oy = (t / OX_CHUNKS) % H_OUT;
+    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute the
+    // tile's last pixels again and store nothing.
+    let g = wid.x + wid.y * nwg.x;
+    let tile = min(g / PX_GROUPS, TILES - 1u);
+    let t0 = (g % PX_GROUPS) * WG + lid;
+    let live = g < TILES * PX_GROUPS && t0 < TILE_THREADS;
+    let t = min(t0, TILE_THREADS - 1u);
+    let co0 = tile * CO_TILE;
+    let oy = t / OX_CHUNKS;
     let ox0 = (t % OX_CHUNKS) * PX;
     let ci0 = (co0 / C_OUT_G) * C_IN_G;
     let x0 = wid.z * C_IN * H_IN * W_IN;
     let ix0 = i32(ox0 * SW) - i32(PAD_L);
-    // a<pixel><half>: output channels co0 + 4 * half .. + 3 at pixel ox0 + pixel.
-    var a00 = vec4(0.0);
-    var a01 = vec4(0.0);
-    var a10 = vec4(0.0);
-    var a11 = vec4(0.0);
-    var a20 = vec4(0.0);
-    var a21 = vec4(0.0);
-    var a30 = vec4(0.0);
-    var a31 = vec4(0.0);
+    var acc = Tile();
     for (var ci = 0u; ci < C_IN_G; ci++) {
         let c = ci0 + ci;
         var scale = 1.0;
@@ -140,34 +208,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let iy = i32(oy * SH + ky) - i32(PAD_T);
             let row_ok = iy >= 0 && iy < i32(H_IN);
             let row = x0 + (c * H_IN + u32(clamp(iy, 0, i32(H_IN) - 1))) * W_IN;
+            // One write of the loop-carried accumulators per row of taps (lavapipe masks every
+            // write to a variable that lives across iterations).
+            var a = acc;
             for (var kx = 0u; kx < KW; kx++) {
-                let wi = (((co0 / CO_TILE) * C_IN_G + ci) * KH * KW + ky * KW + kx) * 2u;
-                let wl = vec4<f32>(w[wi]);
-                let wh = vec4<f32>(w[wi + 1u]);
-                let x0v = tap(row, ix0 + i32(kx), row_ok, scale, shift);
-                let x1v = tap(row, ix0 + i32(SW + kx), row_ok, scale, shift);
-                let x2v = tap(row, ix0 + i32(2u * SW + kx), row_ok, scale, shift);
-                let x3v = tap(row, ix0 + i32(3u * SW + kx), row_ok, scale, shift);
-                a00 = fma(x0v, wl, a00);
-                a01 = fma(x0v, wh, a01);
-                a10 = fma(x1v, wl, a10);
-                a11 = fma(x1v, wh, a11);
-                a20 = fma(x2v, wl, a20);
-                a21 = fma(x2v, wh, a21);
-                a30 = fma(x3v, wl, a30);
-                a31 = fma(x3v, wh, a31);
+                let k = weights(((tile * C_IN_G + ci) * KH * KW + ky * KW + kx) * (LANES / 4u));
+                a = Tile(
+                    mac(a.p0, tap(row, ix0 + i32(kx), row_ok, scale, shift), k),
+                    mac(a.p1, tap(row, ix0 + i32(SW + kx), row_ok, scale, shift), k),
+                    mac(a.p2, tap(row, ix0 + i32(2u * SW + kx), row_ok, scale, shift), k),
+                    mac(a.p3, tap(row, ix0 + i32(3u * SW + kx), row_ok, scale, shift), k),
+                );
             }
+            acc = a;
         }
     }
     let base = (wid.z * C_OUT) * H_OUT * W_OUT + oy * W_OUT;
-    let q0 = quad(co0);
-    let q1 = quad(co0 + 4u);
-    put(a00, co0, 0u, q0, base, ox0, live);
-    put(a01, co0, 1u, q1, base, ox0, live);
-    put(a10, co0, 0u, q0, base, ox0 + 1u, live);
-    put(a11, co0, 1u, q1, base, ox0 + 1u, live);
-    put(a20, co0, 0u, q0, base, ox0 + 2u, live);
-    put(a21, co0, 1u, q1, base, ox0 + 2u, live);
-    put(a30, co0, 0u, q0, base, ox0 + 3u, live);
-    put(a31, co0, 1u, q1, base, ox0 + 3u, live);
+    put_px(acc.p0, co0, base, ox0, live);
+    put_px(acc.p1, co0, base, ox0 + 1u, live);
+    put_px(acc.p2, co0, base, ox0 + 2u, live);
+    put_px(acc.p3, co0, base, ox0 + 3u, live);
 }

@@ -604,6 +604,11 @@ fn conv_extras() {
         Case::new("1x3 kernel", Net::new(4, &[5, 7, 9]).conv(ConvSpec::new(3, 1).kernel(1, 3).pad(Pad::Explicit([0, 1, 0, 1]))), &["conv2d"]),
         Case::new("strides 1x2", Net::new(6, &[5, 9, 11]).conv(ConvSpec::new(13, 3).strides(1, 2).same(1)), &["conv2d"]).batch(3),
         Case::new("strides 2x1", Net::new(7, &[3, 13, 13]).conv(ConvSpec::new(5, 5).strides(2, 1).pad(Pad::Auto("SAME_LOWER"))), &["conv2d"]),
+        // Tiles of 32 and 16 output channels (8 and 4 vectors of weights a tap): every lane of a
+        // subgroup variant's broadcast is used.
+        Case::new("3x3 stride 2, 3 -> 64 (2 tiles of 32)", Net::new(17, &[3, 18, 22]).conv(ConvSpec::new(64, 3).stride(2).same(1)), &["conv2d"]).batch(2),
+        Case::new("3x3, 5 -> 48 (3 tiles of 16, 3 workgroups a tile)", Net::new(18, &[5, 11, 21]).conv(ConvSpec::new(48, 3).same(1)), &["conv2d"]),
+        Case::new("3x3, 2 groups, 6 -> 40 (tiles of 4: 20 channels a group)", Net::new(19, &[6, 9, 9]).conv(ConvSpec::new(40, 3).group(Group::Groups(2))), &["conv2d"]),
         Case::new(
             "depthwise 5x3, strides 2x1",
             Net::new(8, &[13, 11, 9]).conv(ConvSpec::new(0, 0).kernel(5, 3).strides(2, 1).group(Group::Depthwise).pad(Pad::Auto("SAME_UPPER"))),

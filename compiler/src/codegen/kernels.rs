@@ -89,11 +89,16 @@ const DEPTHWISE_OX_TILE: usize = 8;
 /// Output rows one invocation of the depthwise 3x3 kernel computes.
 const DEPTHWISE3X3_ROWS: usize = 4;
 
-/// Output channels one invocation of the conv2d kernel computes: the largest of 8, 4, 2, 1 that
-/// divides the output channels of a group (so a tile never straddles two groups).
+/// Output channels one invocation of the conv2d kernel computes (its workgroup's tile): the
+/// largest of 32, 16, 8, 4, 2, 1 that divides the output channels of a group (so a tile never
+/// straddles two groups).
 fn conv2d_co_tile(c_out_per_group: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|t| c_out_per_group.is_multiple_of(*t)).unwrap_or(1)
+    [32, 16, 8, 4, 2, 1].into_iter().find(|t| c_out_per_group.is_multiple_of(*t)).unwrap_or(1)
 }
+
+/// Workgroup size of the conv2d kernel: the tile is the workgroup's, and 32 idles fewer
+/// invocations at the end of a tile than 64.
+const CONV2D_WORKGROUP: u32 = 32;
 
 /// Workgroup size of the vec4 pointwise kernel (one pixel vec4 an invocation of the subgroup
 /// variant, two for half the tile in the plain one). The tile is the workgroup's, so a workgroup
@@ -137,11 +142,12 @@ fn pack_pointwise_vec4(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 
 /// Output pixels along a row one invocation of the conv2d kernel computes.
 const CONV2D_PX: usize = 4;
-/// Weights the conv2d kernel reads for one tap: two vec4s, the tile zero-padded.
-const CONV2D_LANES: usize = 8;
+/// Weights the conv2d kernel reads for one tap: 8 vec4s, the tile zero-padded.
+const CONV2D_LANES: usize = 32;
 
-/// `[C_out, C_in / group, KH, KW]` -> `[C_out / tile, C_in / group, KH, KW, 8]`, zero-padded: the
-/// conv2d kernel reads the weights of one tap for its tile of output channels as two vec4s.
+/// `[C_out, C_in / group, KH, KW]` -> `[C_out / tile, C_in / group, KH, KW, 32]`, zero-padded: the
+/// conv2d kernel reads the weights of one tap for its tile of output channels as vec4s of 4
+/// channels.
 fn pack_conv2d(w: &[f32], c_out: usize, tile: usize) -> Vec<f32> {
     let per_co = w.len() / c_out.max(1);
     let lanes = CONV2D_LANES;
@@ -215,7 +221,10 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 let threads = if depthwise {
                     c_out * y[2] * y[3].div_ceil(DEPTHWISE_OX_TILE)
                 } else {
-                    c_out / conv2d_co_tile(c_out / conv.group) * y[2] * y[3].div_ceil(CONV2D_PX)
+                    // Whole workgroups per tile of output channels (the tile is the workgroup's),
+                    // counted in invocations of WORKGROUP-sized groups.
+                    let per_tile = (y[2] * y[3].div_ceil(CONV2D_PX)).div_ceil(CONV2D_WORKGROUP as usize);
+                    c_out / conv2d_co_tile(c_out / conv.group) * per_tile * WORKGROUP as usize
                 };
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
@@ -235,6 +244,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let wg = match template {
                 Template::PointwiseVec4 => POINTWISE_VEC4_WORKGROUP,
                 Template::Pointwise => pointwise_workgroup(c_out.div_ceil(POINTWISE_CO_TILE)),
+                Template::Conv2d => CONV2D_WORKGROUP,
                 _ => WORKGROUP,
             };
             constants.push(("WG", Const::U32(wg)));

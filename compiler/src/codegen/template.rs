@@ -9,6 +9,9 @@ use crate::program::Precision;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Template {
     Conv2d,
+    /// [`Template::Conv2d`] with the weights shared across a subgroup: its
+    /// [`Template::subgroup_variant`].
+    Conv2dSubgroup,
     Depthwise,
     /// The depthwise convolution of horizontal stride 1 on rows of a multiple of 4 pixels.
     DepthwiseVec4,
@@ -36,8 +39,9 @@ pub enum Template {
 }
 
 impl Template {
-    pub const ALL: [Template; 16] = [
+    pub const ALL: [Template; 17] = [
         Template::Conv2d,
+        Template::Conv2dSubgroup,
         Template::Depthwise,
         Template::DepthwiseVec4,
         Template::Depthwise3x3,
@@ -58,6 +62,7 @@ impl Template {
     pub fn name(self) -> &'static str {
         match self {
             Template::Conv2d => "conv2d",
+            Template::Conv2dSubgroup => "conv2d_subgroup",
             Template::Depthwise => "depthwise",
             Template::DepthwiseVec4 => "depthwise_vec4",
             Template::Depthwise3x3 => "depthwise3x3",
@@ -79,6 +84,7 @@ impl Template {
     pub fn source(self) -> &'static str {
         match self {
             Template::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Template::Conv2dSubgroup => include_str!("../../../shaders/conv2d_subgroup.wgsl"),
             Template::Depthwise => include_str!("../../../shaders/depthwise.wgsl"),
             Template::DepthwiseVec4 => include_str!("../../../shaders/depthwise_vec4.wgsl"),
             Template::Depthwise3x3 => include_str!("../../../shaders/depthwise3x3.wgsl"),
@@ -102,6 +108,7 @@ impl Template {
     /// invocations.
     pub fn subgroup_variant(self) -> Option<Template> {
         match self {
+            Template::Conv2d => Some(Template::Conv2dSubgroup),
             Template::Pointwise => Some(Template::PointwiseSubgroup),
             Template::PointwiseVec4 => Some(Template::PointwiseVec4Subgroup),
             _ => None,

@@ -1,0 +1,270 @@
+// Direct 2-D convolution, dense or grouped: a workgroup computes one tile of CO_TILE output
+// channels (a divisor of the channels of a group chosen by the compiler, at most 32) at WG
+// neighbouring groups of PX = 4 output pixels along a row of one sample; each invocation computes
+// the whole tile at its 4 pixels. Per tap it loads (and normalises) 4 input values and the tile's
+// QUADS vec4s of weights, and every input value serves CO_TILE multiply-adds; padding is handled
+// branch-free (a clamped load, then zero).
+// This is `conv2d.wgsl` dispatch for dispatch (same tiles, same workgroups, same packed weights)
+// with the weights shared across a subgroup, for devices with subgroups of at least 8
+// invocations: per tap lane i of the subgroup loads vector i of the tile's weights and takes the
+// others from its neighbours with subgroupBroadcast, one vector load instead of QUADS.
+// The accumulators are named variables and the pixel loop is written out: on lavapipe, which
+// runs invocations as SIMD lanes, a local array indexed in a loop becomes per-lane memory traffic.
+// Bias, activation and residual run in the epilogue; an optional per-channel affine prologue
+// normalises in-bounds input taps (never the zero padding).
+// Layouts: x [C_IN, H_IN, W_IN], y [C_OUT, H_OUT, W_OUT] per sample; the compiler packs the weights
+// [C_OUT / CO_TILE, C_IN / GROUP, KH, KW, 32] (zero past CO_TILE), so vec4 j of a tap holds output
+// channels 4j .. 4j + 3 of the tile; the sample is workgroup_id.z. p = [bias; C_OUT] ++
+// [prelu slope; C_OUT] ++ [prologue scale; C_IN] ++ [prologue shift; C_IN].
+
+// mfn:constants
+alias stored = f32;
+const C_IN: u32 = 3u;
+const H_IN: u32 = 8u;
+const W_IN: u32 = 8u;
+const C_OUT: u32 = 4u;
+const H_OUT: u32 = 4u;
+const W_OUT: u32 = 4u;
+const KH: u32 = 3u;
+const KW: u32 = 3u;
+const SH: u32 = 2u;
+const SW: u32 = 2u;
+const PAD_T: u32 = 1u;
+const PAD_L: u32 = 1u;
+const GROUP: u32 = 1u;
+const HAS_PROLOGUE: bool = false;
+const CO_TILE: u32 = 4u;
+const ACT: u32 = 0u;
+const CLIP_MIN: f32 = 0.0;
+const CLIP_MAX: f32 = 6.0;
+const HAS_RESIDUAL: bool = false;
+const WG: u32 = 64u;
+// mfn:end-constants
+
+/// Output pixels along a row one invocation computes.
+const PX: u32 = 4u;
+const OX_CHUNKS: u32 = (W_OUT + PX - 1u) / PX;
+/// Invocations per tile of output channels, and the workgroups that hold them.
+const TILE_THREADS: u32 = H_OUT * OX_CHUNKS;
+const PX_GROUPS: u32 = (TILE_THREADS + WG - 1u) / WG;
+const TILES: u32 = C_OUT / CO_TILE;
+/// Vectors of 4 output channels in a tile (the last zero-padded); 8 in the packed weights.
+const QUADS: u32 = (CO_TILE + 3u) / 4u;
+const LANES: u32 = 32u;
+const ACT_RELU: u32 = 1u;
+const ACT_PRELU: u32 = 2u;
+const ACT_CLIP: u32 = 3u;
+const ACT_SIGMOID: u32 = 4u;
+const C_IN_G: u32 = C_IN / GROUP;
+const C_OUT_G: u32 = C_OUT / GROUP;
+
+@group(0) @binding(0) var<storage, read> x: array<stored>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
+@group(0) @binding(2) var<storage, read> p: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<stored>;
+@group(0) @binding(4) var<storage, read_write> y: array<stored>;
+
+/// A channel's epilogue parameters (bias and PReLU slope).
+struct Channel {
+    bias: f32,
+    slope: f32,
+}
+
+/// The epilogue parameters of output channels co .. co + 3 (clamped to the last), loaded once for
+/// all the outputs of those channels an invocation writes (on lavapipe every load is a per-lane
+/// loop).
+struct Quad {
+    bias: vec4<f32>,
+    slope: vec4<f32>,
+}
+
+fn quad(co: u32) -> Quad {
+    let i = min(vec4(co) + vec4(0u, 1u, 2u, 3u), vec4(C_OUT - 1u));
+    return Quad(vec4(p[i.x], p[i.y], p[i.z], p[i.w]), vec4(p[C_OUT + i.x], p[C_OUT + i.y], p[C_OUT + i.z], p[C_OUT + i.w]));
+}
+
+/// Channel j of a quad.
+fn member(q: Quad, j: u32) -> Channel {
+    return Channel(q.bias[j], q.slope[j]);
+}
+
+fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
+    var v = acc + ch.bias;
+    if ACT == ACT_RELU { v = max(v, 0.0); }
+    if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= 0.0); }
+    if ACT == ACT_CLIP { v = clamp(v, CLIP_MIN, CLIP_MAX); }
+    if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
+    if HAS_RESIDUAL { v += f32(r[i]); }
+    return v;
+}
+
+/// Output channels co0 + 4j .. + 3 of the tile at one pixel: q<j>.
+struct Px {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+    q4: vec4<f32>,
+    q5: vec4<f32>,
+    q6: vec4<f32>,
+    q7: vec4<f32>,
+}
+
+/// The accumulators of an invocation: its 4 pixels.
+struct Tile {
+    p0: Px,
+    p1: Px,
+    p2: Px,
+    p3: Px,
+}
+
+/// One tap's weights for the tile: q<j> holds output channels co0 + 4j .. + 3.
+alias Weights = Px;
+
+/// acc + input value `v` times the tap's weights (quads past the tile stay zero).
+fn mac(acc: Px, v: f32, k: Weights) -> Px {
+    let s = vec4(v);
+    return Px(
+        fma(s, k.q0, acc.q0),
+        select(acc.q1, fma(s, k.q1, acc.q1), QUADS > 1u),
+        select(acc.q2, fma(s, k.q2, acc.q2), QUADS > 2u),
+        select(acc.q3, fma(s, k.q3, acc.q3), QUADS > 3u),
+        select(acc.q4, fma(s, k.q4, acc.q4), QUADS > 4u),
+        select(acc.q5, fma(s, k.q5, acc.q5), QUADS > 5u),
+        select(acc.q6, fma(s, k.q6, acc.q6), QUADS > 6u),
+        select(acc.q7, fma(s, k.q7, acc.q7), QUADS > 7u),
+    );
+}
+
+/// Input value at column `ix` of row `row`, normalised by the prologue, zero in the padding.
+fn tap(row: u32, ix: i32, row_ok: bool, scale: f32, shift: f32) -> f32 {
+    var v = f32(x[row + u32(clamp(ix, 0, i32(W_IN) - 1))]);
+    if HAS_PROLOGUE { v = v * scale + shift; }
+    return select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
+}
+
+/// Writes output channels co .. co + 3 (those of the tile: from 4 * quad; `q` their parameters)
+/// of pixel `ox` from `acc`.
+fn put(acc: vec4<f32>, co: u32, quad: u32, q: Quad, base: u32, ox: u32, live: bool) {
+    for (var j = 0u; j < 4u; j++) {
+        let i = base + (co + j) * H_OUT * W_OUT + ox;
+        if live && ox < W_OUT && 4u * quad + j < CO_TILE {
+            y[i] = stored(epilogue(acc[j], member(q, j), i));
+        }
+    }
+}
+
+/// Writes the tile's channels at pixel `ox` (quads past the tile write nothing).
+fn put_px(a: Px, co0: u32, base: u32, ox: u32, live: bool) {
+    put(a.q0, co0, 0u, quad(co0), base, ox, live);
+    if QUADS > 1u { put(a.q1, co0 + 4u, 1u, quad(co0 + 4u), base, ox, live); }
+    if QUADS > 2u { put(a.q2, co0 + 8u, 2u, quad(co0 + 8u), base, ox, live); }
+    if QUADS > 3u { put(a.q3, co0 + 12u, 3u, quad(co0 + 12u), base, ox, live); }
+    if QUADS > 4u { put(a.q4, co0 + 16u, 4u, quad(co0 + 16u), base, ox, live); }
+    if QUADS > 5u { put(a.q5, co0 + 20u, 5u, quad(co0 + 20u), base, ox, live); }
+    if QUADS > 6u { put(a.q6, co0 + 24u, 6u, quad(co0 + 24u), base, ox, live); }
+    if QUADS > 7u { put(a.q7, co0 + 28u, 7u, quad(co0 + 28u), base, ox, live); }
+}
+
+/// Output channels 4j .. 4j + 3 of the tile from lane j's vector (subgroupBroadcast takes a
+/// constant lane).
+fn from_lane0(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 0u), subgroupBroadcast(v.y, 0u), subgroupBroadcast(v.z, 0u), subgroupBroadcast(v.w, 0u));
+}
+
+fn from_lane1(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 1u), subgroupBroadcast(v.y, 1u), subgroupBroadcast(v.z, 1u), subgroupBroadcast(v.w, 1u));
+}
+
+fn from_lane2(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 2u), subgroupBroadcast(v.y, 2u), subgroupBroadcast(v.z, 2u), subgroupBroadcast(v.w, 2u));
+}
+
+fn from_lane3(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 3u), subgroupBroadcast(v.y, 3u), subgroupBroadcast(v.z, 3u), subgroupBroadcast(v.w, 3u));
+}
+
+fn from_lane4(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 4u), subgroupBroadcast(v.y, 4u), subgroupBroadcast(v.z, 4u), subgroupBroadcast(v.w, 4u));
+}
+
+fn from_lane5(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 5u), subgroupBroadcast(v.y, 5u), subgroupBroadcast(v.z, 5u), subgroupBroadcast(v.w, 5u));
+}
+
+fn from_lane6(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 6u), subgroupBroadcast(v.y, 6u), subgroupBroadcast(v.z, 6u), subgroupBroadcast(v.w, 6u));
+}
+
+fn from_lane7(v: vec4<f32>) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v.x, 7u), subgroupBroadcast(v.y, 7u), subgroupBroadcast(v.z, 7u), subgroupBroadcast(v.w, 7u));
+}
+
+/// A tap's weights for the tile, from its first packed vector `i`: lane `lane` of the subgroup
+/// loads vector lane % 8 (quads past the tile: zero), the others come from its neighbours.
+fn weights(i: u32, lane: u32) -> Weights {
+    let j = lane % 8u;
+    let v = select(vec4(0.0), vec4<f32>(w[i + min(j, QUADS - 1u)]), j < QUADS);
+    let z = vec4(0.0);
+    return Weights(
+        from_lane0(v),
+        select(z, from_lane1(v), QUADS > 1u),
+        select(z, from_lane2(v), QUADS > 2u),
+        select(z, from_lane3(v), QUADS > 3u),
+        select(z, from_lane4(v), QUADS > 4u),
+        select(z, from_lane5(v), QUADS > 5u),
+        select(z, from_lane6(v), QUADS > 6u),
+        select(z, from_lane7(v), QUADS > 7u),
+    );
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute the
+    // tile's last pixels again and store nothing.
+    let g = wid.x + wid.y * nwg.x;
+    let tile = min(g / PX_GROUPS, TILES - 1u);
+    let t0 = (g % PX_GROUPS) * WG + lid;
+    let live = g < TILES * PX_GROUPS && t0 < TILE_THREADS;
+    let t = min(t0, TILE_THREADS - 1u);
+    let co0 = tile * CO_TILE;
+    let oy = t / OX_CHUNKS;
+    let ox0 = (t % OX_CHUNKS) * PX;
+    let ci0 = (co0 / C_OUT_G) * C_IN_G;
+    let x0 = wid.z * C_IN * H_IN * W_IN;
+    let ix0 = i32(ox0 * SW) - i32(PAD_L);
+    var acc = Tile();
+    for (var ci = 0u; ci < C_IN_G; ci++) {
+        let c = ci0 + ci;
+        var scale = 1.0;
+        var shift = 0.0;
+        if HAS_PROLOGUE {
+            scale = p[2u * C_OUT + c];
+            shift = p[2u * C_OUT + C_IN + c];
+        }
+        for (var ky = 0u; ky < KH; ky++) {
+            let iy = i32(oy * SH + ky) - i32(PAD_T);
+            let row_ok = iy >= 0 && iy < i32(H_IN);
+            let row = x0 + (c * H_IN + u32(clamp(iy, 0, i32(H_IN) - 1))) * W_IN;
+            // One write of the loop-carried accumulators per row of taps (lavapipe masks every
+            // write to a variable that lives across iterations).
+            var a = acc;
+            for (var kx = 0u; kx < KW; kx++) {
+                let k = weights(((tile * C_IN_G + ci) * KH * KW + ky * KW + kx) * (LANES / 4u), lane);
+                a = Tile(
+                    mac(a.p0, tap(row, ix0 + i32(kx), row_ok, scale, shift), k),
+                    mac(a.p1, tap(row, ix0 + i32(SW + kx), row_ok, scale, shift), k),
+                    mac(a.p2, tap(row, ix0 + i32(2u * SW + kx), row_ok, scale, shift), k),
+                    mac(a.p3, tap(row, ix0 + i32(3u * SW + kx), row_ok, scale, shift), k),
+                );
+            }
+            acc = a;
+        }
+    }
+    let base = (wid.z * C_OUT) * H_OUT * W_OUT + oy * W_OUT;
+    put_px(acc.p0, co0, base, ox0, live);
+    put_px(acc.p1, co0, base, ox0 + 1u, live);
+    put_px(acc.p2, co0, base, ox0 + 2u, live);
+    put_px(acc.p3, co0, base, ox0 + 3u, live);
+}
