@@ -28,6 +28,16 @@ impl Scopes {
     }
 }
 
+impl Drop for Scopes {
+    /// Scopes left on an early return are popped innermost first (wgpu requires that order; a
+    /// `Vec` drops its guards outermost first) and what they caught is dropped with them.
+    fn drop(&mut self) {
+        while let Some(guard) = self.0.pop() {
+            drop(guard);
+        }
+    }
+}
+
 /// A wgpu error caught during `stage` as an error of our API.
 pub(crate) fn classify(stage: &'static str, e: &wgpu::Error) -> RuntimeError {
     match e {

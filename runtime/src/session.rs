@@ -154,19 +154,10 @@ impl Session {
         let weight_bytes = weights.iter().map(wgpu::Buffer::size).sum();
         let disk_cache = cache_dir.and_then(|dir| DiskCache::open(&device, &info, dir));
         let mut layouts = std::collections::HashMap::new();
-        let pipelines: Vec<wgpu::ComputePipeline> = program
-            .kernels
-            .iter()
-            .map(|k| {
-                let layout = layouts.entry(k.bindings).or_insert_with(|| bind_group_layout(&device, k.bindings)).clone();
-                let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&k.name),
-                    source: wgpu::ShaderSource::Wgsl(wgsl.as_str().into()),
-                });
-                compute_pipeline(&device, &k.name, &layout, &module, disk_cache.as_ref().map(|c| &c.cache))
-            })
-            .collect();
+        for k in &program.kernels {
+            layouts.entry(k.bindings).or_insert_with(|| bind_group_layout(&device, k.bindings));
+        }
+        let pipelines = create_pipelines(&device, program, &layouts, subgroups, disk_cache.as_ref().map(|c| &c.cache))?;
         let pipeline_cache = disk_cache.map(DiskCache::save);
         // Requirements::of checked that every grid fits once split.
         let per_dim = device.limits().max_compute_workgroups_per_dimension;
@@ -437,6 +428,44 @@ pub(crate) fn compute_pipeline(
         compilation_options: Default::default(),
         cache,
     })
+}
+
+/// The pipelines of `program`'s kernels (their subgroup variants where `subgroups`), created on
+/// as many threads as the machine has cores: shader translation and the driver's compilation take
+/// most of a session's creation (on lavapipe 5 to 150 ms a kernel). Error scopes are per thread,
+/// so each thread catches its own errors.
+fn create_pipelines(
+    device: &wgpu::Device,
+    program: &Program,
+    layouts: &std::collections::HashMap<u32, wgpu::BindGroupLayout>,
+    subgroups: bool,
+    cache: Option<&wgpu::PipelineCache>,
+) -> Result<Vec<wgpu::ComputePipeline>> {
+    let kernels = &program.kernels;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, kernels.len().max(1));
+    let work = || -> Result<Vec<(usize, wgpu::ComputePipeline)>> {
+        let scopes = Scopes::push(device);
+        let mut made = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(k) = kernels.get(i) else { break };
+            let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&k.name), source: wgpu::ShaderSource::Wgsl(wgsl.as_str().into()) });
+            made.push((i, compute_pipeline(device, &k.name, &layouts[&k.bindings], &module, cache)));
+        }
+        scopes.check("session creation (pipelines)")?;
+        Ok(made)
+    };
+    let parts: Vec<Result<Vec<(usize, wgpu::ComputePipeline)>>> =
+        std::thread::scope(|s| (0..threads).map(|_| s.spawn(work)).collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect());
+    // Every index was taken by exactly one thread: in index order they are the kernels' pipelines.
+    let mut made = Vec::with_capacity(kernels.len());
+    for part in parts {
+        made.extend(part?);
+    }
+    made.sort_by_key(|(i, _)| *i);
+    Ok(made.into_iter().map(|(_, pipeline)| pipeline).collect())
 }
 
 pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::BindGroupLayout {
