@@ -6,9 +6,11 @@
 // WARP_INVERSE_MAP), sampled bilinearly; outside the image the source is its edge (BORDER_EDGE)
 // or 0 (BORDER_ZERO, letterbox padding). An identity map copies exactly (the same floats as a CPU
 // u8 -> f32 conversion). Channels are written in the model's order (R, G, B, or B, G, R when
-// BGR), then y = (x - MEAN) * SCALE per written channel (SCALE = 1 / std).
+// BGR), then y = (x - MEAN) * SCALE per written channel (SCALE = 1 / std), stored as the model
+// stores its activations (`stored`: f32, or f16 for programs compiled with f16 precision).
 
 // mfn:constants
+alias stored = f32;
 const OUT_H: u32 = 112u;
 const OUT_W: u32 = 112u;
 const BGR: bool = false;
@@ -42,7 +44,7 @@ struct Image {
 
 @group(0) @binding(0) var<storage, read> pixels: array<u32>;
 @group(0) @binding(1) var<storage, read> images: array<Image>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<stored>;
 
 fn byte_at(i: u32) -> u32 {
     return (pixels[i / 4u] >> (8u * (i % 4u))) & 255u;
@@ -100,7 +102,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     let plane = OUT_H * OUT_W;
     let base = n * 3u * plane + p;
-    y[base] = (c.x - MEAN_0) * SCALE_0;
-    y[base + plane] = (c.y - MEAN_1) * SCALE_1;
-    y[base + 2u * plane] = (c.z - MEAN_2) * SCALE_2;
+    y[base] = stored((c.x - MEAN_0) * SCALE_0);
+    y[base + plane] = stored((c.y - MEAN_1) * SCALE_1);
+    y[base + 2u * plane] = stored((c.z - MEAN_2) * SCALE_2);
 }

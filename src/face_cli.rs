@@ -45,12 +45,14 @@ fn per_channel(flag: &str, text: Option<&str>, default: f32) -> Result<[f32; 3]>
 
 impl ModelArgs {
     fn embedder(&self, gpu: &GpuArgs, max_batch: usize) -> Result<FaceEmbedder> {
+        // --precision is the face model's; the detector stays f32.
+        let options = mfn_compiler::CompileOptions { precision: gpu.precision, ..Default::default() };
         let model = match &self.model {
-            Some(spec) => mfn::load_program(spec)?,
+            Some(spec) => mfn::load_program_with(spec, &options)?,
             None => {
                 let path = mfn::face::default_model_path()?;
                 let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                mfn::program_from_bytes(&bytes, &path.display().to_string())?
+                mfn::program_from_bytes_with(&bytes, &path.display().to_string(), &options)?
             }
         };
         // The default normalisation is read from the model: none where its graph normalises its
@@ -68,7 +70,8 @@ impl ModelArgs {
         } else {
             "(x - 127.5) / 128 (the model's graph does not normalise its input)"
         };
-        eprintln!("model: {}  adapter: {}  input normalisation: {normalisation}", model.name, embedder.session().adapter());
+        let storage = if model.program.precision == mfn_compiler::Precision::F16 { " (f16 storage)" } else { "" };
+        eprintln!("model: {}{storage}  adapter: {}  input normalisation: {normalisation}", model.name, embedder.session().adapter());
         Ok(embedder)
     }
 }

@@ -24,7 +24,8 @@ pub struct GpuArgs {
     #[arg(long)]
     adapter: Option<String>,
     /// How activations and weights are stored on the GPU: f32, or f16 (opt-in; needs an adapter
-    /// with SHADER_F16; about 5e-3 relative error against f32).
+    /// with SHADER_F16; about 5e-3 relative error against f32). Face commands: the face model's
+    /// storage (the detector stays f32).
     #[arg(long, default_value = "f32")]
     precision: mfn_compiler::Precision,
     /// Folder of the pipeline cache (Vulkan): compiled pipelines kept between runs (default:

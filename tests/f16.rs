@@ -88,3 +88,33 @@ fn f16_needs_shader_f16() {
     let e = mfn_runtime::Session::with_device(&program, device, queue, adapter.get_info(), 1).err().expect("refused").to_string();
     assert!(e.contains("SHADER_F16") && e.contains("f16"), "{e}");
 }
+
+/// GPU preprocessing writes an f16 program's input in f16. 8-bit values and their
+/// (x - 127.5) / 128 are exact in f16, so an identity warp gives the CPU's conversion exactly; a
+/// resize differs from the f32 path by f16 rounding alone; and `run_images` gives `run`'s
+/// outputs on the same floats.
+#[test]
+fn f16_gpu_preprocessing_writes_the_f16_input() {
+    use mfn_runtime::{Image, Normalization};
+    let program = compile(&mfn::synthetic_model(Variant::Mfn112x112), &f16()).expect("compiles in f16");
+    let Some(session) = common::session(&program, 2) else { return };
+    let f32_program = compile(&mfn::synthetic_model(Variant::Mfn112x112), &CompileOptions::default()).expect("compiles in f32");
+    let Some(f32_session) = common::session(&f32_program, 2) else { return };
+    let mut rng = mfn_models::rng::Rng::new(16);
+    let pixels = |w: usize, h: usize, rng: &mut mfn_models::rng::Rng| -> Vec<u8> { (0..3 * w * h).map(|_| (rng.next_u64() >> 56) as u8).collect() };
+    let (face, photo) = (pixels(112, 112, &mut rng), pixels(150, 131, &mut rng));
+    let crops = [Image { width: 112, height: 112, rgb: &face }, Image { width: 112, height: 112, rgb: &face }];
+    let cpu: Vec<f32> = crops.iter().flat_map(|i| (0..3).flat_map(move |c| i.rgb.chunks_exact(3).map(move |p| f32::from(p[c])))).collect();
+    let norm = Normalization { mean: [127.5; 3], std: [128.0; 3] };
+    for (n, want) in [(Normalization::IDENTITY, cpu.clone()), (norm, cpu.iter().map(|x| (x - 127.5) / 128.0).collect())] {
+        let got = session.preprocess(&crops, &n).expect("f16 preprocessing");
+        assert!(got == want, "f16 GPU preprocessing of 112x112 crops differs from the CPU conversion ({n:?})");
+    }
+    let resized = session.preprocess(&[Image { width: 150, height: 131, rgb: &photo }], &Normalization::IDENTITY).expect("f16 resize");
+    let reference = f32_session.preprocess(&[Image { width: 150, height: 131, rgb: &photo }], &Normalization::IDENTITY).expect("f32 resize");
+    // Half an f16 ulp at 128..256 (0.125) is the most rounding can move a value below 256.
+    let worst = resized.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 0.0625, "f16 resize differs from f32 by {worst} (more than f16 rounding)");
+    let by_images = session.run_images(&crops, &Normalization::IDENTITY).expect("f16 run_images");
+    assert!(by_images == session.run(&cpu).expect("f16 run"), "f16 run_images differs from run on the same floats");
+}

@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use mfn_compiler::Precision;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RuntimeError};
@@ -107,11 +108,16 @@ pub(crate) struct Preprocess {
 }
 
 /// The template with its constants block replaced (the same convention as the model's kernels).
-fn specialise(out_h: usize, out_w: usize, format: &PixelFormat) -> String {
+fn specialise(out_h: usize, out_w: usize, format: &PixelFormat, precision: Precision) -> String {
     let (begin, end) = ("// mfn:constants\n", "// mfn:end-constants\n");
     let (b, e) = (SOURCE.find(begin).expect("constants block"), SOURCE.find(end).expect("constants block end"));
     let bgr = format.order == ChannelOrder::Bgr;
-    let mut consts = format!("// mfn:specialised\nconst OUT_H: u32 = {out_h}u;\nconst OUT_W: u32 = {out_w}u;\nconst BGR: bool = {bgr};\n");
+    let mut consts = String::from("// mfn:specialised\n");
+    if precision == Precision::F16 {
+        consts.push_str("enable f16;\n");
+    }
+    consts.push_str(&format!("alias stored = {};\n", precision.wgsl()));
+    consts.push_str(&format!("const OUT_H: u32 = {out_h}u;\nconst OUT_W: u32 = {out_w}u;\nconst BGR: bool = {bgr};\n"));
     for (name, values) in [("MEAN", format.norm.mean), ("SCALE", format.norm.std.map(|s| 1.0 / s))] {
         for (channel, v) in values.iter().enumerate() {
             consts.push_str(&format!("const {name}_{channel}: f32 = {v:?};\n"));
@@ -154,8 +160,9 @@ impl Session {
         Ok(outputs)
     }
 
-    /// The model input [`Session::run_images`] computes for `images` (f32 NCHW, batch first),
-    /// read back without running the model: for tests and debugging.
+    /// The model input [`Session::run_images`] computes for `images` (NCHW, batch first, as f32
+    /// whatever the program's precision), read back without running the model: for tests and
+    /// debugging.
     pub fn preprocess(&self, images: &[Image<'_>], norm: &Normalization) -> Result<Vec<f32>> {
         let warps = self.resize_warps(images)?;
         self.preprocess_warped(images, &warps, &PixelFormat { order: ChannelOrder::Rgb, norm: *norm })
@@ -166,7 +173,7 @@ impl Session {
         let per_sample: usize = self.input_shape().iter().product();
         let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("preprocess readback"),
-            size: (4 * per_sample * self.max_batch()) as u64,
+            size: crate::session::padded(self.precision.bytes() * per_sample * self.max_batch()),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -176,10 +183,11 @@ impl Session {
                 let scopes = Scopes::push(&self.device);
                 let mut encoder = self.device.create_command_encoder(&Default::default());
                 record(&mut encoder.begin_compute_pass(&Default::default()));
-                let bytes = (4 * per_sample * batch) as u64;
+                let bytes = crate::session::padded(self.precision.bytes() * per_sample * batch);
                 encoder.copy_buffer_to_buffer(&self.activations[self.input.0], 0, &readback, 0, bytes);
                 self.queue.submit([encoder.finish()]);
-                output.extend(crate::session::read_back(&self.device, &readback, bytes, scopes)?);
+                let stored = crate::session::map_read(&self.device, &readback, bytes, scopes)?;
+                output.extend(&crate::session::decode(&stored, self.precision)[..per_sample * batch]);
                 Ok(())
             })
         })?;
@@ -217,9 +225,6 @@ impl Session {
     ) -> Result<()> {
         let (out_h, out_w) = self.image_input()?;
         check_images(images, warps, format)?;
-        if self.precision != mfn_compiler::Precision::F32 {
-            return Err(RuntimeError::F16Unsupported("GPU image preprocessing"));
-        }
         let _guard = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut cached = self.preprocess.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if cached.as_ref().is_none_or(|p| p.format != *format) {
@@ -243,7 +248,7 @@ impl Session {
         let scopes = Scopes::push(&self.device);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("preprocess"),
-            source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, format).into()),
+            source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, format, self.precision).into()),
         });
         let layout = crate::session::bind_group_layout(&self.device, 3);
         let pipeline = crate::session::compute_pipeline(&self.device, "preprocess", &layout, &module, None);

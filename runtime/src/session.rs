@@ -386,13 +386,6 @@ pub(crate) fn decode(bytes: &[u8], precision: mfn_compiler::Precision) -> Vec<f3
     }
 }
 
-/// Waits for the submitted work, checks the error scopes, and copies `bytes` of `buffer`
-/// (mappable) to the CPU as f32.
-pub(crate) fn read_back(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scopes: Scopes) -> Result<Vec<f32>> {
-    let bytes = map_read(device, buffer, bytes, scopes)?;
-    Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
-}
-
 /// Maps `bytes` of `buffer` after the submitted work, checking the error scopes first.
 pub(crate) fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64, scopes: Scopes) -> Result<Vec<u8>> {
     let slice = buffer.slice(..bytes);
