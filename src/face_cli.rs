@@ -46,7 +46,7 @@ fn per_channel(flag: &str, text: Option<&str>, default: f32) -> Result<[f32; 3]>
 impl ModelArgs {
     fn embedder(&self, gpu: &GpuArgs, max_batch: usize) -> Result<FaceEmbedder> {
         // --precision is the face model's; the detector stays f32.
-        let options = mfn_compiler::CompileOptions { precision: gpu.precision, ..Default::default() };
+        let options = crate::commands::compile_options(None, gpu.precision)?;
         let model = match &self.model {
             Some(spec) => mfn::load_program_with(spec, &options)?,
             None => {

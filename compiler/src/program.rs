@@ -29,6 +29,13 @@ impl Precision {
             Precision::F16 => "f16",
         }
     }
+
+    /// The lines a specialised template starts its constants with: the `stored` alias every
+    /// template reads and writes activations through, after `enable f16;` where it is f16.
+    pub fn wgsl_prelude(self) -> String {
+        let enable = if self == Precision::F16 { "enable f16;\n" } else { "" };
+        format!("{enable}alias stored = {};\n", self.wgsl())
+    }
 }
 
 impl std::str::FromStr for Precision {

@@ -112,11 +112,7 @@ fn specialise(out_h: usize, out_w: usize, format: &PixelFormat, precision: Preci
     let (begin, end) = ("// mfn:constants\n", "// mfn:end-constants\n");
     let (b, e) = (SOURCE.find(begin).expect("constants block"), SOURCE.find(end).expect("constants block end"));
     let bgr = format.order == ChannelOrder::Bgr;
-    let mut consts = String::from("// mfn:specialised\n");
-    if precision == Precision::F16 {
-        consts.push_str("enable f16;\n");
-    }
-    consts.push_str(&format!("alias stored = {};\n", precision.wgsl()));
+    let mut consts = format!("// mfn:specialised\n{}", precision.wgsl_prelude());
     consts.push_str(&format!("const OUT_H: u32 = {out_h}u;\nconst OUT_W: u32 = {out_w}u;\nconst BGR: bool = {bgr};\n"));
     for (name, values) in [("MEAN", format.norm.mean), ("SCALE", format.norm.std.map(|s| 1.0 / s))] {
         for (channel, v) in values.iter().enumerate() {

@@ -304,10 +304,9 @@ impl Session {
             return Err(RuntimeError::DeviceLost { adapter: self.info.name.clone(), message });
         }
         work().map_err(|e| match e {
-            RuntimeError::Gpu { .. } | RuntimeError::OutOfMemory { .. } | RuntimeError::Readback(_) => match self.lost_reason().or_else(|| self.probe()) {
-                Some(message) => RuntimeError::DeviceLost { adapter: self.info.name.clone(), message: format!("{message}; the call failed with: {e}") },
-                None => e,
-            },
+            RuntimeError::Gpu { .. } | RuntimeError::OutOfMemory { .. } | RuntimeError::Readback(_) => {
+                explain_loss(&self.device, &self.info.name, &self.lost, wgpu::PollType::wait_indefinitely(), e)
+            }
             e => e,
         })
     }
@@ -315,11 +314,6 @@ impl Session {
     /// Why the device was lost, where its loss callback (a session's own device) said so.
     fn lost_reason(&self) -> Option<String> {
         reason(&self.lost)
-    }
-
-    /// After a failure on a device whose loss callback is the host's (see [`probe`]).
-    fn probe(&self) -> Option<String> {
-        probe(&self.device, wgpu::PollType::wait_indefinitely())
     }
 
     /// What a [`crate::ReadbackHandle`] needs to tell a lost device from another failure.
@@ -513,9 +507,15 @@ impl LossWatch {
     /// `e` as [`RuntimeError::DeviceLost`] where the device is lost (known, or found by a probe
     /// that never blocks), else as it is.
     pub(crate) fn explain(&self, e: RuntimeError) -> RuntimeError {
-        match reason(&self.lost).or_else(|| probe(&self.device, wgpu::PollType::Poll)) {
-            Some(message) => RuntimeError::DeviceLost { adapter: self.adapter.clone(), message: format!("{message}; the call failed with: {e}") },
-            None => e,
-        }
+        explain_loss(&self.device, &self.adapter, &self.lost, wgpu::PollType::Poll, e)
+    }
+}
+
+/// `e`, a failure on `device`, as [`RuntimeError::DeviceLost`] where the device is lost: known
+/// from its loss callback (`lost`), or found by a probe (the host's device) polling with `poll`.
+fn explain_loss(device: &wgpu::Device, adapter: &str, lost: &Mutex<Option<String>>, poll: wgpu::PollType, e: RuntimeError) -> RuntimeError {
+    match reason(lost).or_else(|| probe(device, poll)) {
+        Some(message) => RuntimeError::DeviceLost { adapter: adapter.to_owned(), message: format!("{message}; the call failed with: {e}") },
+        None => e,
     }
 }

@@ -180,10 +180,7 @@ pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)],
     out.push_str(header);
     out.push_str(&src[..b]);
     out.push_str("// mfn:specialised\n");
-    if precision == Precision::F16 {
-        out.push_str("enable f16;\n");
-    }
-    out.push_str(&format!("alias stored = {};\n", precision.wgsl()));
+    out.push_str(&precision.wgsl_prelude());
     for (name, value) in constants {
         let (ty, lit) = value.wgsl();
         out.push_str(&format!("const {name}: {ty} = {lit};\n"));
