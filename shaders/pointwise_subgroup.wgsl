@@ -1,9 +1,11 @@
 // Pointwise (1x1, stride 1, no padding) convolution for feature maps of any size, with the inputs
 // shared across a subgroup: `pointwise.wgsl` dispatch for dispatch (same tiles, workgroups and
 // packed weights), for devices with subgroups of at least 8 invocations. Every invocation of a
-// workgroup needs the same 8 pixels of each input channel, so invocation i of the subgroup loads
-// pixel p0 + i % 8 and takes the other 7 from its neighbours with subgroupBroadcast: per input
-// channel one vec4 load of weights and one scalar load of inputs for 32 multiply-adds.
+// workgroup needs the same 16 pixels of each input channel, so invocation i of the subgroup loads
+// pixels p0 + i % 8 and p0 + 8 + i % 8 and takes the other 14 from its neighbours with
+// subgroupBroadcast: per input channel one vec4 load of weights and two scalar loads of inputs
+// for 64 multiply-adds. The accumulators are updated pixel after pixel, each taking the
+// iteration's 4 input channels at once (see `pointwise.wgsl`).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); the compiler packs w as
 // [C_IN, C_OUT rounded up to 4] (zero-padded) so an invocation's 4 weights are one vec4 load;
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
@@ -21,7 +23,7 @@ const WG: u32 = 64u;
 // mfn:end-constants
 
 /// Pixels an invocation computes.
-const PX: u32 = 8u;
+const PX: u32 = 16u;
 /// Groups of 4 output channels: one an invocation.
 const CO4: u32 = (C_OUT + 3u) / 4u;
 /// Workgroups across the output channels, and across the pixels.
@@ -72,29 +74,64 @@ fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
     return v;
 }
 
-/// The accumulators of an invocation: column k of `lo` (of `hi`) holds its 4 output channels at
-/// pixel p0 + k (p0 + 4 + k).
+/// The accumulators of an invocation: column k of `m<i>` holds its 4 output channels at pixel
+/// p0 + 4i + k.
 struct Tile {
-    lo: mat4x4<f32>,
-    hi: mat4x4<f32>,
+    m0: mat4x4<f32>,
+    m1: mat4x4<f32>,
+    m2: mat4x4<f32>,
+    m3: mat4x4<f32>,
 }
 
-/// Where an invocation reads: its pixel p0 + lane % 8 of input channel 0 of its sample, and its
-/// group of 4 output channels.
+/// The workgroup's 16 pixels of one input channel: v<i> holds pixels p0 + 4i .. p0 + 4i + 3.
+struct Pixels {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+}
+
+/// Where an invocation reads: its pixels p0 + lane % 8 (`x`) and p0 + 8 + lane % 8 (`x8`) of
+/// input channel 0 of its sample, and its group of 4 output channels.
 struct At {
     x: u32,
+    x8: u32,
     co4: u32,
 }
 
-fn mac(acc: mat4x4<f32>, xs: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4(fma(vec4(xs.x), wv, acc[0]), fma(vec4(xs.y), wv, acc[1]), fma(vec4(xs.z), wv, acc[2]), fma(vec4(xs.w), wv, acc[3]));
+/// acc (4 output channels at one pixel) + the pixel's 4 input channels `xs` times their weights,
+/// channel after channel.
+fn dot4(acc: vec4<f32>, xs: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+    return fma(vec4(xs.w), w3, fma(vec4(xs.z), w2, fma(vec4(xs.y), w1, fma(vec4(xs.x), w0, acc))));
 }
 
-/// `t` plus input channel `ci`.
-fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
-    let wv = vec4<f32>(w[ci * CO4 + at.co4]);
-    let xs = pixels(at.x + ci * HW);
-    return Tile(mac(t.lo, xs[0], wv), mac(t.hi, xs[1], wv));
+/// The accumulators of 4 pixels plus 4 input channels, pixel after pixel; column c of `xs` holds
+/// the 4 pixels of input channel c.
+fn mac(acc: mat4x4<f32>, xs: mat4x4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> mat4x4<f32> {
+    let px = transpose(xs);
+    return mat4x4(dot4(acc[0], px[0], w0, w1, w2, w3), dot4(acc[1], px[1], w0, w1, w2, w3),
+                  dot4(acc[2], px[2], w0, w1, w2, w3), dot4(acc[3], px[3], w0, w1, w2, w3));
+}
+
+/// `t` plus input channels ci .. ci + 3 (`n` of them; the others' weights read as zero).
+fn accumulate(t: Tile, ci: u32, n: u32, at: At) -> Tile {
+    let w0 = weights(ci, at);
+    let w1 = select(vec4(0.0), weights(min(ci + 1u, C_IN - 1u), at), n > 1u);
+    let w2 = select(vec4(0.0), weights(min(ci + 2u, C_IN - 1u), at), n > 2u);
+    let w3 = select(vec4(0.0), weights(min(ci + 3u, C_IN - 1u), at), n > 3u);
+    let x0 = pixels(ci, at);
+    let x1 = pixels(min(ci + 1u, C_IN - 1u), at);
+    let x2 = pixels(min(ci + 2u, C_IN - 1u), at);
+    let x3 = pixels(min(ci + 3u, C_IN - 1u), at);
+    return Tile(mac(t.m0, mat4x4(x0.v0, x1.v0, x2.v0, x3.v0), w0, w1, w2, w3),
+                mac(t.m1, mat4x4(x0.v1, x1.v1, x2.v1, x3.v1), w0, w1, w2, w3),
+                mac(t.m2, mat4x4(x0.v2, x1.v2, x2.v2, x3.v2), w0, w1, w2, w3),
+                mac(t.m3, mat4x4(x0.v3, x1.v3, x2.v3, x3.v3), w0, w1, w2, w3));
+}
+
+/// The invocation's 4 weights of input channel `ci`.
+fn weights(ci: u32, at: At) -> vec4<f32> {
+    return vec4<f32>(w[ci * CO4 + at.co4]);
 }
 
 /// Writes the invocation's channels (those below C_OUT) at pixels p .. p + 3 (those inside the map).
@@ -110,15 +147,23 @@ fn put(acc: mat4x4<f32>, co4: u32, q: Quad, p: u32, sample: u32, live: bool) {
     }
 }
 
-/// The workgroup's pixels p0 + k, k in 0..8, of one input channel (past the map's end, its last
-/// pixel). `row` is this invocation's share, pixel p0 + lane % 8; the others come from its
-/// neighbours (subgroupBroadcast takes a constant lane).
-fn pixels(row: u32) -> array<vec4<f32>, 2> {
-    let v = f32(x[row]);
-    return array(
-        vec4(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
-        vec4(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)),
-    );
+/// The 4 pixels of a value that lanes 0 .. 3 of the subgroup hold (subgroupBroadcast takes a
+/// constant lane).
+fn lanes_lo(v: f32) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u));
+}
+
+/// The same for lanes 4 .. 7.
+fn lanes_hi(v: f32) -> vec4<f32> {
+    return vec4(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+/// The workgroup's pixels p0 .. p0 + 15 of input channel `ci` (past the map's end, its last pixel):
+/// this invocation loads two of them, the others come from its neighbours.
+fn pixels(ci: u32, at: At) -> Pixels {
+    let a = f32(x[at.x + ci * HW]);
+    let b = f32(x[at.x8 + ci * HW]);
+    return Pixels(lanes_lo(a), lanes_hi(a), lanes_lo(b), lanes_hi(b));
 }
 
 @compute @workgroup_size(WG)
@@ -130,17 +175,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let p0 = (g % PX_GROUPS) * PX;
     let co4 = min(g / PX_GROUPS, CO_GROUPS - 1u) * WG + lid;
     let live = g < CO_GROUPS * PX_GROUPS && co4 < CO4;
-    let at = At(wid.z * C_IN * HW + min(p0 + lane % 8u, HW - 1u), min(co4, CO4 - 1u));
+    let sample = wid.z * C_IN * HW;
+    let at = At(sample + min(p0 + lane % 8u, HW - 1u), sample + min(p0 + 8u + lane % 8u, HW - 1u), min(co4, CO4 - 1u));
     // Four input channels an iteration: the loop-carried tile is written once per iteration
     // (lavapipe masks every write to a variable that lives across iterations).
     var t = Tile();
     for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
-        t = accumulate(accumulate(accumulate(accumulate(t, ci, at), ci + 1u, at), ci + 2u, at), ci + 3u, at);
+        t = accumulate(t, ci, 4u, at);
     }
-    for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
-        t = accumulate(t, ci, at);
+    if C_IN % 4u != 0u {
+        t = accumulate(t, C_IN - C_IN % 4u, C_IN % 4u, at);
     }
     let q = quad(4u * min(co4, CO4 - 1u));
-    put(t.lo, co4, q, p0, wid.z, live);
-    put(t.hi, co4, q, p0 + 4u, wid.z, live);
+    put(t.m0, co4, q, p0, wid.z, live);
+    put(t.m1, co4, q, p0 + 4u, wid.z, live);
+    put(t.m2, co4, q, p0 + 8u, wid.z, live);
+    put(t.m3, co4, q, p0 + 12u, wid.z, live);
 }

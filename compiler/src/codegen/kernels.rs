@@ -80,7 +80,7 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
 /// Output channels one invocation of the pointwise kernel computes.
 const POINTWISE_CO_TILE: usize = 4;
 /// Pixels one workgroup of the pointwise kernel computes.
-const POINTWISE_PX_TILE: usize = 8;
+const POINTWISE_PX_TILE: usize = 16;
 /// Output channels one workgroup of the vec4 pointwise kernel computes.
 const POINTWISE_VEC4_CO_TILE: usize = 32;
 
