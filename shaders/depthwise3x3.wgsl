@@ -1,12 +1,13 @@
-// Depthwise 3x3 convolution (one filter per channel) with left padding 1 and horizontal stride 1
-// or 2, on rows of any width, with the fused bias/activation/residual epilogue: the scheme of
+// Depthwise 3x3 convolution (one filter per channel) with left padding 1 and strides of 1 or 2
+// (each axis), on rows of any width, with the fused bias/activation/residual epilogue: the scheme of
 // `depthwise3x3_vec4.wgsl` (which needs rows of a multiple of 4 pixels) with scalar loads and
 // stores. One invocation computes ROWS = 4 output rows by 8 outputs of one channel of one
 // sample. It walks the input rows those outputs read, (ROWS - 1) * SH + 3 of them, loading each
 // once (the 10 or 17 values under the 8 outputs, zero outside the map) and adding it into every
 // output row whose filter covers it; the 9 weights are loaded once for 32 outputs.
 // The accumulators are named variables: on lavapipe, which runs invocations as SIMD lanes, a
-// local array indexed in a loop becomes per-lane memory traffic.
+// local array indexed in a loop becomes per-lane memory traffic. The input rows are one call
+// each with a constant row number (see `depthwise3x3_vec4.wgsl`).
 // Layouts: x [C, H_IN, W_IN], w [C, 1, 3, 3], y [C, H_OUT, W_OUT] per sample (workgroup_id.z);
 // p = [bias; C] ++ [prelu slope; C].
 
@@ -35,6 +36,8 @@ const OY_CHUNKS: u32 = (H_OUT + ROWS - 1u) / ROWS;
 const THREADS: u32 = C * OY_CHUNKS * OX_CHUNKS;
 /// Input rows the ROWS output rows read.
 const IN_ROWS: u32 = (ROWS - 1u) * SH + 3u;
+// `main` walks at most 9 input rows: vertical strides 1 and 2 (the compiler checks).
+const_assert IN_ROWS <= 9u;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -73,16 +76,40 @@ fn load(row: u32, ix: i32, row_ok: bool) -> f32 {
     return select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
 }
 
-/// Filter row `ky` as (w[ky][0], w[ky][1], w[ky][2]); zero when `ky` is outside 0..3, so an input
-/// row adds nothing to an output row whose filter does not cover it.
-fn filter_row(w0: vec3<f32>, w1: vec3<f32>, w2: vec3<f32>, ky: i32) -> vec3<f32> {
-    let k = select(select(w2, w1, ky == 1), w0, ky == 0);
-    return select(vec3(0.0), k, ky >= 0 && ky < 3);
+/// The filter's weights, a row each: (w[ky][0], w[ky][1], w[ky][2]).
+struct Filter {
+    k0: vec3<f32>,
+    k1: vec3<f32>,
+    k2: vec3<f32>,
+}
+
+/// The accumulators: a<row><half> holds output row oy0 + row, output vec4 `half` of the
+/// invocation's 8 outputs.
+struct Acc {
+    a00: vec4<f32>,
+    a01: vec4<f32>,
+    a10: vec4<f32>,
+    a11: vec4<f32>,
+    a20: vec4<f32>,
+    a21: vec4<f32>,
+    a30: vec4<f32>,
+    a31: vec4<f32>,
 }
 
 /// acc + the three taps of a filter row over the inputs at offsets -1, 0, +1.
 fn taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, k: vec3<f32>) -> vec4<f32> {
     return fma(left, vec4(k.x), fma(mid, vec4(k.y), fma(right, vec4(k.z), acc)));
+}
+
+/// acc + filter row `ky` over the inputs at offsets -1, 0, +1; acc itself where `ky` is outside
+/// the filter (the input row is above or below what this output row reads). `ky` is a constant
+/// in every call once the shader is inlined, so the branch and the filter row are resolved at
+/// compile time and no multiply-add by a zero weight is left.
+fn row_taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, f: Filter, ky: i32) -> vec4<f32> {
+    if ky < 0 || ky > 2 {
+        return acc;
+    }
+    return taps(acc, left, mid, right, select(select(f.k2, f.k1, ky == 1), f.k0, ky == 0));
 }
 
 /// Writes outputs ox .. ox + 3 (those inside the row) of row `oy` of channel `c`.
@@ -93,6 +120,75 @@ fn put(acc: vec4<f32>, c: u32, ch: Channel, oy: u32, ox: u32, sample: u32, live:
             y[row + ox + j] = stored(epilogue(acc[j], ch, row + ox + j));
         }
     }
+}
+
+/// `a` plus input row oy0 * SH + ir - PAD_T of the invocation's channel (element `x0` of
+/// row 0), added into every output row whose filter covers it.
+fn step(a: Acc, ir: u32, oy0: u32, ox0: u32, x0: u32, f: Filter) -> Acc {
+    let iy = i32(oy0 * SH + ir) - i32(PAD_T);
+    let row_ok = iy >= 0 && iy < i32(H_IN);
+    let row = x0 + u32(clamp(iy, 0, i32(H_IN) - 1)) * W_IN;
+    // The inputs under outputs ox0 + 4 * half .. + 3 at horizontal offsets -1, 0, +1
+    // (padding 1): input columns ix0 - 1 + SW * j + offset.
+    let ix0 = i32(ox0 * SW);
+    var l0: vec4<f32>;
+    var m0: vec4<f32>;
+    var r0: vec4<f32>;
+    var l1: vec4<f32>;
+    var m1: vec4<f32>;
+    var r1: vec4<f32>;
+    if SW == 1u {
+        // v<j>: column ix0 - 1 + j.
+        let v0 = load(row, ix0 - 1, row_ok);
+        let v1 = load(row, ix0, row_ok);
+        let v2 = load(row, ix0 + 1, row_ok);
+        let v3 = load(row, ix0 + 2, row_ok);
+        let v4 = load(row, ix0 + 3, row_ok);
+        let v5 = load(row, ix0 + 4, row_ok);
+        let v6 = load(row, ix0 + 5, row_ok);
+        let v7 = load(row, ix0 + 6, row_ok);
+        let v8 = load(row, ix0 + 7, row_ok);
+        let v9 = load(row, ix0 + 8, row_ok);
+        l0 = vec4(v0, v1, v2, v3);
+        m0 = vec4(v1, v2, v3, v4);
+        r0 = vec4(v2, v3, v4, v5);
+        l1 = vec4(v4, v5, v6, v7);
+        m1 = vec4(v5, v6, v7, v8);
+        r1 = vec4(v6, v7, v8, v9);
+    } else {
+        // e<j>, o<j>: columns ix0 + 2j and ix0 + 2j - 1.
+        let o0 = load(row, ix0 - 1, row_ok);
+        let e0 = load(row, ix0, row_ok);
+        let o1 = load(row, ix0 + 1, row_ok);
+        let e1 = load(row, ix0 + 2, row_ok);
+        let o2 = load(row, ix0 + 3, row_ok);
+        let e2 = load(row, ix0 + 4, row_ok);
+        let o3 = load(row, ix0 + 5, row_ok);
+        let e3 = load(row, ix0 + 6, row_ok);
+        let o4 = load(row, ix0 + 7, row_ok);
+        let e4 = load(row, ix0 + 8, row_ok);
+        let o5 = load(row, ix0 + 9, row_ok);
+        let e5 = load(row, ix0 + 10, row_ok);
+        let o6 = load(row, ix0 + 11, row_ok);
+        let e6 = load(row, ix0 + 12, row_ok);
+        let o7 = load(row, ix0 + 13, row_ok);
+        let e7 = load(row, ix0 + 14, row_ok);
+        let o8 = load(row, ix0 + 15, row_ok);
+        l0 = vec4(o0, o1, o2, o3);
+        m0 = vec4(e0, e1, e2, e3);
+        r0 = vec4(o1, o2, o3, o4);
+        l1 = vec4(o4, o5, o6, o7);
+        m1 = vec4(e4, e5, e6, e7);
+        r1 = vec4(o5, o6, o7, o8);
+    }
+    let k = i32(ir);
+    let s = i32(SH);
+    return Acc(
+        row_taps(a.a00, l0, m0, r0, f, k), row_taps(a.a01, l1, m1, r1, f, k),
+        row_taps(a.a10, l0, m0, r0, f, k - s), row_taps(a.a11, l1, m1, r1, f, k - s),
+        row_taps(a.a20, l0, m0, r0, f, k - 2 * s), row_taps(a.a21, l1, m1, r1, f, k - 2 * s),
+        row_taps(a.a30, l0, m0, r0, f, k - 3 * s), row_taps(a.a31, l1, m1, r1, f, k - 3 * s),
+    );
 }
 
 @compute @workgroup_size(WG)
@@ -106,95 +202,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let oy0 = ((t / OX_CHUNKS) % OY_CHUNKS) * ROWS;
     let ox0 = (t % OX_CHUNKS) * 8u;
     let x0 = (wid.z * C + c) * H_IN * W_IN;
-    let w0 = vec3(f32(w[c * 9u]), f32(w[c * 9u + 1u]), f32(w[c * 9u + 2u]));
-    let w1 = vec3(f32(w[c * 9u + 3u]), f32(w[c * 9u + 4u]), f32(w[c * 9u + 5u]));
-    let w2 = vec3(f32(w[c * 9u + 6u]), f32(w[c * 9u + 7u]), f32(w[c * 9u + 8u]));
-    // a<row><half>: output row oy0 + row, outputs ox0 + 4 * half .. + 3.
-    var a00 = vec4(0.0);
-    var a01 = vec4(0.0);
-    var a10 = vec4(0.0);
-    var a11 = vec4(0.0);
-    var a20 = vec4(0.0);
-    var a21 = vec4(0.0);
-    var a30 = vec4(0.0);
-    var a31 = vec4(0.0);
-    for (var ir = 0u; ir < IN_ROWS; ir++) {
-        let iy = i32(oy0 * SH + ir) - i32(PAD_T);
-        let row_ok = iy >= 0 && iy < i32(H_IN);
-        let row = x0 + u32(clamp(iy, 0, i32(H_IN) - 1)) * W_IN;
-        // The inputs under outputs ox0 + 4 * half .. + 3 at horizontal offsets -1, 0, +1
-        // (padding 1): input columns ix0 - 1 + SW * j + offset.
-        let ix0 = i32(ox0 * SW);
-        var l0: vec4<f32>;
-        var m0: vec4<f32>;
-        var r0: vec4<f32>;
-        var l1: vec4<f32>;
-        var m1: vec4<f32>;
-        var r1: vec4<f32>;
-        if SW == 1u {
-            // v<j>: column ix0 - 1 + j.
-            let v0 = load(row, ix0 - 1, row_ok);
-            let v1 = load(row, ix0, row_ok);
-            let v2 = load(row, ix0 + 1, row_ok);
-            let v3 = load(row, ix0 + 2, row_ok);
-            let v4 = load(row, ix0 + 3, row_ok);
-            let v5 = load(row, ix0 + 4, row_ok);
-            let v6 = load(row, ix0 + 5, row_ok);
-            let v7 = load(row, ix0 + 6, row_ok);
-            let v8 = load(row, ix0 + 7, row_ok);
-            let v9 = load(row, ix0 + 8, row_ok);
-            l0 = vec4(v0, v1, v2, v3);
-            m0 = vec4(v1, v2, v3, v4);
-            r0 = vec4(v2, v3, v4, v5);
-            l1 = vec4(v4, v5, v6, v7);
-            m1 = vec4(v5, v6, v7, v8);
-            r1 = vec4(v6, v7, v8, v9);
-        } else {
-            // e<j>, o<j>: columns ix0 + 2j and ix0 + 2j - 1.
-            let o0 = load(row, ix0 - 1, row_ok);
-            let e0 = load(row, ix0, row_ok);
-            let o1 = load(row, ix0 + 1, row_ok);
-            let e1 = load(row, ix0 + 2, row_ok);
-            let o2 = load(row, ix0 + 3, row_ok);
-            let e2 = load(row, ix0 + 4, row_ok);
-            let o3 = load(row, ix0 + 5, row_ok);
-            let e3 = load(row, ix0 + 6, row_ok);
-            let o4 = load(row, ix0 + 7, row_ok);
-            let e4 = load(row, ix0 + 8, row_ok);
-            let o5 = load(row, ix0 + 9, row_ok);
-            let e5 = load(row, ix0 + 10, row_ok);
-            let o6 = load(row, ix0 + 11, row_ok);
-            let e6 = load(row, ix0 + 12, row_ok);
-            let o7 = load(row, ix0 + 13, row_ok);
-            let e7 = load(row, ix0 + 14, row_ok);
-            let o8 = load(row, ix0 + 15, row_ok);
-            l0 = vec4(o0, o1, o2, o3);
-            m0 = vec4(e0, e1, e2, e3);
-            r0 = vec4(o1, o2, o3, o4);
-            l1 = vec4(o4, o5, o6, o7);
-            m1 = vec4(e4, e5, e6, e7);
-            r1 = vec4(o5, o6, o7, o8);
-        }
-        let k0 = filter_row(w0, w1, w2, i32(ir));
-        let k1 = filter_row(w0, w1, w2, i32(ir) - i32(SH));
-        let k2 = filter_row(w0, w1, w2, i32(ir) - 2 * i32(SH));
-        let k3 = filter_row(w0, w1, w2, i32(ir) - 3 * i32(SH));
-        a00 = taps(a00, l0, m0, r0, k0);
-        a01 = taps(a01, l1, m1, r1, k0);
-        a10 = taps(a10, l0, m0, r0, k1);
-        a11 = taps(a11, l1, m1, r1, k1);
-        a20 = taps(a20, l0, m0, r0, k2);
-        a21 = taps(a21, l1, m1, r1, k2);
-        a30 = taps(a30, l0, m0, r0, k3);
-        a31 = taps(a31, l1, m1, r1, k3);
+    let f = Filter(
+        vec3(f32(w[c * 9u]), f32(w[c * 9u + 1u]), f32(w[c * 9u + 2u])),
+        vec3(f32(w[c * 9u + 3u]), f32(w[c * 9u + 4u]), f32(w[c * 9u + 5u])),
+        vec3(f32(w[c * 9u + 6u]), f32(w[c * 9u + 7u]), f32(w[c * 9u + 8u])),
+    );
+    // Every input row the band reads, one call each (a constant row: see `row_taps`).
+    var a = Acc();
+    a = step(a, 0u, oy0, ox0, x0, f);
+    a = step(a, 1u, oy0, ox0, x0, f);
+    a = step(a, 2u, oy0, ox0, x0, f);
+    a = step(a, 3u, oy0, ox0, x0, f);
+    a = step(a, 4u, oy0, ox0, x0, f);
+    a = step(a, 5u, oy0, ox0, x0, f);
+    if IN_ROWS > 6u {
+        a = step(a, 6u, oy0, ox0, x0, f);
+        a = step(a, 7u, oy0, ox0, x0, f);
+        a = step(a, 8u, oy0, ox0, x0, f);
     }
     let ch = channel(c);
-    put(a00, c, ch, oy0, ox0, wid.z, live);
-    put(a01, c, ch, oy0, ox0 + 4u, wid.z, live);
-    put(a10, c, ch, oy0 + 1u, ox0, wid.z, live);
-    put(a11, c, ch, oy0 + 1u, ox0 + 4u, wid.z, live);
-    put(a20, c, ch, oy0 + 2u, ox0, wid.z, live);
-    put(a21, c, ch, oy0 + 2u, ox0 + 4u, wid.z, live);
-    put(a30, c, ch, oy0 + 3u, ox0, wid.z, live);
-    put(a31, c, ch, oy0 + 3u, ox0 + 4u, wid.z, live);
+    put(a.a00, c, ch, oy0, ox0, wid.z, live);
+    put(a.a01, c, ch, oy0, ox0 + 4u, wid.z, live);
+    put(a.a10, c, ch, oy0 + 1u, ox0, wid.z, live);
+    put(a.a11, c, ch, oy0 + 1u, ox0 + 4u, wid.z, live);
+    put(a.a20, c, ch, oy0 + 2u, ox0, wid.z, live);
+    put(a.a21, c, ch, oy0 + 2u, ox0 + 4u, wid.z, live);
+    put(a.a30, c, ch, oy0 + 3u, ox0, wid.z, live);
+    put(a.a31, c, ch, oy0 + 3u, ox0 + 4u, wid.z, live);
 }

@@ -645,6 +645,13 @@ fn conv_extras() {
             Net::new(12, &[4, 11, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(2, 1).pad(Pad::Explicit([0, 1, 2, 1]))),
             &["depthwise3x3_vec4"],
         ),
+        // The 3x3 kernels walk at most 9 input rows a band (vertical strides 1 and 2): stride 3
+        // goes to the general depthwise kernel.
+        Case::new(
+            "depthwise 3x3 strides 3x1",
+            Net::new(21, &[4, 13, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(3, 1).same(1)),
+            &["depthwise_vec4"],
+        ),
         Case::new(
             "depthwise 3x3 stride 2 on rows of 14 (MobileFaceNet's 14x14 -> 7x7)",
             Net::new(17, &[6, 14, 14]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),

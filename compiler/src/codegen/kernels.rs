@@ -228,7 +228,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 };
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
-                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride[1], 1 | 2) {
+                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) {
                     // Four output rows by 8 outputs an invocation.
                     k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
                     let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * y[3].div_ceil(8);
