@@ -143,6 +143,22 @@ fn tap(row: u32, ix: i32, row_ok: bool, scale: f32, shift: f32) -> f32 {
     return select(0.0, v, row_ok && ix >= 0 && ix < i32(W_IN));
 }
 
+/// An input row of the taps: where it starts, whether it is inside the map, and the prologue's
+/// normalisation of its channel.
+struct Row {
+    at: u32,
+    ok: bool,
+    scale: f32,
+    shift: f32,
+}
+
+/// acc (one pixel) + a row of 3 taps from input column `ix` on, with their weights `k0` .. `k2`.
+fn taps3(acc: Px, r: Row, ix: i32, k0: Weights, k1: Weights, k2: Weights) -> Px {
+    let a = mac(acc, tap(r.at, ix, r.ok, r.scale, r.shift), k0);
+    let b = mac(a, tap(r.at, ix + 1, r.ok, r.scale, r.shift), k1);
+    return mac(b, tap(r.at, ix + 2, r.ok, r.scale, r.shift), k2);
+}
+
 /// Writes output channels co .. co + 3 (those of the tile: from 4 * quad; `q` their parameters)
 /// of pixel `ox` from `acc`.
 fn put(acc: vec4<f32>, co: u32, quad: u32, q: Quad, base: u32, ox: u32, live: bool) {
@@ -250,14 +266,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             // One write of the loop-carried accumulators per row of taps (lavapipe masks every
             // write to a variable that lives across iterations).
             var a = acc;
-            for (var kx = 0u; kx < KW; kx++) {
-                let k = weights(((tile * C_IN_G + ci) * KH * KW + ky * KW + kx) * (LANES / 4u), lane);
+            let wi = ((tile * C_IN_G + ci) * KH * KW + ky * KW) * (LANES / 4u);
+            if KW == 3u {
+                // Pixel after pixel, each taking the row's 3 taps at once: the accumulators do
+                // not fit in registers on lavapipe, and this reads and writes them once a row
+                // instead of once a tap (1.2 times as fast for the first conv of MobileFaceNet).
+                let k0 = weights(wi, lane);
+                let k1 = weights(wi + LANES / 4u, lane);
+                let k2 = weights(wi + 2u * (LANES / 4u), lane);
+                let at = Row(row, row_ok, scale, shift);
                 a = Tile(
-                    mac(a.p0, tap(row, ix0 + i32(kx), row_ok, scale, shift), k),
-                    mac(a.p1, tap(row, ix0 + i32(SW + kx), row_ok, scale, shift), k),
-                    mac(a.p2, tap(row, ix0 + i32(2u * SW + kx), row_ok, scale, shift), k),
-                    mac(a.p3, tap(row, ix0 + i32(3u * SW + kx), row_ok, scale, shift), k),
+                    taps3(a.p0, at, ix0, k0, k1, k2),
+                    taps3(a.p1, at, ix0 + i32(SW), k0, k1, k2),
+                    taps3(a.p2, at, ix0 + i32(2u * SW), k0, k1, k2),
+                    taps3(a.p3, at, ix0 + i32(3u * SW), k0, k1, k2),
                 );
+            } else {
+                for (var kx = 0u; kx < KW; kx++) {
+                    let k = weights(wi + kx * (LANES / 4u), lane);
+                    a = Tile(
+                        mac(a.p0, tap(row, ix0 + i32(kx), row_ok, scale, shift), k),
+                        mac(a.p1, tap(row, ix0 + i32(SW + kx), row_ok, scale, shift), k),
+                        mac(a.p2, tap(row, ix0 + i32(2u * SW + kx), row_ok, scale, shift), k),
+                        mac(a.p3, tap(row, ix0 + i32(3u * SW + kx), row_ok, scale, shift), k),
+                    );
+                }
             }
             acc = a;
         }
