@@ -6,6 +6,11 @@ Every engine gets the same batch of 16 random faces (uniform 0..255, seed 7), sa
 the work folder. Batch 1 is the first face. Batch-1 latency and batch-16 time are medians of --runs
 timed runs after --warmup untimed ones; ncnn has no batch dimension, so its batch 16 is 16
 extractions in a row. Each peer's outputs on all 16 faces are compared with onnxruntime's.
+
+With --rounds K the engines run K times in turn (mfn, ncnn, ..., mfn, ncnn, ...), so a machine
+whose speed drifts over minutes (a shared or virtual one) slows them alike: the table gives each
+engine's median over the rounds and each ratio as the median of the rounds' ratios, with their
+range.
 """
 
 import argparse
@@ -132,6 +137,7 @@ def main():
     p.add_argument("--adapter", default="llvmpipe", help="part of the GPU's name, for mfn and ncnn alike")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="times every engine runs, in turn")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
 
@@ -148,35 +154,61 @@ def main():
         ("ncnn CPU", lambda: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=False, fp16=True)),
         ("onnxruntime CPU", lambda: onnxruntime_cpu(args.model, x, args)),
     ]
-    results = {}
-    for name, engine in engines:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        results[name] = engine()
-    report(results, args)
+    rounds = []
+    for k in range(max(args.rounds, 1)):
+        results = {}
+        for name, engine in engines:
+            print(f"round {k + 1}/{max(args.rounds, 1)}: running {name} ...", file=sys.stderr, flush=True)
+            results[name] = engine()
+        rounds.append(results)
+    report(rounds, args)
 
 
-def report(results, args):
-    ours = results["mfn (wgpu, fp32)"]
-    reference = results["onnxruntime CPU"]["out"]
-    print(f"model: {args.model}; same input for all (16 faces, uniform 0..255, seed 7); medians of {args.runs} runs after {args.warmup} warm-up")
+def report(rounds, args):
+    """The table: medians over the rounds, ratios per round (their median, and range if several)."""
+    first = rounds[0]
+    ours = "mfn (wgpu, fp32)"
+    reference = first["onnxruntime CPU"]["out"]
+    per = f"medians of {args.runs} runs after {args.warmup} warm-up"
+    if len(rounds) > 1:
+        per += f", in each of {len(rounds)} rounds (times: median over the rounds; ratios: median of the rounds' ratios, [lowest, highest])"
+    print(f"model: {args.model}; same input for all (16 faces, uniform 0..255, seed 7); {per}")
     print("ratio = peer's time / mfn's time (above 1: mfn is faster)")
     print()
     print("| engine | batch 1 (ms) | ratio | batch 16 (ms) | faces/s | ratio | max abs diff from onnxruntime |")
     print("|---|---|---|---|---|---|---|")
     rows = []
-    for name, r in results.items():
+
+    def ratio(name, key):
+        if name == ours:
+            return "1", 1.0
+        values = sorted(r[name][key] / r[ours][key] for r in rounds)
+        mid = float(np.median(values))
+        text = f"{mid:.2f}" if len(values) == 1 else f"{mid:.2f} [{values[0]:.2f}, {values[-1]:.2f}]"
+        return text, mid
+
+    for name, r in first.items():
         diff = float(np.max(np.abs(r["out"] - reference)))
-        rows.append({"engine": name, "batch1_ms": r["b1"], "batch16_ms": r["b16"], "max_abs_diff": diff, "options": r["options"]})
-        ratio1 = "1" if r is ours else f"{r['b1'] / ours['b1']:.2f}"
-        ratio16 = "1" if r is ours else f"{r['b16'] / ours['b16']:.2f}"
-        print(f"| {name} | {r['b1']:.2f} | {ratio1} | {r['b16']:.1f} | {16e3 / r['b16']:.1f} | {ratio16} | {diff:.2e} |")
+        b1 = float(np.median([x[name]["b1"] for x in rounds]))
+        b16 = float(np.median([x[name]["b16"] for x in rounds]))
+        (r1, m1), (r16, m16) = ratio(name, "b1"), ratio(name, "b16")
+        rows.append({
+            "engine": name,
+            "batch1_ms": b1,
+            "batch16_ms": b16,
+            "ratio1": m1,
+            "ratio16": m16,
+            "rounds": [{"batch1_ms": x[name]["b1"], "batch16_ms": x[name]["b16"]} for x in rounds],
+            "max_abs_diff": diff,
+            "options": r["options"],
+        })
+        print(f"| {name} | {b1:.2f} | {r1} | {b16:.1f} | {16e3 / b16:.1f} | {r16} | {diff:.2e} |")
     print()
-    for name, r in results.items():
+    for name, r in first.items():
         print(f"- {name}: {r['options']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "runs": args.runs, "warmup": args.warmup, "rows": rows}, f, indent=1)
-
+            json.dump({"model": args.model, "runs": args.runs, "warmup": args.warmup, "rounds": len(rounds), "rows": rows}, f, indent=1)
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,10 @@
 // Pointwise (1x1, stride 1, no padding) convolution where the feature map holds a multiple of 4
 // pixels: y[co, p] = sum_ci w[co, ci] x[ci, p], with activations read and written as vec4 of 4
-// neighbouring pixels. A workgroup computes one tile of CO_TILE (32 or 64) output channels at WG
-// pixel vec4s of one sample, 32 channels a pass: in each pass each of its invocations computes 16
-// of those channels (the first half of the workgroup the first 16, the second half the others)
-// at 2 of those vec4s, WG / 2 apart (so neighbouring invocations read neighbouring vectors). Per
-// group of 4 input channels it makes 8 vector loads of inputs and 16 of weights for 512
-// multiply-adds.
+// neighbouring pixels. A workgroup computes one tile of CO_TILE = 32 output channels at WG pixel
+// vec4s of one sample; each of its invocations computes 16 of those channels (the first half of
+// the workgroup the first 16, the second half the others) at 2 of those vec4s, WG / 2 apart (so
+// neighbouring invocations read neighbouring vectors). Per group of 4 input channels it makes 8
+// vector loads of inputs and 16 of weights for 512 multiply-adds.
 // `pointwise_vec4_subgroup.wgsl` is the same kernel, dispatch for dispatch, with the weights
 // shared across a subgroup instead of loaded by every invocation; the runtime uses it where the
 // device has subgroups of at least 8 invocations.
@@ -14,16 +13,15 @@
 // through 8 input channels an iteration (lavapipe masks every write to a variable that lives
 // across iterations).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
-// packs w as [C_OUT / CO_TILE (rounded up)][C_IN / 4 (rounded up)][CO_TILE] vec4s, vector
-// (b, g, j) holding the weights of output channel CO_TILE * b + j for input channels 4g .. 4g + 3
-// (zero-padded); p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// packs w as [C_OUT / 32 (rounded up)][C_IN / 4 (rounded up)][32] vec4s, vector (b, g, j) holding
+// the weights of output channel 32b + j for input channels 4g .. 4g + 3 (zero-padded);
+// p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
 alias stored = f32;
 const C_IN: u32 = 8u;
 const C_OUT: u32 = 8u;
 const HW: u32 = 16u;
-const CO_TILE: u32 = 32u;
 const ACT: u32 = 0u;
 const CLIP_MIN: f32 = 0.0;
 const CLIP_MAX: f32 = 6.0;
@@ -31,7 +29,7 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-const_assert CO_TILE == 32u || CO_TILE == 64u;
+const CO_TILE: u32 = 32u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const HW4: u32 = HW / 4u;
 /// Workgroups per tile of output channels: one pixel vec4 an invocation.
@@ -178,9 +176,8 @@ fn finish(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    // The tile is the workgroup's; in each part of 32 channels, the half of them and the two
-    // pixel vec4s the invocation's. Spare invocations compute clamped pixel vec4s and store
-    // nothing.
+    // The tile is the workgroup's; the half of its channels and the two pixel vec4s the
+    // invocation's. Spare invocations compute clamped pixel vec4s and store nothing.
     let g = wid.x + wid.y * nwg.x;
     let live = g < CO_BLOCKS * PX_GROUPS;
     let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
@@ -188,25 +185,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let q0 = (g % PX_GROUPS) * WG + lid % (WG / 2u);
     let q1 = q0 + WG / 2u;
     let x_at = wid.z * C_IN * HW4;
+    let at = At(x_at + min(q0, HW4 - 1u), x_at + min(q1, HW4 - 1u), block * CI4 * CO_TILE + half * 16u);
+    var t = Tile();
+    for (var k = 0u; k + 2u <= CI4; k += 2u) {
+        t = group(group(t, k, at), k + 1u, at);
+    }
+    if CI4 % 2u == 1u {
+        t = group(t, CI4 - 1u, at);
+    }
+    let c0 = block * CO_TILE + half * 16u;
     let ok0 = live && q0 < HW4;
     let ok1 = live && q1 < HW4;
-    for (var part = 0u; part < CO_TILE / 32u; part++) {
-        let c0 = block * CO_TILE + part * 32u + half * 16u;
-        let at = At(x_at + min(q0, HW4 - 1u), x_at + min(q1, HW4 - 1u), block * CI4 * CO_TILE + part * 32u + half * 16u);
-        var t = Tile();
-        for (var k = 0u; k + 2u <= CI4; k += 2u) {
-            t = group(group(t, k, at), k + 1u, at);
-        }
-        if CI4 % 2u == 1u {
-            t = group(t, CI4 - 1u, at);
-        }
-        finish(t.m00, c0, q0, wid.z, ok0);
-        finish(t.m01, c0 + 4u, q0, wid.z, ok0);
-        finish(t.m02, c0 + 8u, q0, wid.z, ok0);
-        finish(t.m03, c0 + 12u, q0, wid.z, ok0);
-        finish(t.m10, c0, q1, wid.z, ok1);
-        finish(t.m11, c0 + 4u, q1, wid.z, ok1);
-        finish(t.m12, c0 + 8u, q1, wid.z, ok1);
-        finish(t.m13, c0 + 12u, q1, wid.z, ok1);
-    }
+    finish(t.m00, c0, q0, wid.z, ok0);
+    finish(t.m01, c0 + 4u, q0, wid.z, ok0);
+    finish(t.m02, c0 + 8u, q0, wid.z, ok0);
+    finish(t.m03, c0 + 12u, q0, wid.z, ok0);
+    finish(t.m10, c0, q1, wid.z, ok1);
+    finish(t.m11, c0 + 4u, q1, wid.z, ok1);
+    finish(t.m12, c0 + 8u, q1, wid.z, ok1);
+    finish(t.m13, c0 + 12u, q1, wid.z, ok1);
 }

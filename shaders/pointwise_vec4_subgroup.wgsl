@@ -1,31 +1,29 @@
 // Pointwise (1x1, stride 1, no padding) convolution where the feature map holds a multiple of 4
 // pixels, with the weights shared across a subgroup: `pointwise_vec4.wgsl` dispatch for dispatch
 // (same tiles, same workgroups, same packed weights), for devices with subgroups of at least 8
-// invocations. Every invocation of a workgroup works on the same CO_TILE (32 or 64) output
-// channels, so per group of 4 input channels each invocation loads CO_TILE / 8 vectors of the
-// tile's weights (invocation i of the subgroup: channels co0 + i, + 8, + 16, ..., each over the 4
-// input channels) and takes the others from its neighbours with subgroupBroadcast: per 4 input
-// channels 4 vector loads of inputs and 4 or 8 of weights for 16 * CO_TILE multiply-adds. On
-// lavapipe, where every load is a per-lane loop and a broadcast a register shuffle, loads are what
-// counts.
+// invocations. Every invocation of a workgroup works on the same 32 output channels, so per group
+// of 4 input channels each invocation loads 4 vectors of the tile's weights (invocation i of the
+// subgroup: channels co0 + i, + 8, + 16, + 24, each over the 4 input channels) and takes the
+// other 124 from its neighbours with subgroupBroadcast: per 4 input channels 4 vector loads of
+// inputs and 4 of weights for 512 multiply-adds. On lavapipe, where every load is a per-lane loop
+// and a broadcast a register shuffle, loads are what counts.
 // The accumulators are named vectors, never a local array indexed in a loop (on lavapipe, which
 // runs invocations as SIMD lanes, that becomes per-lane memory traffic), and the loop carries them
 // through 8 input channels an iteration (lavapipe masks every write to a variable that lives
 // across iterations). They are grouped by pixel and updated pixel after pixel, each taking all 8
-// input channels at once: the accumulators do not fit in registers, and this order reads and
+// input channels at once: the 128 accumulators do not fit in registers, and this order reads and
 // writes each once per iteration instead of once per input channel (1.12 times as fast on
 // lavapipe as channel after channel, for the same sums in the same order).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
-// packs w as [C_OUT / CO_TILE (rounded up)][C_IN / 4 (rounded up)][CO_TILE] vec4s, vector
-// (b, g, j) holding the weights of output channel CO_TILE * b + j for input channels 4g .. 4g + 3
-// (zero-padded); p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// packs w as [C_OUT / 32 (rounded up)][C_IN / 4 (rounded up)][32] vec4s, vector (b, g, j) holding
+// the weights of output channel 32b + j for input channels 4g .. 4g + 3 (zero-padded);
+// p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
 alias stored = f32;
 const C_IN: u32 = 8u;
 const C_OUT: u32 = 8u;
 const HW: u32 = 16u;
-const CO_TILE: u32 = 32u;
 const ACT: u32 = 0u;
 const CLIP_MIN: f32 = 0.0;
 const CLIP_MAX: f32 = 6.0;
@@ -33,10 +31,7 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-const_assert CO_TILE == 32u || CO_TILE == 64u;
-/// A tile of 64 output channels: accumulators a8 .. a15 and weights k8 .. k15 are its second
-/// half (with 32, they are never read or written, and the code for them is folded away).
-const WIDE: bool = CO_TILE == 64u;
+const CO_TILE: u32 = 32u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const HW4: u32 = HW / 4u;
 /// Workgroups per tile of output channels: one pixel vec4 an invocation.
@@ -82,14 +77,6 @@ struct Pixel {
     a5: vec4<f32>,
     a6: vec4<f32>,
     a7: vec4<f32>,
-    a8: vec4<f32>,
-    a9: vec4<f32>,
-    a10: vec4<f32>,
-    a11: vec4<f32>,
-    a12: vec4<f32>,
-    a13: vec4<f32>,
-    a14: vec4<f32>,
-    a15: vec4<f32>,
 }
 
 /// The accumulators of an invocation: p<i> is pixel i of its pixel vec4.
@@ -111,14 +98,6 @@ struct Weights {
     k5: mat4x4<f32>,
     k6: mat4x4<f32>,
     k7: mat4x4<f32>,
-    k8: mat4x4<f32>,
-    k9: mat4x4<f32>,
-    k10: mat4x4<f32>,
-    k11: mat4x4<f32>,
-    k12: mat4x4<f32>,
-    k13: mat4x4<f32>,
-    k14: mat4x4<f32>,
-    k15: mat4x4<f32>,
 }
 
 /// The weights of the 4 output channels whose share vectors `v` lanes 0 .. 3 of the subgroup
@@ -132,29 +111,14 @@ fn lanes_hi(v: vec4<f32>) -> mat4x4<f32> {
     return transpose(mat4x4(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
 }
 
-/// The invocation's share vector h of a group's weights (output channel co0 + 8h + lane % 8),
-/// the first at `i`; zero past the tile.
-fn share(i: u32, h: u32) -> vec4<f32> {
-    if h >= CO_TILE / 8u {
-        return vec4(0.0);
-    }
-    return vec4<f32>(w[i + 8u * h]);
-}
-
-/// The tile's weights for one group of input channels from the subgroup's shares.
+/// The tile's weights for one group of input channels from the subgroup's shares: the
+/// invocation loads 4 vectors at `i` (output channels co0 + 8h + lane % 8, h = 0 .. 3).
 fn weights(i: u32) -> Weights {
-    let v0 = share(i, 0u);
-    let v1 = share(i, 1u);
-    let v2 = share(i, 2u);
-    let v3 = share(i, 3u);
-    let v4 = share(i, 4u);
-    let v5 = share(i, 5u);
-    let v6 = share(i, 6u);
-    let v7 = share(i, 7u);
-    return Weights(
-        lanes_lo(v0), lanes_hi(v0), lanes_lo(v1), lanes_hi(v1), lanes_lo(v2), lanes_hi(v2), lanes_lo(v3), lanes_hi(v3),
-        lanes_lo(v4), lanes_hi(v4), lanes_lo(v5), lanes_hi(v5), lanes_lo(v6), lanes_hi(v6), lanes_lo(v7), lanes_hi(v7),
-    );
+    let v0 = vec4<f32>(w[i]);
+    let v1 = vec4<f32>(w[i + 8u]);
+    let v2 = vec4<f32>(w[i + 16u]);
+    let v3 = vec4<f32>(w[i + 24u]);
+    return Weights(lanes_lo(v0), lanes_hi(v0), lanes_lo(v1), lanes_hi(v1), lanes_lo(v2), lanes_hi(v2), lanes_lo(v3), lanes_hi(v3));
 }
 
 /// acc (4 output channels at one pixel) + input channels 4g .. 4g + 3 at that pixel (`xp`)
@@ -166,48 +130,19 @@ fn dot4(acc: vec4<f32>, xp: vec4<f32>, k: mat4x4<f32>) -> vec4<f32> {
     return fma(vec4(xp.w), k[3], v2);
 }
 
-/// dot4 over two groups of input channels (`xp` with weights `k`, then `xq` with `l`).
-fn dot8(acc: vec4<f32>, xp: vec4<f32>, xq: vec4<f32>, k: mat4x4<f32>, l: mat4x4<f32>) -> vec4<f32> {
-    return dot4(dot4(acc, xp, k), xq, l);
-}
-
-/// dot4 for the second half of a wide tile; `acc` itself otherwise.
-fn dot4_wide(acc: vec4<f32>, xp: vec4<f32>, k: mat4x4<f32>) -> vec4<f32> {
-    if WIDE {
-        return dot4(acc, xp, k);
-    }
-    return acc;
-}
-
-/// dot8 for the second half of a wide tile; `acc` itself otherwise.
-fn dot8_wide(acc: vec4<f32>, xp: vec4<f32>, xq: vec4<f32>, k: mat4x4<f32>, l: mat4x4<f32>) -> vec4<f32> {
-    if WIDE {
-        return dot8(acc, xp, xq, k, l);
-    }
-    return acc;
-}
-
 /// A pixel's accumulators plus one group of input channels (`xp`, weights `k`).
 fn pixel(a: Pixel, xp: vec4<f32>, k: Weights) -> Pixel {
-    return Pixel(
-        dot4(a.a0, xp, k.k0), dot4(a.a1, xp, k.k1), dot4(a.a2, xp, k.k2), dot4(a.a3, xp, k.k3),
-        dot4(a.a4, xp, k.k4), dot4(a.a5, xp, k.k5), dot4(a.a6, xp, k.k6), dot4(a.a7, xp, k.k7),
-        dot4_wide(a.a8, xp, k.k8), dot4_wide(a.a9, xp, k.k9), dot4_wide(a.a10, xp, k.k10), dot4_wide(a.a11, xp, k.k11),
-        dot4_wide(a.a12, xp, k.k12), dot4_wide(a.a13, xp, k.k13), dot4_wide(a.a14, xp, k.k14), dot4_wide(a.a15, xp, k.k15),
-    );
+    return Pixel(dot4(a.a0, xp, k.k0), dot4(a.a1, xp, k.k1), dot4(a.a2, xp, k.k2), dot4(a.a3, xp, k.k3),
+                 dot4(a.a4, xp, k.k4), dot4(a.a5, xp, k.k5), dot4(a.a6, xp, k.k6), dot4(a.a7, xp, k.k7));
 }
 
 /// A pixel's accumulators plus two groups of input channels: every accumulator is read and
 /// written once for 8 input channels.
 fn pixel2(a: Pixel, xp: vec4<f32>, xq: vec4<f32>, k: Weights, l: Weights) -> Pixel {
-    return Pixel(
-        dot8(a.a0, xp, xq, k.k0, l.k0), dot8(a.a1, xp, xq, k.k1, l.k1), dot8(a.a2, xp, xq, k.k2, l.k2), dot8(a.a3, xp, xq, k.k3, l.k3),
-        dot8(a.a4, xp, xq, k.k4, l.k4), dot8(a.a5, xp, xq, k.k5, l.k5), dot8(a.a6, xp, xq, k.k6, l.k6), dot8(a.a7, xp, xq, k.k7, l.k7),
-        dot8_wide(a.a8, xp, xq, k.k8, l.k8), dot8_wide(a.a9, xp, xq, k.k9, l.k9),
-        dot8_wide(a.a10, xp, xq, k.k10, l.k10), dot8_wide(a.a11, xp, xq, k.k11, l.k11),
-        dot8_wide(a.a12, xp, xq, k.k12, l.k12), dot8_wide(a.a13, xp, xq, k.k13, l.k13),
-        dot8_wide(a.a14, xp, xq, k.k14, l.k14), dot8_wide(a.a15, xp, xq, k.k15, l.k15),
-    );
+    return Pixel(dot4(dot4(a.a0, xp, k.k0), xq, l.k0), dot4(dot4(a.a1, xp, k.k1), xq, l.k1),
+                 dot4(dot4(a.a2, xp, k.k2), xq, l.k2), dot4(dot4(a.a3, xp, k.k3), xq, l.k3),
+                 dot4(dot4(a.a4, xp, k.k4), xq, l.k4), dot4(dot4(a.a5, xp, k.k5), xq, l.k5),
+                 dot4(dot4(a.a6, xp, k.k6), xq, l.k6), dot4(dot4(a.a7, xp, k.k7), xq, l.k7));
 }
 
 /// The pixels of input channel `ci` at `x_at` (the invocation's vec4 of channel 0); zero past
@@ -284,36 +219,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let ok = live && q < HW4;
     let co0 = block * CO_TILE;
-    // Column h: the parameters of output channels co0 + 8h .. + 3 (lo) and co0 + 8h + 4 .. + 7
-    // (hi); in the second half of a wide tile, co0 + 32 + 8h ...
-    let b = params(co0 + lane % 8u, 0u);
-    let s = params(co0 + lane % 8u, C_OUT);
-    let b_lo = lanes_lo(b);
-    let b_hi = lanes_hi(b);
-    let s_lo = lanes_lo(s);
-    let s_hi = lanes_hi(s);
-    put(t.p0.a0, t.p1.a0, t.p2.a0, t.p3.a0, co0, b_lo[0], s_lo[0], q, wid.z, ok);
-    put(t.p0.a1, t.p1.a1, t.p2.a1, t.p3.a1, co0 + 4u, b_hi[0], s_hi[0], q, wid.z, ok);
-    put(t.p0.a2, t.p1.a2, t.p2.a2, t.p3.a2, co0 + 8u, b_lo[1], s_lo[1], q, wid.z, ok);
-    put(t.p0.a3, t.p1.a3, t.p2.a3, t.p3.a3, co0 + 12u, b_hi[1], s_hi[1], q, wid.z, ok);
-    put(t.p0.a4, t.p1.a4, t.p2.a4, t.p3.a4, co0 + 16u, b_lo[2], s_lo[2], q, wid.z, ok);
-    put(t.p0.a5, t.p1.a5, t.p2.a5, t.p3.a5, co0 + 20u, b_hi[2], s_hi[2], q, wid.z, ok);
-    put(t.p0.a6, t.p1.a6, t.p2.a6, t.p3.a6, co0 + 24u, b_lo[3], s_lo[3], q, wid.z, ok);
-    put(t.p0.a7, t.p1.a7, t.p2.a7, t.p3.a7, co0 + 28u, b_hi[3], s_hi[3], q, wid.z, ok);
-    if WIDE {
-        let b2 = params(co0 + 32u + lane % 8u, 0u);
-        let s2 = params(co0 + 32u + lane % 8u, C_OUT);
-        let b2_lo = lanes_lo(b2);
-        let b2_hi = lanes_hi(b2);
-        let s2_lo = lanes_lo(s2);
-        let s2_hi = lanes_hi(s2);
-        put(t.p0.a8, t.p1.a8, t.p2.a8, t.p3.a8, co0 + 32u, b2_lo[0], s2_lo[0], q, wid.z, ok);
-        put(t.p0.a9, t.p1.a9, t.p2.a9, t.p3.a9, co0 + 36u, b2_hi[0], s2_hi[0], q, wid.z, ok);
-        put(t.p0.a10, t.p1.a10, t.p2.a10, t.p3.a10, co0 + 40u, b2_lo[1], s2_lo[1], q, wid.z, ok);
-        put(t.p0.a11, t.p1.a11, t.p2.a11, t.p3.a11, co0 + 44u, b2_hi[1], s2_hi[1], q, wid.z, ok);
-        put(t.p0.a12, t.p1.a12, t.p2.a12, t.p3.a12, co0 + 48u, b2_lo[2], s2_lo[2], q, wid.z, ok);
-        put(t.p0.a13, t.p1.a13, t.p2.a13, t.p3.a13, co0 + 52u, b2_hi[2], s2_hi[2], q, wid.z, ok);
-        put(t.p0.a14, t.p1.a14, t.p2.a14, t.p3.a14, co0 + 56u, b2_lo[3], s2_lo[3], q, wid.z, ok);
-        put(t.p0.a15, t.p1.a15, t.p2.a15, t.p3.a15, co0 + 60u, b2_hi[3], s2_hi[3], q, wid.z, ok);
-    }
+    let bias = params(co0 + lane % 8u, 0u);
+    let slope = params(co0 + lane % 8u, C_OUT);
+    // Column h: the parameters of output channels co0 + 8h .. + 3 (lo) and co0 + 8h + 4 .. + 7 (hi).
+    let bias_lo = lanes_lo(bias);
+    let bias_hi = lanes_hi(bias);
+    let slope_lo = lanes_lo(slope);
+    let slope_hi = lanes_hi(slope);
+    put(t.p0.a0, t.p1.a0, t.p2.a0, t.p3.a0, co0, bias_lo[0], slope_lo[0], q, wid.z, ok);
+    put(t.p0.a1, t.p1.a1, t.p2.a1, t.p3.a1, co0 + 4u, bias_hi[0], slope_hi[0], q, wid.z, ok);
+    put(t.p0.a2, t.p1.a2, t.p2.a2, t.p3.a2, co0 + 8u, bias_lo[1], slope_lo[1], q, wid.z, ok);
+    put(t.p0.a3, t.p1.a3, t.p2.a3, t.p3.a3, co0 + 12u, bias_hi[1], slope_hi[1], q, wid.z, ok);
+    put(t.p0.a4, t.p1.a4, t.p2.a4, t.p3.a4, co0 + 16u, bias_lo[2], slope_lo[2], q, wid.z, ok);
+    put(t.p0.a5, t.p1.a5, t.p2.a5, t.p3.a5, co0 + 20u, bias_hi[2], slope_hi[2], q, wid.z, ok);
+    put(t.p0.a6, t.p1.a6, t.p2.a6, t.p3.a6, co0 + 24u, bias_lo[3], slope_lo[3], q, wid.z, ok);
+    put(t.p0.a7, t.p1.a7, t.p2.a7, t.p3.a7, co0 + 28u, bias_hi[3], slope_hi[3], q, wid.z, ok);
 }

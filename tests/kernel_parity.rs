@@ -698,9 +698,9 @@ fn conv_extras() {
         Case::new("vec4 pointwise, 2 workgroups of 32 a tile, 3 tiles (the last of 6 channels)", Net::new(15, &[5, 8, 30]).conv(ConvSpec::new(70, 1)), &["pointwise_vec4"])
             .batch(2),
         Case::new("vec4 pointwise, 9 groups of 4 input channels (odd, the last partial)", Net::new(16, &[35, 4, 8]).conv(ConvSpec::new(32, 1)), &["pointwise_vec4"]),
-        // Tiles of 64 output channels (the subgroup variant's second half of accumulators, the
-        // plain kernel's second part), with an odd, partial last group of input channels.
-        Case::new("vec4 pointwise, 2 tiles of 64, 33 groups of 4 input channels", Net::new(22, &[130, 4, 8]).conv(ConvSpec::new(128, 1)), &["pointwise_vec4"])
+        // Many groups of input channels (16 loop iterations of 8 channels and a partial last
+        // group) into 4 tiles.
+        Case::new("vec4 pointwise, 4 tiles, 33 groups of 4 input channels", Net::new(22, &[130, 4, 8]).conv(ConvSpec::new(128, 1)), &["pointwise_vec4"])
             .batch(2),
     ];
     run_cases(cases);

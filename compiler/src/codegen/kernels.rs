@@ -81,14 +81,8 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
 const POINTWISE_CO_TILE: usize = 4;
 /// Pixels one workgroup of the pointwise kernel computes.
 const POINTWISE_PX_TILE: usize = 16;
-/// Output channels one workgroup of the vec4 pointwise kernel computes: 64 where they divide the
-/// layer's output channels and the input channels are at least 128 (twice the multiply-adds for
-/// each input vector an invocation loads: 1.04 to 1.09 times as fast on lavapipe for 128 -> 64,
-/// 128 and 256; with 64 input channels the longer epilogue makes it slower), else 32 (fewer idle
-/// channels in the last tile).
-fn pointwise_vec4_co_tile(c_in: usize, c_out: usize) -> usize {
-    if c_out.is_multiple_of(64) && c_in >= 128 { 64 } else { 32 }
-}
+/// Output channels one workgroup of the vec4 pointwise kernel computes.
+const POINTWISE_VEC4_CO_TILE: usize = 32;
 
 /// Outputs along a row one invocation of the depthwise kernel computes.
 const DEPTHWISE_OX_TILE: usize = 8;
@@ -132,12 +126,11 @@ fn pack_pointwise(w: &[f32], c_out: usize, c_in: usize, tile: usize) -> Vec<f32>
     packed
 }
 
-/// `[C_out, C_in]` -> `[C_out / T][C_in / 4][T]` vec4s (both rounded up, zero-padded; T the
-/// tile, 32 or 64): vector (b, g, j) holds the weights of output channel Tb + j for input channels
-/// 4g .. 4g + 3, so the vec4 pointwise kernels read a tile's weights for a group of input channels
-/// as T vectors.
+/// `[C_out, C_in]` -> `[C_out / 32][C_in / 4][32]` vec4s (both rounded up, zero-padded): vector
+/// (b, g, j) holds the weights of output channel 32b + j for input channels 4g .. 4g + 3, so the
+/// vec4 pointwise kernels read a tile's weights for a group of input channels as 32 vectors.
 fn pack_pointwise_vec4(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
-    let (tile, groups) = (pointwise_vec4_co_tile(c_in, c_out), c_in.div_ceil(4));
+    let (tile, groups) = (POINTWISE_VEC4_CO_TILE, c_in.div_ceil(4));
     let mut packed = vec![0.0; c_out.div_ceil(tile) * groups * tile * 4];
     for co in 0..c_out {
         for ci in 0..c_in {
@@ -196,12 +189,10 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
             let pointwise = conv.is_pointwise() && conv.prologue.is_none();
             let (template, mut constants, threads) = if pointwise {
-                let mut k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
+                let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
                 if hw_out.is_multiple_of(4) {
                     // Whole workgroups per tile of output channels (the tile is the workgroup's).
-                    let tile = pointwise_vec4_co_tile(c_in, c_out);
-                    k.push(("CO_TILE", u(tile)));
-                    let groups = c_out.div_ceil(tile) * (hw_out / 4).div_ceil(POINTWISE_VEC4_WORKGROUP as usize);
+                    let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_WORKGROUP as usize);
                     // Counted in invocations of WORKGROUP-sized groups: threads_to_groups gives `groups`.
                     (Template::PointwiseVec4, k, groups * WORKGROUP as usize)
                 } else {
