@@ -1,16 +1,16 @@
 // Pointwise (1x1, stride 1, no padding) convolution, a GEMM y[co, p] = sum_ci w[co, ci] x[ci, p]:
 // the kernel for feature maps of any size, made for small ones (MobileFaceNet's 7x7), where
 // pixels are too few to give every invocation its own (`pointwise_vec4.wgsl` does that for maps
-// of a multiple of 4 pixels). A workgroup computes PX = 16 pixels of one sample; each invocation
-// computes its group of 4 output channels at those 16 pixels. Per input channel it makes one vec4
-// load of its weights and 16 loads of the (shared) inputs for 64 multiply-adds.
+// of a multiple of 4 pixels). A workgroup computes PX = 16 pixels of one sample, in two halves of
+// 8 (the tile of the subgroup variant, which shares its dispatch geometry; 16 pixels at once
+// measured 1.2 times slower here, its 64 accumulators spilling on lavapipe); each invocation
+// computes its group of 4 output channels at those pixels. Per input channel and half it makes
+// one vec4 load of its weights and 8 loads of the (shared) inputs for 32 multiply-adds.
 // `pointwise_subgroup.wgsl` is the same kernel, dispatch for dispatch, with the inputs shared
 // across a subgroup instead of loaded by every invocation; the runtime uses it where the device
 // has subgroups of at least 8 invocations.
 // The accumulators are named matrices, never a local array indexed in a loop: on lavapipe, which
-// runs invocations as SIMD lanes, that becomes per-lane memory traffic. They do not fit in
-// registers there either, so they are updated pixel after pixel, each taking the iteration's 4
-// input channels at once: read and written once an iteration instead of once an input channel.
+// runs invocations as SIMD lanes, that becomes per-lane memory traffic.
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); the compiler packs w as
 // [C_IN, C_OUT rounded up to 4] (zero-padded) so an invocation's 4 weights are one vec4 load;
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
@@ -27,7 +27,7 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
-/// Pixels an invocation computes.
+/// Pixels an invocation computes, 8 at a time.
 const PX: u32 = 16u;
 /// Groups of 4 output channels: one an invocation.
 const CO4: u32 = (C_OUT + 3u) / 4u;
@@ -79,63 +79,29 @@ fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
     return v;
 }
 
-/// The accumulators of an invocation: column k of `m<i>` holds its 4 output channels at pixel
-/// p0 + 4i + k.
+/// The accumulators of an invocation: column k of `lo` (of `hi`) holds its 4 output channels at
+/// pixel p0 + k (p0 + 4 + k).
 struct Tile {
-    m0: mat4x4<f32>,
-    m1: mat4x4<f32>,
-    m2: mat4x4<f32>,
-    m3: mat4x4<f32>,
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
 }
 
-/// The workgroup's 16 pixels of one input channel: v<i> holds pixels p0 + 4i .. p0 + 4i + 3.
-struct Pixels {
-    v0: vec4<f32>,
-    v1: vec4<f32>,
-    v2: vec4<f32>,
-    v3: vec4<f32>,
-}
-
-/// Where an invocation reads: the workgroup's first pixel of input channel 0 of its sample, and
+/// Where an invocation reads: input channel 0 of its sample and the workgroup's first pixel, and
 /// its group of 4 output channels.
 struct At {
     x: u32,
     co4: u32,
 }
 
-/// acc (4 output channels at one pixel) + the pixel's 4 input channels `xs` times their weights,
-/// channel after channel.
-fn dot4(acc: vec4<f32>, xs: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
-    return fma(vec4(xs.w), w3, fma(vec4(xs.z), w2, fma(vec4(xs.y), w1, fma(vec4(xs.x), w0, acc))));
+fn mac(acc: mat4x4<f32>, xs: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(fma(vec4(xs.x), wv, acc[0]), fma(vec4(xs.y), wv, acc[1]), fma(vec4(xs.z), wv, acc[2]), fma(vec4(xs.w), wv, acc[3]));
 }
 
-/// The accumulators of 4 pixels plus 4 input channels, pixel after pixel; column c of `xs` holds
-/// the 4 pixels of input channel c.
-fn mac(acc: mat4x4<f32>, xs: mat4x4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> mat4x4<f32> {
-    let px = transpose(xs);
-    return mat4x4(dot4(acc[0], px[0], w0, w1, w2, w3), dot4(acc[1], px[1], w0, w1, w2, w3),
-                  dot4(acc[2], px[2], w0, w1, w2, w3), dot4(acc[3], px[3], w0, w1, w2, w3));
-}
-
-/// `t` plus input channels ci .. ci + 3 (`n` of them; the others' weights read as zero).
-fn accumulate(t: Tile, ci: u32, n: u32, at: At) -> Tile {
-    let w0 = weights(ci, at);
-    let w1 = select(vec4(0.0), weights(min(ci + 1u, C_IN - 1u), at), n > 1u);
-    let w2 = select(vec4(0.0), weights(min(ci + 2u, C_IN - 1u), at), n > 2u);
-    let w3 = select(vec4(0.0), weights(min(ci + 3u, C_IN - 1u), at), n > 3u);
-    let x0 = pixels(ci, at);
-    let x1 = pixels(min(ci + 1u, C_IN - 1u), at);
-    let x2 = pixels(min(ci + 2u, C_IN - 1u), at);
-    let x3 = pixels(min(ci + 3u, C_IN - 1u), at);
-    return Tile(mac(t.m0, mat4x4(x0.v0, x1.v0, x2.v0, x3.v0), w0, w1, w2, w3),
-                mac(t.m1, mat4x4(x0.v1, x1.v1, x2.v1, x3.v1), w0, w1, w2, w3),
-                mac(t.m2, mat4x4(x0.v2, x1.v2, x2.v2, x3.v2), w0, w1, w2, w3),
-                mac(t.m3, mat4x4(x0.v3, x1.v3, x2.v3, x3.v3), w0, w1, w2, w3));
-}
-
-/// The invocation's 4 weights of input channel `ci`.
-fn weights(ci: u32, at: At) -> vec4<f32> {
-    return vec4<f32>(w[ci * CO4 + at.co4]);
+/// `t` plus input channel `ci`.
+fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
+    let wv = vec4<f32>(w[ci * CO4 + at.co4]);
+    let xs = pixels(at.x + ci * HW);
+    return Tile(mac(t.lo, xs[0], wv), mac(t.hi, xs[1], wv));
 }
 
 /// Writes the invocation's channels (those below C_OUT) at pixels p .. p + 3 (those inside the map).
@@ -151,15 +117,13 @@ fn put(acc: mat4x4<f32>, co4: u32, q: Quad, p: u32, sample: u32, live: bool) {
     }
 }
 
-/// The workgroup's pixels p0 .. p0 + 15 of input channel `ci` (past the map's end, its last pixel).
-fn pixels(ci: u32, at: At) -> Pixels {
-    let row = at.x + ci * HW;
+/// Input `row` + k for k in 0..8 (`row`: the workgroup's first pixel of one input channel), the
+/// map's last pixel past its end.
+fn pixels(row: u32) -> array<vec4<f32>, 2> {
     let last = row - row % HW + HW - 1u;
-    return Pixels(
+    return array(
         vec4(f32(x[min(row, last)]), f32(x[min(row + 1u, last)]), f32(x[min(row + 2u, last)]), f32(x[min(row + 3u, last)])),
         vec4(f32(x[min(row + 4u, last)]), f32(x[min(row + 5u, last)]), f32(x[min(row + 6u, last)]), f32(x[min(row + 7u, last)])),
-        vec4(f32(x[min(row + 8u, last)]), f32(x[min(row + 9u, last)]), f32(x[min(row + 10u, last)]), f32(x[min(row + 11u, last)])),
-        vec4(f32(x[min(row + 12u, last)]), f32(x[min(row + 13u, last)]), f32(x[min(row + 14u, last)]), f32(x[min(row + 15u, last)])),
     );
 }
 
@@ -172,19 +136,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let p0 = (g % PX_GROUPS) * PX;
     let co4 = min(g / PX_GROUPS, CO_GROUPS - 1u) * WG + lid;
     let live = g < CO_GROUPS * PX_GROUPS && co4 < CO4;
-    let at = At(wid.z * C_IN * HW + p0, min(co4, CO4 - 1u));
-    // Four input channels an iteration: the loop-carried tile is written once per iteration
-    // (lavapipe masks every write to a variable that lives across iterations).
-    var t = Tile();
-    for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
-        t = accumulate(t, ci, 4u, at);
-    }
-    if C_IN % 4u != 0u {
-        t = accumulate(t, C_IN - C_IN % 4u, C_IN % 4u, at);
-    }
     let q = quad(4u * min(co4, CO4 - 1u));
-    put(t.m0, co4, q, p0, wid.z, live);
-    put(t.m1, co4, q, p0 + 4u, wid.z, live);
-    put(t.m2, co4, q, p0 + 8u, wid.z, live);
-    put(t.m3, co4, q, p0 + 12u, wid.z, live);
+    for (var h = 0u; h < 2u; h++) {
+        let p = p0 + 8u * h;
+        if p >= HW {
+            break;
+        }
+        let at = At(wid.z * C_IN * HW + min(p, HW - 1u), min(co4, CO4 - 1u));
+        // Four input channels an iteration: the loop-carried tile is written once per iteration
+        // (lavapipe masks every write to a variable that lives across iterations).
+        var t = Tile();
+        for (var ci = 0u; ci + 4u <= C_IN; ci += 4u) {
+            t = accumulate(accumulate(accumulate(accumulate(t, ci, at), ci + 1u, at), ci + 2u, at), ci + 3u, at);
+        }
+        for (var ci = C_IN - C_IN % 4u; ci < C_IN; ci++) {
+            t = accumulate(t, ci, at);
+        }
+        put(t.lo, co4, q, p, wid.z, live);
+        put(t.hi, co4, q, p + 4u, wid.z, live);
+    }
 }
