@@ -107,11 +107,13 @@ def ncnn_engine(param, binary, x, args, vulkan, fp16):
     return result
 
 
-def mfn_engine(x, args):
-    """Outputs from `mfn run` on input.npy, times from `mfn bench --json` (batch 1 and 16)."""
+def mfn_engine(x, args, outputs):
+    """Outputs from `mfn run` on input.npy (where `outputs`: the first round, the only one the
+    table compares), times from `mfn bench --json` (batch 1 and 16)."""
     inp, out = os.path.join(args.work, "input.npy"), os.path.join(args.work, "mfn_out.npy")
     gpu = ["--adapter", args.adapter]
-    subprocess.run([args.mfn, "run", args.model, "--input", inp, "--out", out, *gpu], check=True, stdout=subprocess.DEVNULL)
+    if outputs:
+        subprocess.run([args.mfn, "run", args.model, "--input", inp, "--out", out, *gpu], check=True, stdout=subprocess.DEVNULL)
     bench = subprocess.run(
         [args.mfn, "bench", "--model", args.model, "--batch", "1,16", "--runs", str(args.runs), "--warmup", str(args.warmup), "--json", *gpu],
         check=True,
@@ -122,7 +124,7 @@ def mfn_engine(x, args):
     return {
         "b1": rows[1]["median_ms"],
         "b16": rows[16]["median_ms"],
-        "out": np.load(out).reshape(len(x), -1),
+        "out": np.load(out).reshape(len(x), -1) if outputs else None,
         "options": f"mfn bench --json, adapter {rows[1]['adapter']}; cold start {rows[1]['cold_start_ms']:.0f} ms",
     }
 
@@ -148,18 +150,20 @@ def main():
     np.save(os.path.join(args.work, "input.npy"), x)
 
     engines = [
-        ("mfn (wgpu, fp32)", lambda: mfn_engine(x, args)),
-        ("ncnn Vulkan fp32", lambda: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=True, fp16=False)),
-        ("ncnn Vulkan fp16 (default)", lambda: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=True, fp16=True)),
-        ("ncnn CPU", lambda: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=False, fp16=True)),
-        ("onnxruntime CPU", lambda: onnxruntime_cpu(args.model, x, args)),
+        ("mfn (wgpu, fp32)", lambda first: mfn_engine(x, args, outputs=first)),
+        ("ncnn Vulkan fp32", lambda first: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=True, fp16=False)),
+        ("ncnn Vulkan fp16 (default)", lambda first: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=True, fp16=True)),
+        ("ncnn CPU", lambda first: ncnn_engine(args.ncnn_param, args.ncnn_bin, x, args, vulkan=False, fp16=True)),
+        ("onnxruntime CPU", lambda first: onnxruntime_cpu(args.model, x, args)),
     ]
-    rounds = []
-    for k in range(max(args.rounds, 1)):
+    # `first`: the round whose outputs the table compares (ncnn and onnxruntime compute theirs
+    # in every round anyway, as a warm-up).
+    rounds, n = [], max(args.rounds, 1)
+    for k in range(n):
         results = {}
         for name, engine in engines:
-            print(f"round {k + 1}/{max(args.rounds, 1)}: running {name} ...", file=sys.stderr, flush=True)
-            results[name] = engine()
+            print(f"round {k + 1}/{n}: running {name} ...", file=sys.stderr, flush=True)
+            results[name] = engine(k == 0)
         rounds.append(results)
     report(rounds, args)
 
