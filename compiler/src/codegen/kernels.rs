@@ -188,18 +188,18 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let mut params = channel_params(&bias(), e.act.as_ref());
             let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
             let pointwise = conv.is_pointwise() && conv.prologue.is_none();
-            let (template, mut constants, threads) = if pointwise {
+            // The template, its constants and its workgroups (per sample).
+            let (template, mut constants, groups) = if pointwise {
                 let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
                 if hw_out.is_multiple_of(4) {
                     // Whole workgroups per tile of output channels (the tile is the workgroup's).
                     let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_WORKGROUP as usize);
-                    // Counted in invocations of WORKGROUP-sized groups: threads_to_groups gives `groups`.
-                    (Template::PointwiseVec4, k, groups * WORKGROUP as usize)
+                    (Template::PointwiseVec4, k, groups as u32)
                 } else {
                     // A workgroup: PX_TILE pixels by one group of 4 output channels an invocation.
                     let wg = pointwise_workgroup(c_out.div_ceil(POINTWISE_CO_TILE));
                     let groups = c_out.div_ceil(POINTWISE_CO_TILE).div_ceil(wg as usize) * hw_out.div_ceil(POINTWISE_PX_TILE);
-                    (Template::Pointwise, k, groups * WORKGROUP as usize)
+                    (Template::Pointwise, k, groups as u32)
                 }
             } else {
                 let depthwise = conv.is_depthwise(c_in, c_out) && conv.prologue.is_none();
@@ -218,26 +218,22 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                         params.extend_from_slice(&pro.shift);
                     }
                 }
-                let threads = if depthwise {
-                    c_out * y[2] * y[3].div_ceil(DEPTHWISE_OX_TILE)
-                } else {
-                    // Whole workgroups per tile of output channels (the tile is the workgroup's),
-                    // counted in invocations of WORKGROUP-sized groups.
-                    let per_tile = (y[2] * y[3].div_ceil(CONV2D_PX)).div_ceil(CONV2D_WORKGROUP as usize);
-                    c_out / conv2d_co_tile(c_out / conv.group) * per_tile * WORKGROUP as usize
-                };
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
                 if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) {
                     // Four output rows by 8 outputs an invocation.
                     k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
                     let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * y[3].div_ceil(8);
-                    (if rows_of_vec4 { Template::Depthwise3x3Vec4 } else { Template::Depthwise3x3 }, k, threads)
+                    (if rows_of_vec4 { Template::Depthwise3x3Vec4 } else { Template::Depthwise3x3 }, k, threads_to_groups(threads))
                 } else if depthwise && conv.stride[1] == 1 && rows_of_vec4 && pad_l <= 4 && kw <= 5 + pad_l {
                     k.retain(|(name, _)| *name != "SW");
-                    (Template::DepthwiseVec4, k, c_out * y[2] * (y[3] / 4).div_ceil(2))
+                    (Template::DepthwiseVec4, k, threads_to_groups(c_out * y[2] * (y[3] / 4).div_ceil(2)))
+                } else if depthwise {
+                    (Template::Depthwise, k, threads_to_groups(c_out * y[2] * y[3].div_ceil(DEPTHWISE_OX_TILE)))
                 } else {
-                    (if depthwise { Template::Depthwise } else { Template::Conv2d }, k, threads)
+                    // Whole workgroups per tile of output channels (the tile is the workgroup's).
+                    let per_tile = (y[2] * y[3].div_ceil(CONV2D_PX)).div_ceil(CONV2D_WORKGROUP as usize);
+                    (Template::Conv2d, k, (c_out / conv2d_co_tile(c_out / conv.group) * per_tile) as u32)
                 }
             };
             constants.extend(epilogue_constants(e));
@@ -258,7 +254,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                     *w = pack_conv2d(w, c_out, conv2d_co_tile(c_out / conv.group));
                 }
             }
-            Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: threads_to_groups(threads) })
+            Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: groups })
         }
         Op::GdConv(e) => {
             let mut constants = vec![("C", u(x[1])), ("HW", u(x[2] * x[3]))];
