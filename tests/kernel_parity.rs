@@ -702,6 +702,10 @@ fn conv_extras() {
         // group) into 4 tiles.
         Case::new("vec4 pointwise, 4 tiles, 33 groups of 4 input channels", Net::new(22, &[130, 4, 8]).conv(ConvSpec::new(128, 1)), &["pointwise_vec4"])
             .batch(2),
+        // Rows of 576 pixels: the subgroup variant touches the next iteration's cache lines, up to
+        // channel 23 of 13 (clamped), on 5 workgroups of 32 a tile (the last half idle).
+        Case::new("vec4 pointwise on rows of 576 pixels, 13 -> 40", Net::new(23, &[13, 24, 24]).conv(ConvSpec::new(40, 1)), &["pointwise_vec4"])
+            .batch(2),
     ];
     run_cases(cases);
 }
