@@ -225,7 +225,9 @@ fn touch(x_at: u32, first: u32, ci: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
     // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute a
-    // clamped pixel vec4 and store nothing.
+    // clamped pixel vec4 and store nothing; a subgroup with no live pixel computes nothing (the
+    // last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations, has one such subgroup
+    // of 4 on lavapipe: about 1.1 times as fast), and its lanes skip the loop together.
     let g = wid.x + wid.y * nwg.x;
     let live = g < CO_BLOCKS * PX_GROUPS;
     let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
@@ -237,12 +239,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // touches channel i of the next 8 (the first 8 before the loop).
     let first = min(q / 8u * 8u, HW4 - 1u);
     var touches = touch(sample_at, first, lane % 8u);
+    let busy = subgroupAny(live && q < HW4);
     var t = Tile();
-    for (var k = 0u; k + 2u <= CI4; k += 2u) {
+    for (var k = 0u; k + 2u <= select(0u, CI4, busy); k += 2u) {
         touches += touch(sample_at, first, 4u * k + 8u + lane % 8u);
         t = group2(t, k, x_at, w_at);
     }
-    if CI4 % 2u == 1u {
+    if busy && CI4 % 2u == 1u {
         t = group(t, CI4 - 1u, x_at, w_at);
     }
     if TOUCH {
