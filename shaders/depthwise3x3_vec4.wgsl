@@ -76,24 +76,31 @@ fn epilogue(acc: vec4<f32>, ch: Channel, i: u32) -> vec4<f32> {
     return v;
 }
 
-/// The vec4 of input row `row` (vec4 index) at vec4 column `q`, zero outside the map.
-fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
-    let v = vec4<f32>(x[row + u32(clamp(q, 0, i32(W_IN4) - 1))]);
-    return select(vec4(0.0), v, row_ok && q >= 0 && q < i32(W_IN4));
+/// The index in x of input row `row` (vec4 index) at vec4 column `q`, clamped into the row.
+fn at(row: u32, q: i32) -> u32 {
+    return row + u32(clamp(q, 0, i32(W_IN4) - 1));
 }
 
-/// The first (x) and the last (w) input of that vec4 alone, for the columns left and right of
-/// the outputs' where only one input is needed: on lavapipe a load costs by the component (a
-/// per-lane loop), and stride 1 then loads 2 vec4 and 2 floats a row instead of 4 vec4 (the
-/// 64-channel 56x56 layer, batch 16: 1.13 to 1.2 times as fast).
+/// Whether vec4 column `q` of a row (`row_ok`: inside the map) is inside the map.
+fn inside(q: i32, row_ok: bool) -> bool {
+    return row_ok && q >= 0 && q < i32(W_IN4);
+}
+
+/// The vec4 of input row `row` at vec4 column `q`, zero outside the map.
+fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
+    return select(vec4(0.0), vec4<f32>(x[at(row, q)]), inside(q, row_ok));
+}
+
+/// The first (x) or the last (w) input of that vec4 alone, for the columns just left and right
+/// of an invocation's outputs, where only one input is needed: on lavapipe a load costs by the
+/// component (a per-lane loop), and stride 1 then loads 2 vec4 and 2 floats a row instead of 4
+/// vec4 (the 64-channel 56x56 layer, batch 16: 1.13 to 1.2 times as fast).
 fn load_first(row: u32, q: i32, row_ok: bool) -> f32 {
-    let v = f32(x[row + u32(clamp(q, 0, i32(W_IN4) - 1))].x);
-    return select(0.0, v, row_ok && q >= 0 && q < i32(W_IN4));
+    return select(0.0, f32(x[at(row, q)].x), inside(q, row_ok));
 }
 
 fn load_last(row: u32, q: i32, row_ok: bool) -> f32 {
-    let v = f32(x[row + u32(clamp(q, 0, i32(W_IN4) - 1))].w);
-    return select(0.0, v, row_ok && q >= 0 && q < i32(W_IN4));
+    return select(0.0, f32(x[at(row, q)].w), inside(q, row_ok));
 }
 
 /// The filter's weights, a row each: (w[ky][0], w[ky][1], w[ky][2]).

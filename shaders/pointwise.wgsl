@@ -142,7 +142,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if p >= HW {
             break;
         }
-        let at = At(wid.z * C_IN * HW + min(p, HW - 1u), min(co4, CO4 - 1u));
+        let at = At(wid.z * C_IN * HW + p, min(co4, CO4 - 1u));
         // Four input channels an iteration: the loop-carried tile is written once per iteration
         // (lavapipe masks every write to a variable that lives across iterations).
         var t = Tile();

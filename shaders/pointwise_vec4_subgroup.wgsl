@@ -19,7 +19,7 @@
 // the misses of lavapipe's per-lane load loops come one after another: there each iteration
 // first touches the lines of the next one (lane i of the subgroup: one float of each of the two
 // lines of its row i), 8 loads close enough together for their misses to overlap (64->128 at
-// 56x56, batch 16, on a 2-core AMD EPYC: 72 -> 54 ms). On shorter rows that only costs time
+// 56x56, batch 16, on a 2-core AMD EPYC: 72 -> 50-64 ms). On shorter rows that only costs time
 // (14x14 maps: 3 to 10% slower).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
 // packs w as [C_OUT / 32 (rounded up)][C_IN / 4 (rounded up)][32] vec4s, vector (b, g, j) holding
@@ -39,10 +39,10 @@ const WG: u32 = 64u;
 // mfn:end-constants
 
 const CO_TILE: u32 = 32u;
-/// Whether the iterations touch the next one's cache lines: rows of at least 512 pixels (2 KB in f32).
-const TOUCH: bool = HW >= 512u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const HW4: u32 = HW / 4u;
+/// Whether the iterations touch the next one's cache lines: rows of at least 512 pixels (2 KB in f32).
+const TOUCH: bool = HW >= 512u;
 /// Workgroups per tile of output channels: one pixel vec4 an invocation.
 const PX_GROUPS: u32 = (HW4 + WG - 1u) / WG;
 /// Groups of 4 input channels; the last is partial where C_IN % 4 != 0.
@@ -235,11 +235,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let sample_at = wid.z * C_IN * HW4;
     let x_at = sample_at + min(q, HW4 - 1u);
     let w_at = block * CI4 * CO_TILE + lane % 8u;
+    let ok = live && q < HW4;
     // A subgroup's 8 pixel vec4s (lanes 0 .. 7) are 2 cache lines of each input channel; lane i
     // touches channel i of the next 8 (the first 8 before the loop).
     let first = min(q / 8u * 8u, HW4 - 1u);
     var touches = touch(sample_at, first, lane % 8u);
-    let busy = subgroupAny(live && q < HW4);
+    let busy = subgroupAny(ok);
     var t = Tile();
     for (var k = 0u; k + 2u <= select(0u, CI4, busy); k += 2u) {
         touches += touch(sample_at, first, 4u * k + 8u + lane % 8u);
@@ -251,7 +252,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if TOUCH {
         touched = touches;
     }
-    let ok = live && q < HW4;
     let co0 = block * CO_TILE;
     let bias = params(co0 + lane % 8u, 0u);
     let slope = params(co0 + lane % 8u, C_OUT);
