@@ -12,9 +12,11 @@
 // runs invocations as SIMD lanes, that becomes per-lane memory traffic), and the loop carries them
 // through 8 input channels an iteration (lavapipe masks every write to a variable that lives
 // across iterations).
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; the compiler
-// packs w as [C_OUT / 32 (rounded up)][C_IN / 4 (rounded up)][32] vec4s, vector (b, g, j) holding
-// the weights of output channel 32b + j for input channels 4g .. 4g + 3 (zero-padded);
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; w is a texture
+// of 32 RGBA texels a row and C_OUT / 32 * C_IN / 4 rows (both rounded up), texel j of row
+// b * CI4 + g holding the weights of output channel 32b + j for input channels 4g .. 4g + 3
+// (zero-padded): on lavapipe textureLoad fetches a texel with vector gathers, where a storage
+// buffer load is a loop over the SIMD lanes (batch 16, 128 -> 256 at 14x14: 1.25 times as fast);
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
@@ -43,7 +45,7 @@ const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
+@group(0) @binding(1) var w: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
@@ -84,11 +86,11 @@ struct Pair {
 }
 
 /// Where an invocation reads: its two pixel vec4s of input channel 0, and its first weight
-/// vector (group 0).
+/// texel of group 0 (column, row).
 struct At {
     x0: u32,
     x1: u32,
-    w: u32,
+    w: vec2<u32>,
 }
 
 /// acc + the outer product of 4 pixels `xv` and the weights `wv` of 4 output channels.
@@ -114,13 +116,13 @@ fn mac4(acc: mat4x4<f32>, px: Pixels, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32
 }
 
 /// The accumulators of output channels c0 + 4j .. + 3 plus a group of input channels (`px0`, `px1`
-/// its pixels at the two vec4s) whose weights for the invocation's channels start at vector `i`.
-fn quad(a0: mat4x4<f32>, a1: mat4x4<f32>, px0: Pixels, px1: Pixels, i: u32, j: u32) -> Pair {
-    let k = i + 4u * j;
-    let w0 = vec4<f32>(w[k]);
-    let w1 = vec4<f32>(w[k + 1u]);
-    let w2 = vec4<f32>(w[k + 2u]);
-    let w3 = vec4<f32>(w[k + 3u]);
+/// its pixels at the two vec4s) whose weights for the invocation's channels start at texel `i`.
+fn quad(a0: mat4x4<f32>, a1: mat4x4<f32>, px0: Pixels, px1: Pixels, i: vec2<u32>, j: u32) -> Pair {
+    let k = i + vec2(4u * j, 0u);
+    let w0 = textureLoad(w, k, 0);
+    let w1 = textureLoad(w, k + vec2(1u, 0u), 0);
+    let w2 = textureLoad(w, k + vec2(2u, 0u), 0);
+    let w3 = textureLoad(w, k + vec2(3u, 0u), 0);
     return Pair(mac4(a0, px0, w0, w1, w2, w3), mac4(a1, px1, w0, w1, w2, w3));
 }
 
@@ -143,7 +145,7 @@ fn pixels(x_at: u32, g: u32) -> Pixels {
 fn group(t: Tile, g: u32, at: At) -> Tile {
     let px0 = pixels(at.x0, g);
     let px1 = pixels(at.x1, g);
-    let i = at.w + g * CO_TILE;
+    let i = at.w + vec2(0u, g);
     let q0 = quad(t.m00, t.m10, px0, px1, i, 0u);
     let q1 = quad(t.m01, t.m11, px0, px1, i, 1u);
     let q2 = quad(t.m02, t.m12, px0, px1, i, 2u);
@@ -185,7 +187,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let q0 = (g % PX_GROUPS) * WG + lid % (WG / 2u);
     let q1 = q0 + WG / 2u;
     let x_at = wid.z * C_IN * HW4;
-    let at = At(x_at + min(q0, HW4 - 1u), x_at + min(q1, HW4 - 1u), block * CI4 * CO_TILE + half * 16u);
+    let at = At(x_at + min(q0, HW4 - 1u), x_at + min(q1, HW4 - 1u), vec2(half * 16u, block * CI4));
     var t = Tile();
     for (var k = 0u; k + 2u <= CI4; k += 2u) {
         t = group(group(t, k, at), k + 1u, at);

@@ -124,8 +124,9 @@ fn conv_template(c_in: usize, hw: [usize; 2], out_w: usize, spec: &ConvSpec, pad
     } else if depthwise {
         "depthwise"
     } else if spec.kernel == [1, 1] && spec.stride == [1, 1] && pads == [0; 4] && spec.group == Group::Dense {
-        // Feature maps of a multiple of 4 pixels get the vec4 variant.
-        if (hw[0] * hw[1]).is_multiple_of(4) {
+        // Feature maps of a multiple of 4 pixels get the vec4 variant, where its weights fit a
+        // texture of 8192 rows (a row per 32 output and 4 input channels).
+        if (hw[0] * hw[1]).is_multiple_of(4) && spec.c_out.div_ceil(32) * c_in.div_ceil(4) <= 8192 {
             "pointwise_vec4"
         } else {
             "pointwise"
@@ -706,6 +707,9 @@ fn conv_extras() {
         // channel 23 of 13 (clamped), on 5 workgroups of 32 a tile (the last half idle).
         Case::new("vec4 pointwise on rows of 576 pixels, 13 -> 40", Net::new(23, &[13, 24, 24]).conv(ConvSpec::new(40, 1)), &["pointwise_vec4"])
             .batch(2),
+        // 64 tiles by 257 groups of input channels: 16448 rows, more than a weight texture of
+        // every adapter holds (8192), so the pointwise kernel that reads a storage buffer.
+        Case::new("pointwise too large for a weight texture, 1028 -> 2048 on 2x2", Net::new(24, &[1028, 2, 2]).conv(ConvSpec::new(2048, 1)), &["pointwise"]),
     ];
     run_cases(cases);
 }

@@ -13,8 +13,8 @@ use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, We
 pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// Bumped on any change of the payload's layout; other versions are rejected. 2: several outputs,
 /// steps carry the shapes of their inputs, the storage precision and whether the model normalises
-/// its own input.
-pub const VERSION: u32 = 3;
+/// its own input. 4: kernels say which bindings are textures, weights whether they are one.
+pub const VERSION: u32 = 4;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]
@@ -91,11 +91,26 @@ impl Program {
             if s.bindings.len() != k.bindings as usize {
                 return bad(format!("step {i} binds {} buffers, kernel {} has {}", s.bindings.len(), k.name, k.bindings));
             }
-            for r in &s.bindings {
+            for (j, r) in s.bindings.iter().enumerate() {
                 match *r {
                     Resource::Activation(b) if b >= self.buffers.len() => return bad(format!("step {i} binds buffer {b}")),
                     Resource::Weight(w) if w >= self.weights.len() => return bad(format!("step {i} binds weight {w}")),
                     _ => {}
+                }
+                let texture = match *r {
+                    Resource::Weight(w) => self.weights[w].texture,
+                    _ => None,
+                };
+                if k.is_texture(j) != texture.is_some() {
+                    let (wants, got) = if k.is_texture(j) { ("a texture", "something else") } else { ("a buffer", "a texture") };
+                    return bad(format!("step {i}: binding {j} of kernel {} is {wants}, the step binds {got}", k.name));
+                }
+            }
+        }
+        for w in &self.weights {
+            if let Some(width) = w.texture {
+                if !w.data.len().is_multiple_of(4 * width as usize) || w.data.is_empty() {
+                    return bad(format!("texture weight '{}' of {} values is not whole rows of {width} RGBA texels", w.name, w.data.len()));
                 }
             }
         }
@@ -159,6 +174,7 @@ impl Writer {
             }
             self.u32(k.workgroup_size);
             self.u32(k.bindings);
+            self.u32(k.textures);
         }
         self.usize(p.steps.len());
         for s in &p.steps {
@@ -189,6 +205,7 @@ impl Writer {
             self.usize(w.data.len());
             w.data.iter().for_each(|v| self.0.extend_from_slice(&v.to_le_bytes()));
             self.precision(w.precision);
+            self.u32(w.texture.unwrap_or(0));
         }
         self.port(&p.input);
         self.usize(p.outputs.len());
@@ -258,7 +275,7 @@ impl Reader<'_> {
                     1 => Some(self.str()?),
                     other => return Err(FormatError::Malformed(format!("subgroup variant tag {other} at byte {} (kernel {name})", self.pos - 4))),
                 };
-                Ok(Kernel { name, template, wgsl, subgroup_wgsl, workgroup_size: self.u32()?, bindings: self.u32()? })
+                Ok(Kernel { name, template, wgsl, subgroup_wgsl, workgroup_size: self.u32()?, bindings: self.u32()?, textures: self.u32()? })
             })
             .collect::<Result<_, FormatError>>()?;
         let n = self.count(56)?;
@@ -270,7 +287,9 @@ impl Reader<'_> {
                 let name = self.str()?;
                 let len = self.count(4)?;
                 let data = self.take(4 * len)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-                Ok(Weight { name, data, precision: self.precision()? })
+                let precision = self.precision()?;
+                let texture = Some(self.u32()?).filter(|&width| width != 0);
+                Ok(Weight { name, data, precision, texture })
             })
             .collect::<Result<_, FormatError>>()?;
         let input = self.port()?;

@@ -87,8 +87,19 @@ pub struct Kernel {
     /// [`MIN_SUBGROUP_SIZE`] invocations; `None` for most kernels.
     pub subgroup_wgsl: Option<String>,
     pub workgroup_size: u32,
-    /// Number of storage bindings, 0..n; the last one is the output (read-write).
+    /// Number of bindings, 0..n; the last one is the output (read-write storage).
     pub bindings: u32,
+    /// Bindings that are 2D textures of RGBA texels (`texture_2d<f32>`, read with textureLoad), bit
+    /// i for binding i; the others are storage buffers. Such a binding is always a
+    /// [`Weight::texture`].
+    pub textures: u32,
+}
+
+impl Kernel {
+    /// Whether binding `i` is a texture (see [`Kernel::textures`]).
+    pub fn is_texture(&self, i: usize) -> bool {
+        i < 32 && self.textures & (1 << i) != 0
+    }
 }
 
 /// One dispatch of a kernel.
@@ -125,6 +136,18 @@ pub struct Weight {
     /// How the kernels read it: convolution and linear weights follow the program's precision,
     /// per-channel parameters (bias, slopes) stay f32. The runtime converts at upload.
     pub precision: Precision,
+    /// `Some(width)`: uploaded as a 2D texture of RGBA texels (rgba32float, rgba16float where the
+    /// precision is f16), `width` texels a row and `data.len() / 4 / width` rows, which kernels
+    /// read with textureLoad (on lavapipe a texel is fetched with vector gathers, where a storage
+    /// buffer load is a loop over the SIMD lanes). `None`: a storage buffer.
+    pub texture: Option<u32>,
+}
+
+impl Weight {
+    /// Texture size (width, height) in texels of a [`Weight::texture`].
+    pub fn texture_size(&self) -> Option<(u32, u32)> {
+        self.texture.map(|width| (width, (self.data.len() / 4 / width.max(1) as usize).try_into().unwrap_or(u32::MAX)))
+    }
 }
 
 /// A graph input or output: name, shape per sample (without the batch) and its buffer.

@@ -83,3 +83,36 @@ fn fuzz_regression_port_shape_overflowing_usize() {
         other => panic!("expected a malformed file, got {other:?}"),
     }
 }
+
+/// A step must bind a texture weight exactly where its kernel declares a texture: anything else
+/// would fail inside the driver (or read garbage), so the file is refused when it is read.
+#[test]
+fn texture_bindings_are_checked() {
+    let p = program();
+    let (step, binding) = p
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| (0..s.bindings.len()).find(|&j| p.kernels[s.kernel].is_texture(j)).map(|j| (i, j)))
+        .expect("the vec4 pointwise kernels read their weights from a texture");
+    let mfn_compiler::Resource::Weight(w) = p.steps[step].bindings[binding] else { panic!("a texture binding binds a weight") };
+    let malformed = |p: &Program| match Program::from_mfn(&p.to_mfn()) {
+        Err(FormatError::Malformed(m)) => m,
+        other => panic!("expected a malformed file, got {other:?}"),
+    };
+    let mut buffer = p.clone();
+    buffer.weights[w].texture = None;
+    let m = malformed(&buffer);
+    assert!(m.contains(&format!("step {step}: binding {binding}")) && m.contains("is a texture"), "{m}");
+    let mut ragged = p.clone();
+    ragged.weights[w].data.pop();
+    let m = malformed(&ragged);
+    assert!(m.contains(&ragged.weights[w].name) && m.contains("whole rows"), "{m}");
+    let mut texture = p.clone();
+    let plain = texture.steps[step].bindings.iter().position(|r| matches!(r, mfn_compiler::Resource::Weight(v) if texture.weights[*v].texture.is_none()));
+    let Some(mfn_compiler::Resource::Weight(v)) = plain.map(|j| texture.steps[step].bindings[j]) else { panic!("the step also binds per-channel parameters") };
+    let params = &mut texture.weights[v];
+    params.texture = Some(1);
+    params.data.resize(params.data.len().div_ceil(4) * 4, 0.0);
+    assert!(malformed(&texture).contains("is a buffer, the step binds a texture"));
+}

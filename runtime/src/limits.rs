@@ -9,6 +9,8 @@ pub(crate) struct Requirements {
     pub max_batch: usize,
     binding_bytes: u64,
     storage_buffers: u32,
+    sampled_textures: u32,
+    texture_dimension: u32,
     workgroup_size: u32,
     workgroups_per_dim: u32,
 }
@@ -59,13 +61,20 @@ impl Requirements {
         // Saturating: a hostile .mfn may claim buffers of up to usize::MAX elements.
         let element = program.precision.bytes() as u64;
         let per_sample = (program.buffers.iter().copied().max().unwrap_or(1) as u64).saturating_mul(element);
-        let weight_bytes = program.weights.iter().map(|w| (w.data.len() as u64).saturating_mul(w.precision.bytes() as u64)).max().unwrap_or(4);
+        let buffers = program.weights.iter().filter(|w| w.texture.is_none());
+        let weight_bytes = buffers.map(|w| (w.data.len() as u64).saturating_mul(w.precision.bytes() as u64)).max().unwrap_or(4);
         limit("the largest weight buffer (bytes)", weight_bytes, max_binding)?;
+        let mut texture_dimension = 1;
+        for (width, height) in program.weights.iter().filter_map(|w| w.texture_size()) {
+            texture_dimension = texture_dimension.max(width).max(height);
+        }
+        limit("the largest weight texture's side (texels)", texture_dimension.into(), limits.max_texture_dimension_2d.into())?;
         limit("one sample's largest activation buffer (bytes)", per_sample, max_binding)?;
         let batch_cap = (max_binding / per_sample).min(u64::from(limits.max_compute_workgroups_per_dimension)) as usize;
         let max_batch = wanted.clamp(1, batch_cap.max(1));
         let workgroup_size = program.kernels.iter().map(|k| k.workgroup_size).max().unwrap_or(1);
-        let storage_buffers = program.kernels.iter().map(|k| k.bindings).max().unwrap_or(1);
+        let storage_buffers = program.kernels.iter().map(|k| k.bindings - k.textures.count_ones().min(k.bindings)).max().unwrap_or(1);
+        let sampled_textures = program.kernels.iter().map(|k| k.textures.count_ones()).max().unwrap_or(0);
         let per_dim = limits.max_compute_workgroups_per_dimension;
         let mut workgroups_per_dim = max_batch as u32;
         for step in &program.steps {
@@ -75,11 +84,12 @@ impl Requirements {
             workgroups_per_dim = workgroups_per_dim.max(x).max(y);
         }
         limit("storage buffers per shader stage", storage_buffers.into(), limits.max_storage_buffers_per_shader_stage.into())?;
+        limit("sampled textures per shader stage", sampled_textures.into(), limits.max_sampled_textures_per_shader_stage.into())?;
         limit("workgroup size x", workgroup_size.into(), limits.max_compute_workgroup_size_x.into())?;
         limit("invocations per workgroup", workgroup_size.into(), limits.max_compute_invocations_per_workgroup.into())?;
         limit("workgroups per dimension", workgroups_per_dim.into(), limits.max_compute_workgroups_per_dimension.into())?;
         let binding_bytes = (per_sample * max_batch as u64).max(weight_bytes);
-        Ok(Requirements { max_batch, binding_bytes, storage_buffers, workgroup_size, workgroups_per_dim })
+        Ok(Requirements { max_batch, binding_bytes, storage_buffers, sampled_textures, texture_dimension, workgroup_size, workgroups_per_dim })
     }
 
     /// Lowers the batch until every buffer the session creates fits in `budget` bytes of GPU memory
@@ -105,6 +115,8 @@ impl Requirements {
         l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.max(self.binding_bytes);
         l.max_buffer_size = l.max_buffer_size.max(self.binding_bytes);
         l.max_storage_buffers_per_shader_stage = l.max_storage_buffers_per_shader_stage.max(self.storage_buffers);
+        l.max_sampled_textures_per_shader_stage = l.max_sampled_textures_per_shader_stage.max(self.sampled_textures);
+        l.max_texture_dimension_2d = l.max_texture_dimension_2d.max(self.texture_dimension);
         l.max_compute_workgroup_size_x = l.max_compute_workgroup_size_x.max(self.workgroup_size);
         l.max_compute_invocations_per_workgroup = l.max_compute_invocations_per_workgroup.max(self.workgroup_size);
         l.max_compute_workgroups_per_dimension = l.max_compute_workgroups_per_dimension.max(self.workgroups_per_dim);
@@ -134,10 +146,10 @@ mod tests {
     fn program() -> Program {
         let port = |buffer| Port { name: "x".into(), shape: vec![262_144], buffer };
         Program {
-            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), subgroup_wgsl: None, workgroup_size: 64, bindings: 4 }],
+            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), subgroup_wgsl: None, workgroup_size: 64, bindings: 4, textures: 0 }],
             steps: vec![Step { kernel: 0, nodes: vec![], bindings: vec![], workgroups: [4096, 1], input_shapes: vec![], output_shape: vec![262_144], macs: 0 }],
             buffers: vec![262_144, 262_144],
-            weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024], precision: Precision::F32 }],
+            weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024], precision: Precision::F32, texture: None }],
             input: port(0),
             outputs: vec![port(1)],
             normalises_input: false,
@@ -199,5 +211,22 @@ mod tests {
         check(wgpu::Limits { max_compute_workgroup_size_x: 32, ..Default::default() }, "workgroup size x");
         check(wgpu::Limits { max_compute_workgroups_per_dimension: 50, ..Default::default() }, "workgroups of one dispatch");
         check(wgpu::Limits { max_storage_buffers_per_shader_stage: 3, ..Default::default() }, "storage buffers per shader stage");
+    }
+
+    /// A weight texture of 32 texels by 4096 rows: its side is checked against the adapter's
+    /// texture limit (not its buffer limits), and its kernel's texture binding counts as a sampled
+    /// texture, not a storage buffer.
+    #[test]
+    fn weight_textures_are_checked_as_textures() {
+        let mut p = program();
+        p.weights[0] = Weight { name: "w".into(), data: vec![0.0; 32 * 4096 * 4], precision: Precision::F32, texture: Some(32) };
+        p.kernels[0].textures = 1 << 1;
+        let tight = wgpu::Limits { max_storage_buffer_binding_size: 1 << 20, max_storage_buffers_per_shader_stage: 3, ..Default::default() };
+        let req = Requirements::of(&p, 1, &tight, "tiny").expect("a 2 MiB texture is no storage buffer");
+        assert_eq!(req.limits(&wgpu::Limits::default()).max_texture_dimension_2d, 8192);
+        let err = Requirements::of(&p, 1, &wgpu::Limits { max_texture_dimension_2d: 2048, ..Default::default() }, "tiny").err().expect("too tall").to_string();
+        assert!(err.contains("largest weight texture's side (texels) needs 4096, the adapter allows 2048") && err.contains("'tiny'"), "{err}");
+        let err = Requirements::of(&p, 1, &wgpu::Limits { max_sampled_textures_per_shader_stage: 0, ..Default::default() }, "tiny").err().expect("none").to_string();
+        assert!(err.contains("sampled textures per shader stage"), "{err}");
     }
 }

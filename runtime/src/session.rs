@@ -138,24 +138,13 @@ impl Session {
                 })
             })
             .collect();
-        let weights: Vec<wgpu::Buffer> = program
-            .weights
-            .iter()
-            .map(|w| {
-                let data: &[f32] = if w.data.is_empty() { &[0.0] } else { &w.data };
-                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(&w.name),
-                    contents: &encode(data, w.precision),
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
-            })
-            .collect();
+        let weights: Vec<Resident> = program.weights.iter().map(|w| Resident::upload(&device, &queue, w)).collect();
         let unused = device.create_buffer(&wgpu::BufferDescriptor { label: Some("unused"), size: 16, usage: storage, mapped_at_creation: false });
-        let weight_bytes = weights.iter().map(wgpu::Buffer::size).sum();
+        let weight_bytes = weights.iter().map(|w| w.bytes).sum();
         let disk_cache = cache_dir.and_then(|dir| DiskCache::open(&device, &info, dir));
         let mut layouts = std::collections::HashMap::new();
         for k in &program.kernels {
-            layouts.entry(k.bindings).or_insert_with(|| bind_group_layout(&device, k.bindings));
+            layouts.entry((k.bindings, k.textures)).or_insert_with(|| bind_group_layout(&device, k.bindings, k.textures));
         }
         let pipelines = create_pipelines(&device, program, &layouts, subgroups, disk_cache.as_ref().map(|c| &c.cache))?;
         let pipeline_cache = disk_cache.map(DiskCache::save);
@@ -171,17 +160,17 @@ impl Session {
                     .iter()
                     .enumerate()
                     .map(|(i, r)| {
-                        let buffer = match *r {
-                            Resource::Activation(b) => &activations[b],
-                            Resource::Weight(w) => &weights[w],
-                            Resource::Unused => &unused,
+                        let resource = match *r {
+                            Resource::Activation(b) => activations[b].as_entire_binding(),
+                            Resource::Weight(w) => weights[w].binding(),
+                            Resource::Unused => unused.as_entire_binding(),
                         };
-                        wgpu::BindGroupEntry { binding: i as u32, resource: buffer.as_entire_binding() }
+                        wgpu::BindGroupEntry { binding: i as u32, resource }
                     })
                     .collect();
                 let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(&kernel.name),
-                    layout: &layouts[&kernel.bindings],
+                    layout: &layouts[&(kernel.bindings, kernel.textures)],
                     entries: &entries,
                 });
                 let workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
@@ -424,7 +413,7 @@ pub(crate) fn compute_pipeline(
 fn create_pipelines(
     device: &wgpu::Device,
     program: &Program,
-    layouts: &std::collections::HashMap<u32, wgpu::BindGroupLayout>,
+    layouts: &std::collections::HashMap<(u32, u32), wgpu::BindGroupLayout>,
     subgroups: bool,
     cache: Option<&wgpu::PipelineCache>,
 ) -> Result<Vec<wgpu::ComputePipeline>> {
@@ -439,7 +428,7 @@ fn create_pipelines(
             let Some(k) = kernels.get(i) else { break };
             let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&k.name), source: wgpu::ShaderSource::Wgsl(wgsl.as_str().into()) });
-            made.push((i, compute_pipeline(device, &k.name, &layouts[&k.bindings], &module, cache)));
+            made.push((i, compute_pipeline(device, &k.name, &layouts[&(k.bindings, k.textures)], &module, cache)));
         }
         scopes.check("session creation (pipelines)")?;
         Ok(made)
@@ -455,15 +444,64 @@ fn create_pipelines(
     Ok(made.into_iter().map(|(_, pipeline)| pipeline).collect())
 }
 
-pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32) -> wgpu::BindGroupLayout {
+/// A weight made resident: a storage buffer, or a texture where the compiler made it one
+/// ([`mfn_compiler::Weight::texture`]).
+struct Resident {
+    resource: Stored,
+    bytes: u64,
+}
+
+enum Stored {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::TextureView),
+}
+
+impl Resident {
+    fn upload(device: &wgpu::Device, queue: &wgpu::Queue, w: &mfn_compiler::Weight) -> Resident {
+        let data: &[f32] = if w.data.is_empty() { &[0.0] } else { &w.data };
+        let contents = encode(data, w.precision);
+        let bytes = contents.len() as u64;
+        let Some((width, height)) = w.texture_size() else {
+            let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&w.name), contents: &contents, usage: wgpu::BufferUsages::STORAGE });
+            return Resident { resource: Stored::Buffer(buffer), bytes };
+        };
+        let format = match w.precision {
+            mfn_compiler::Precision::F32 => wgpu::TextureFormat::Rgba32Float,
+            mfn_compiler::Precision::F16 => wgpu::TextureFormat::Rgba16Float,
+        };
+        let desc = wgpu::TextureDescriptor {
+            label: Some(&w.name),
+            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        };
+        let texture = device.create_texture_with_data(queue, &desc, wgpu::util::TextureDataOrder::LayerMajor, &contents);
+        Resident { resource: Stored::Texture(texture.create_view(&wgpu::TextureViewDescriptor::default())), bytes }
+    }
+
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        match &self.resource {
+            Stored::Buffer(b) => b.as_entire_binding(),
+            Stored::Texture(v) => wgpu::BindingResource::TextureView(v),
+        }
+    }
+}
+
+/// The layout of a kernel's bind group: `bindings` storage buffers, the last read-write, except
+/// the textures of the `textures` mask (bit i: binding i, see [`mfn_compiler::Kernel::textures`]).
+pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32, textures: u32) -> wgpu::BindGroupLayout {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
         .map(|i| wgpu::BindGroupLayoutEntry {
             binding: i,
             visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: i + 1 < bindings },
-                has_dynamic_offset: false,
-                min_binding_size: None,
+            ty: if i < 32 && textures & (1 << i) != 0 {
+                wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false }
+            } else {
+                wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: i + 1 < bindings }, has_dynamic_offset: false, min_binding_size: None }
             },
             count: None,
         })

@@ -37,6 +37,9 @@ pub enum Bind {
     Value(ValueId),
     /// Constant data created for this node (weights or packed per-channel parameters).
     Data(String, Vec<f32>),
+    /// Constant data read as a 2D texture of RGBA texels, this many texels a row
+    /// ([`crate::Weight::texture`]).
+    Texture(String, Vec<f32>, u32),
     Unused,
 }
 
@@ -81,8 +84,13 @@ fn channel_params(bias: &[f32], act: Option<&Act>) -> Vec<f32> {
 const POINTWISE_CO_TILE: usize = 4;
 /// Pixels one workgroup of the pointwise kernel computes.
 const POINTWISE_PX_TILE: usize = 16;
-/// Output channels one workgroup of the vec4 pointwise kernel computes.
+/// Output channels one workgroup of the vec4 pointwise kernel computes: also the width, in
+/// texels, of its weight texture (a row per tile and group of 4 input channels).
 const POINTWISE_VEC4_CO_TILE: usize = 32;
+/// Most rows of a weight texture: WebGPU's default `max_texture_dimension_2d`, which every
+/// adapter of its core profile has. Larger layers take a template that reads weights from a
+/// storage buffer.
+const MAX_TEXTURE_ROWS: usize = 8192;
 
 /// Outputs along a row one invocation of the depthwise kernel computes.
 const DEPTHWISE_OX_TILE: usize = 8;
@@ -191,7 +199,8 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             // The template, its constants and its workgroups (per sample).
             let (template, mut constants, groups) = if pointwise {
                 let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
-                if hw_out.is_multiple_of(4) {
+                let texture_rows = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * c_in.div_ceil(4);
+                if hw_out.is_multiple_of(4) && texture_rows <= MAX_TEXTURE_ROWS {
                     // Whole workgroups per tile of output channels (the tile is the workgroup's).
                     let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_WORKGROUP as usize);
                     (Template::PointwiseVec4, k, groups as u32)
@@ -245,9 +254,9 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             };
             constants.push(("WG", Const::U32(wg)));
             let mut binds = layer_binds(graph, node, params, e.residual);
-            if let Bind::Data(_, w) = &mut binds[1] {
+            if let Bind::Data(name, w) = &mut binds[1] {
                 if template == Template::PointwiseVec4 {
-                    *w = pack_pointwise_vec4(w, c_out, c_in);
+                    binds[1] = Bind::Texture(std::mem::take(name), pack_pointwise_vec4(w, c_out, c_in), POINTWISE_VEC4_CO_TILE as u32);
                 } else if pointwise {
                     *w = pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE);
                 } else if template == Template::Conv2d {

@@ -72,7 +72,11 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
                 Bind::Value(v) => Resource::Activation(plan.buffer(v)),
                 Bind::Data(name, data) => {
                     let precision = if params == Some(i) { Precision::F32 } else { precision };
-                    weights.push(Weight { name, data, precision });
+                    weights.push(Weight { name, data, precision, texture: None });
+                    Resource::Weight(weights.len() - 1)
+                }
+                Bind::Texture(name, data, width) => {
+                    weights.push(Weight { name, data, precision, texture: Some(width) });
                     Resource::Weight(weights.len() - 1)
                 }
                 Bind::Unused => Resource::Unused,
@@ -137,5 +141,5 @@ fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Ke
         _ => None,
     });
     let workgroup_size = workgroup_size.unwrap_or(WORKGROUP);
-    Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings() })
+    Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings(), textures: key.template.textures() })
 }

@@ -124,7 +124,16 @@ impl Template {
         }
     }
 
-    /// Number of storage bindings (the last one is the output).
+    /// Bindings that are textures, bit i for binding i ([`crate::Kernel::textures`]): the weights
+    /// of the vec4 pointwise kernels.
+    pub fn textures(self) -> u32 {
+        match self {
+            Template::PointwiseVec4 | Template::PointwiseVec4Subgroup => 1 << 1,
+            _ => 0,
+        }
+    }
+
+    /// Number of bindings (the last one is the output).
     pub fn bindings(self) -> u32 {
         match self {
             Template::Elementwise => 4,
