@@ -8,7 +8,10 @@
 // The accumulators are named variables: on lavapipe, which runs invocations as SIMD lanes, a
 // local array indexed in a loop becomes per-lane memory traffic. The input rows are one call
 // each with a constant row number (see `depthwise3x3_vec4.wgsl`).
-// Layouts: x [C, H_IN, W_IN], w [C, 1, 3, 3], y [C, H_OUT, W_OUT] per sample (workgroup_id.z);
+// Layouts: x [C, H_IN, W_IN], y [C, H_OUT, W_OUT] per sample (workgroup_id.z); w is a texture
+// of 3 RGBA texels a row and C rows, texel r of row c holding row r of channel c's filter (and a
+// zero): on lavapipe a texel fetch is a few vector gathers, a storage-buffer load a loop over the
+// SIMD lanes (256 channels at 14x14, batch 16: about 1.1 times as fast);
 // p = [bias; C] ++ [prelu slope; C].
 
 // mfn:constants
@@ -44,7 +47,7 @@ const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> x: array<stored>;
-@group(0) @binding(1) var<storage, read> w: array<stored>;
+@group(0) @binding(1) var w: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
@@ -202,11 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let oy0 = ((t / OX_CHUNKS) % OY_CHUNKS) * ROWS;
     let ox0 = (t % OX_CHUNKS) * 8u;
     let x0 = (wid.z * C + c) * H_IN * W_IN;
-    let f = Filter(
-        vec3(f32(w[c * 9u]), f32(w[c * 9u + 1u]), f32(w[c * 9u + 2u])),
-        vec3(f32(w[c * 9u + 3u]), f32(w[c * 9u + 4u]), f32(w[c * 9u + 5u])),
-        vec3(f32(w[c * 9u + 6u]), f32(w[c * 9u + 7u]), f32(w[c * 9u + 8u])),
-    );
+    let f = Filter(textureLoad(w, vec2(0u, c), 0).xyz, textureLoad(w, vec2(1u, c), 0).xyz, textureLoad(w, vec2(2u, c), 0).xyz);
     // Every input row the band reads, one call each (a constant row: see `row_taps`).
     var a = Acc();
     a = step(a, 0u, oy0, ox0, x0, f);

@@ -112,8 +112,9 @@ fn conv_template(c_in: usize, hw: [usize; 2], out_w: usize, spec: &ConvSpec, pad
     let rows_of_vec4 = hw[1].is_multiple_of(4) && out_w.is_multiple_of(4);
     if depthwise && pads == [0; 4] && spec.kernel == hw {
         "gdconv"
-    } else if depthwise && spec.kernel == [3, 3] && pads[1] == 1 && matches!(spec.stride[1], 1 | 2) {
-        // 3x3, left padding 1, horizontal stride 1 or 2: four output rows an invocation.
+    } else if depthwise && spec.kernel == [3, 3] && pads[1] == 1 && matches!(spec.stride[1], 1 | 2) && c_in <= 8192 {
+        // 3x3, left padding 1, horizontal stride 1 or 2, at most 8192 channels (a row of the
+        // weight texture each): four output rows an invocation.
         if rows_of_vec4 {
             "depthwise3x3_vec4"
         } else {
@@ -710,6 +711,12 @@ fn conv_extras() {
         // 64 tiles by 257 groups of input channels: 16448 rows, more than a weight texture of
         // every adapter holds (8192), so the pointwise kernel that reads a storage buffer.
         Case::new("pointwise too large for a weight texture, 1028 -> 2048 on 2x2", Net::new(24, &[1028, 2, 2]).conv(ConvSpec::new(2048, 1)), &["pointwise"]),
+        // 8200 channels: more filters than a weight texture has rows, so no depthwise 3x3 kernel.
+        Case::new(
+            "depthwise 3x3 on 8200 channels (too many for a weight texture)",
+            Net::new(25, &[8200, 2, 4]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)),
+            &["depthwise_vec4"],
+        ),
     ];
     run_cases(cases);
 }

@@ -89,7 +89,7 @@ const POINTWISE_PX_TILE: usize = 16;
 const POINTWISE_VEC4_CO_TILE: usize = 32;
 /// Most rows of a weight texture: WebGPU's default `max_texture_dimension_2d`, which every
 /// adapter of its core profile has. Larger layers take a template that reads weights from a
-/// storage buffer.
+/// storage buffer (`pointwise`, `depthwise`).
 const MAX_TEXTURE_ROWS: usize = 8192;
 
 /// Outputs along a row one invocation of the depthwise kernel computes.
@@ -146,6 +146,12 @@ fn pack_pointwise_vec4(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
         }
     }
     packed
+}
+
+/// `[C, 1, 3, 3]` -> `[C][3]` texels: texel r of channel c holds row r of its filter and a zero,
+/// so the depthwise 3x3 kernels read a filter row as one texel.
+fn pack_depthwise3x3(w: &[f32]) -> Vec<f32> {
+    w.chunks_exact(3).flat_map(|row| [row[0], row[1], row[2], 0.0]).collect()
 }
 
 /// Output pixels along a row one invocation of the conv2d kernel computes.
@@ -229,7 +235,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 }
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
-                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) {
+                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) && c_out <= MAX_TEXTURE_ROWS {
                     // Four output rows by 8 outputs an invocation.
                     k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
                     let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * y[3].div_ceil(8);
@@ -261,6 +267,8 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                     *w = pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE);
                 } else if template == Template::Conv2d {
                     *w = pack_conv2d(w, c_out, conv2d_co_tile(c_out / conv.group));
+                } else if matches!(template, Template::Depthwise3x3 | Template::Depthwise3x3Vec4) {
+                    binds[1] = Bind::Texture(std::mem::take(name), pack_depthwise3x3(w), 3);
                 }
             }
             Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: groups })
