@@ -11,8 +11,10 @@
 // has subgroups of at least 8 invocations.
 // The accumulators are named matrices, never a local array indexed in a loop: on lavapipe, which
 // runs invocations as SIMD lanes, that becomes per-lane memory traffic.
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); the compiler packs w as
-// [C_IN, C_OUT rounded up to 4] (zero-padded) so an invocation's 4 weights are one vec4 load;
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); w is a texture of CO4 RGBA
+// texels a row and C_IN rows, texel j of row ci holding the weights of output channels 4j .. 4j + 3
+// for input channel ci (zero-padded), so an invocation's 4 weights are one texel (on lavapipe a
+// few vector gathers, where a storage-buffer load is a loop over the SIMD lanes);
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
@@ -40,7 +42,7 @@ const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> x: array<stored>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
+@group(0) @binding(1) var w: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
@@ -99,7 +101,7 @@ fn mac(acc: mat4x4<f32>, xs: vec4<f32>, wv: vec4<f32>) -> mat4x4<f32> {
 
 /// `t` plus input channel `ci`.
 fn accumulate(t: Tile, ci: u32, at: At) -> Tile {
-    let wv = vec4<f32>(w[ci * CO4 + at.co4]);
+    let wv = textureLoad(w, vec2(at.co4, ci), 0);
     let xs = pixels(at.x + ci * HW);
     return Tile(mac(t.lo, xs[0], wv), mac(t.hi, xs[1], wv));
 }

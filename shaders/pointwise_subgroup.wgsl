@@ -6,8 +6,10 @@
 // subgroupBroadcast: per input channel one vec4 load of weights and two scalar loads of inputs
 // for 64 multiply-adds. The accumulators are updated pixel after pixel, each taking the
 // iteration's 4 input channels at once (see `pointwise.wgsl`).
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); the compiler packs w as
-// [C_IN, C_OUT rounded up to 4] (zero-padded) so an invocation's 4 weights are one vec4 load;
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z); w is a texture of CO4 RGBA
+// texels a row and C_IN rows, texel j of row ci holding the weights of output channels 4j .. 4j + 3
+// for input channel ci (zero-padded), so an invocation's 4 weights are one texel (on lavapipe a
+// few vector gathers, where a storage-buffer load is a loop over the SIMD lanes);
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
 // mfn:constants
@@ -35,7 +37,7 @@ const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> x: array<stored>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<stored>>;
+@group(0) @binding(1) var w: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
 @group(0) @binding(3) var<storage, read> r: array<stored>;
 @group(0) @binding(4) var<storage, read_write> y: array<stored>;
@@ -131,7 +133,7 @@ fn accumulate(t: Tile, ci: u32, n: u32, at: At) -> Tile {
 
 /// The invocation's 4 weights of input channel `ci`.
 fn weights(ci: u32, at: At) -> vec4<f32> {
-    return vec4<f32>(w[ci * CO4 + at.co4]);
+    return textureLoad(w, vec2(at.co4, ci), 0);
 }
 
 /// Writes the invocation's channels (those below C_OUT) at pixels p .. p + 3 (those inside the map).

@@ -126,11 +126,14 @@ fn conv_template(c_in: usize, hw: [usize; 2], out_w: usize, spec: &ConvSpec, pad
         "depthwise"
     } else if spec.kernel == [1, 1] && spec.stride == [1, 1] && pads == [0; 4] && spec.group == Group::Dense {
         // Feature maps of a multiple of 4 pixels get the vec4 variant, where its weights fit a
-        // texture of 8192 rows (a row per 32 output and 4 input channels).
+        // texture of 8192 rows (a row per 32 output and 4 input channels); the other needs a row
+        // per input channel and a texel per 4 output channels.
         if (hw[0] * hw[1]).is_multiple_of(4) && spec.c_out.div_ceil(32) * c_in.div_ceil(4) <= 8192 {
             "pointwise_vec4"
-        } else {
+        } else if c_in <= 8192 && spec.c_out.div_ceil(4) <= 8192 {
             "pointwise"
+        } else {
+            "conv2d"
         }
     } else {
         "conv2d"
@@ -709,8 +712,10 @@ fn conv_extras() {
         Case::new("vec4 pointwise on rows of 576 pixels, 13 -> 40", Net::new(23, &[13, 24, 24]).conv(ConvSpec::new(40, 1)), &["pointwise_vec4"])
             .batch(2),
         // 64 tiles by 257 groups of input channels: 16448 rows, more than a weight texture of
-        // every adapter holds (8192), so the pointwise kernel that reads a storage buffer.
+        // every adapter holds (8192), so the other pointwise kernel (1028 rows of 512 texels).
         Case::new("pointwise too large for a weight texture, 1028 -> 2048 on 2x2", Net::new(24, &[1028, 2, 2]).conv(ConvSpec::new(2048, 1)), &["pointwise"]),
+        // 8200 input channels on one pixel: too many rows for either pointwise kernel's texture.
+        Case::new("pointwise on 8200 input channels (too many for a weight texture)", Net::new(26, &[8200, 1, 1]).conv(ConvSpec::new(2, 1)), &["conv2d"]),
         // 8200 channels: more filters than a weight texture has rows, so no depthwise 3x3 kernel.
         Case::new(
             "depthwise 3x3 on 8200 channels (too many for a weight texture)",

@@ -87,10 +87,11 @@ const POINTWISE_PX_TILE: usize = 16;
 /// Output channels one workgroup of the vec4 pointwise kernel computes: also the width, in
 /// texels, of its weight texture (a row per tile and group of 4 input channels).
 const POINTWISE_VEC4_CO_TILE: usize = 32;
-/// Most rows of a weight texture: WebGPU's default `max_texture_dimension_2d`, which every
-/// adapter of its core profile has. Larger layers take a template that reads weights from a
-/// storage buffer (`pointwise`, `depthwise`).
-const MAX_TEXTURE_ROWS: usize = 8192;
+/// Most texels a side of a weight texture: WebGPU's default `max_texture_dimension_2d`, which
+/// every adapter of its core profile has. Larger layers take a template that reads its weights
+/// from a storage buffer (`pointwise_vec4` -> `pointwise` -> `conv2d`, `depthwise3x3` ->
+/// `depthwise_vec4` or `depthwise`).
+const MAX_TEXTURE_SIDE: usize = 8192;
 
 /// Outputs along a row one invocation of the depthwise kernel computes.
 const DEPTHWISE_OX_TILE: usize = 8;
@@ -201,12 +202,16 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             let e = &conv.epilogue;
             let mut params = channel_params(&bias(), e.act.as_ref());
             let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
-            let pointwise = conv.is_pointwise() && conv.prologue.is_none();
+            // Where the weights fit a texture (see MAX_TEXTURE_SIDE): the vec4 kernel's rows are
+            // tiles of 32 output channels by groups of 4 input channels, the other's a texel per 4
+            // output channels by a row per input channel.
+            let vec4 = hw_out.is_multiple_of(4) && c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * c_in.div_ceil(4) <= MAX_TEXTURE_SIDE;
+            let fits = vec4 || (c_in <= MAX_TEXTURE_SIDE && c_out.div_ceil(POINTWISE_CO_TILE) <= MAX_TEXTURE_SIDE);
+            let pointwise = conv.is_pointwise() && conv.prologue.is_none() && fits;
             // The template, its constants and its workgroups (per sample).
             let (template, mut constants, groups) = if pointwise {
                 let k = vec![("C_IN", u(c_in)), ("C_OUT", u(c_out)), ("HW", u(hw_out))];
-                let texture_rows = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * c_in.div_ceil(4);
-                if hw_out.is_multiple_of(4) && texture_rows <= MAX_TEXTURE_ROWS {
+                if vec4 {
                     // Whole workgroups per tile of output channels (the tile is the workgroup's).
                     let groups = c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * (hw_out / 4).div_ceil(POINTWISE_VEC4_WORKGROUP as usize);
                     (Template::PointwiseVec4, k, groups as u32)
@@ -235,7 +240,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 }
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
-                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) && c_out <= MAX_TEXTURE_ROWS {
+                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) && c_out <= MAX_TEXTURE_SIDE {
                     // Four output rows by 8 outputs an invocation.
                     k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
                     let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * y[3].div_ceil(8);
@@ -263,8 +268,8 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             if let Bind::Data(name, w) = &mut binds[1] {
                 if template == Template::PointwiseVec4 {
                     binds[1] = Bind::Texture(std::mem::take(name), pack_pointwise_vec4(w, c_out, c_in), POINTWISE_VEC4_CO_TILE as u32);
-                } else if pointwise {
-                    *w = pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE);
+                } else if template == Template::Pointwise {
+                    binds[1] = Bind::Texture(std::mem::take(name), pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE), c_out.div_ceil(POINTWISE_CO_TILE) as u32);
                 } else if template == Template::Conv2d {
                     *w = pack_conv2d(w, c_out, conv2d_co_tile(c_out / conv.group));
                 } else if matches!(template, Template::Depthwise3x3 | Template::Depthwise3x3Vec4) {

@@ -125,10 +125,15 @@ impl Template {
     }
 
     /// Bindings that are textures, bit i for binding i ([`crate::Kernel::textures`]): the weights
-    /// of the vec4 pointwise and the depthwise 3x3 kernels.
+    /// of the pointwise and the depthwise 3x3 kernels.
     pub fn textures(self) -> u32 {
         match self {
-            Template::PointwiseVec4 | Template::PointwiseVec4Subgroup | Template::Depthwise3x3 | Template::Depthwise3x3Vec4 => 1 << 1,
+            Template::Pointwise
+            | Template::PointwiseSubgroup
+            | Template::PointwiseVec4
+            | Template::PointwiseVec4Subgroup
+            | Template::Depthwise3x3
+            | Template::Depthwise3x3Vec4 => 1 << 1,
             _ => 0,
         }
     }
