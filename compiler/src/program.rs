@@ -221,7 +221,10 @@ impl Program {
     fn resource_name(&self, r: Resource) -> String {
         match r {
             Resource::Activation(b) => format!("b{b}"),
-            Resource::Weight(w) => format!("w:{}", self.weights[w].name),
+            Resource::Weight(w) => match self.weights[w].texture_size() {
+                Some((width, height)) => format!("t:{} ({width}x{height} texels)", self.weights[w].name),
+                None => format!("w:{}", self.weights[w].name),
+            },
             Resource::Unused => "-".into(),
         }
     }
