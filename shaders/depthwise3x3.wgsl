@@ -150,6 +150,19 @@ fn step(a: Acc, ir: u32, oy0: u32, ox0: u32, x0: u32, f: Filter) -> Acc {
     let e = i32(row) + ix0 - 1;
     let first = e >> 1u;
     let odd = (e & 1) != 0;
+    // c<j>: columns ix0 - 1 + 2j and ix0 + 2j (stride 2: ix0 + 15 alone in c8), the first 5
+    // from 6 pairs, all that stride 1 reads.
+    let q0 = pair(first);
+    let q1 = pair(first + 1);
+    let q2 = pair(first + 2);
+    let q3 = pair(first + 3);
+    let q4 = pair(first + 4);
+    let q5 = pair(first + 5);
+    let c0 = cols(q0, q1, odd, ix0 - 1, row_ok);
+    let c1 = cols(q1, q2, odd, ix0 + 1, row_ok);
+    let c2 = cols(q2, q3, odd, ix0 + 3, row_ok);
+    let c3 = cols(q3, q4, odd, ix0 + 5, row_ok);
+    let c4 = cols(q4, q5, odd, ix0 + 7, row_ok);
     var l0: vec4<f32>;
     var m0: vec4<f32>;
     var r0: vec4<f32>;
@@ -157,18 +170,6 @@ fn step(a: Acc, ir: u32, oy0: u32, ox0: u32, x0: u32, f: Filter) -> Acc {
     var m1: vec4<f32>;
     var r1: vec4<f32>;
     if SW == 1u {
-        // c<j>: columns ix0 - 1 + 2j and ix0 + 2j, from 6 pairs.
-        let q0 = pair(first);
-        let q1 = pair(first + 1);
-        let q2 = pair(first + 2);
-        let q3 = pair(first + 3);
-        let q4 = pair(first + 4);
-        let q5 = pair(first + 5);
-        let c0 = cols(q0, q1, odd, ix0 - 1, row_ok);
-        let c1 = cols(q1, q2, odd, ix0 + 1, row_ok);
-        let c2 = cols(q2, q3, odd, ix0 + 3, row_ok);
-        let c3 = cols(q3, q4, odd, ix0 + 5, row_ok);
-        let c4 = cols(q4, q5, odd, ix0 + 7, row_ok);
         l0 = vec4(c0, c1);
         m0 = vec4(c0.y, c1, c2.x);
         r0 = vec4(c1, c2);
@@ -176,32 +177,21 @@ fn step(a: Acc, ir: u32, oy0: u32, ox0: u32, x0: u32, f: Filter) -> Acc {
         m1 = vec4(c2.y, c3, c4.x);
         r1 = vec4(c3, c4);
     } else {
-        // d<j>: columns ix0 - 1 + 2j (x: the odd offsets) and ix0 + 2j (y), from 9 pairs.
-        let q0 = pair(first);
-        let q1 = pair(first + 1);
-        let q2 = pair(first + 2);
-        let q3 = pair(first + 3);
-        let q4 = pair(first + 4);
-        let q5 = pair(first + 5);
+        // Stride 2: 3 more pairs; x holds the odd offsets, y the even ones.
         let q6 = pair(first + 6);
         let q7 = pair(first + 7);
         let q8 = pair(first + 8);
-        let d0 = cols(q0, q1, odd, ix0 - 1, row_ok);
-        let d1 = cols(q1, q2, odd, ix0 + 1, row_ok);
-        let d2 = cols(q2, q3, odd, ix0 + 3, row_ok);
-        let d3 = cols(q3, q4, odd, ix0 + 5, row_ok);
-        let d4 = cols(q4, q5, odd, ix0 + 7, row_ok);
-        let d5 = cols(q5, q6, odd, ix0 + 9, row_ok);
-        let d6 = cols(q6, q7, odd, ix0 + 11, row_ok);
-        let d7 = cols(q7, q8, odd, ix0 + 13, row_ok);
+        let c5 = cols(q5, q6, odd, ix0 + 9, row_ok);
+        let c6 = cols(q6, q7, odd, ix0 + 11, row_ok);
+        let c7 = cols(q7, q8, odd, ix0 + 13, row_ok);
         // Column ix0 + 15 only: the second pair is not read.
-        let d8 = cols(q8, q8, odd, ix0 + 15, row_ok);
-        l0 = vec4(d0.x, d1.x, d2.x, d3.x);
-        m0 = vec4(d0.y, d1.y, d2.y, d3.y);
-        r0 = vec4(d1.x, d2.x, d3.x, d4.x);
-        l1 = vec4(d4.x, d5.x, d6.x, d7.x);
-        m1 = vec4(d4.y, d5.y, d6.y, d7.y);
-        r1 = vec4(d5.x, d6.x, d7.x, d8.x);
+        let c8 = cols(q8, q8, odd, ix0 + 15, row_ok);
+        l0 = vec4(c0.x, c1.x, c2.x, c3.x);
+        m0 = vec4(c0.y, c1.y, c2.y, c3.y);
+        r0 = vec4(c1.x, c2.x, c3.x, c4.x);
+        l1 = vec4(c4.x, c5.x, c6.x, c7.x);
+        m1 = vec4(c4.y, c5.y, c6.y, c7.y);
+        r1 = vec4(c5.x, c6.x, c7.x, c8.x);
     }
     let k = i32(ir);
     let s = i32(SH);
