@@ -112,6 +112,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut rng = mfn_models::rng::Rng::new(7);
     let mut adapter = String::new();
     let mut subgroups = false;
+    let mut warm = 0;
     let mut results = Vec::new();
     if !args.json {
         println!("model: {what} ({} storage)", program.precision.wgsl());
@@ -131,9 +132,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         if adapter.is_empty() {
             adapter = session.adapter();
             subgroups = session.subgroups();
+            warm = session.warm_cores();
             if !args.json {
                 let variants = if subgroups { "their subgroup variants" } else { "the plain kernels (no subgroups of 8 or more, or --no-subgroups)" };
                 println!("adapter: {adapter}; kernels with a subgroup variant run {variants}");
+                if warm > 0 {
+                    println!("warm cores: {warm} idle-priority threads keep the CPUs busy during runs (CPU adapter; --no-warm-cores to let them halt)");
+                }
             }
         }
         let input = rng.uniform_vec(batch * per_sample, 0.0, 255.0);
@@ -155,7 +160,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory };
         drop(session);
         if args.json {
-            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups), &what));
+            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm), &what));
         } else {
             print_result(&r, compile_ms);
         }
@@ -348,8 +353,8 @@ fn json_number(v: f64) -> String {
     }
 }
 
-/// `adapter`: its description, and whether the subgroup variants ran.
-fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool), model: &str) -> String {
+/// `adapter`: its description, whether the subgroup variants ran, and the warm-core threads.
+fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool, usize), model: &str) -> String {
     let s = &r.stats;
     let n = json_number;
     let profile = match &r.profile {
@@ -384,7 +389,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
     };
     format!(
         "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"model\":{},\"profile\":{}}}",
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"model\":{},\"profile\":{}}}",
         r.batch,
         n(s.median),
         n(s.min),
@@ -403,6 +408,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
         cache_json,
         json_string(adapter.0),
         adapter.1,
+        adapter.2,
         json_string(model),
         profile
     )

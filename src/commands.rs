@@ -20,6 +20,8 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
         pipeline_cache: if gpu.no_pipeline_cache { None } else { gpu.pipeline_cache.clone().or_else(default_pipeline_cache) },
         memory_budget: None,
         subgroups: !gpu.no_subgroups,
+        warm_cores: !gpu.no_warm_cores && SessionOptions::default().warm_cores,
+        loop_bounding: gpu.loop_bounding,
     }
 }
 

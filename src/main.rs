@@ -39,6 +39,15 @@ pub struct GpuArgs {
     /// subgroup variant use it on adapters with subgroups of at least 8 invocations).
     #[arg(long)]
     no_subgroups: bool,
+    /// On a CPU adapter (lavapipe), let the CPUs halt between dispatches instead of keeping them
+    /// busy with idle-priority threads while a run is in flight (default: busy, unless
+    /// $MFN_WARM_CORES is 0).
+    #[arg(long)]
+    no_warm_cores: bool,
+    /// Build the kernels with wgpu's loop bounding, for an .mfn file from a source you do not
+    /// trust (the compiler's kernels do not need it; pipeline creation takes longer with it).
+    #[arg(long)]
+    loop_bounding: bool,
 }
 
 #[derive(Subcommand)]

@@ -521,6 +521,29 @@ fn subgroup_variants_run_where_the_adapter_has_subgroups() {
     assert!(!common::session_with(&program, &options).expect("session").subgroups());
 }
 
+/// Loop bounding (kept or left out) and warm cores (on or off) change the speed of a session,
+/// never its results; warm cores run on a CPU adapter such as lavapipe, and only there.
+#[test]
+fn loop_bounding_and_warm_cores_change_no_result() {
+    let mut net = Net::new(16, &[8, 12, 12]);
+    net.conv(ConvSpec::new(16, 1)).conv(ConvSpec::new(16, 3).group(Group::Depthwise).same(1)).conv(ConvSpec::new(24, 1));
+    let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
+    let input = Rng::new(7).normal_vec(2 * 8 * 12 * 12, 1.0);
+    let mut results = Vec::new();
+    for (loop_bounding, warm_cores) in [(false, true), (true, false)] {
+        let options = SessionOptions { max_batch: 2, loop_bounding, warm_cores, ..Default::default() };
+        let Some(session) = common::session_with(&program, &options) else { return };
+        let cpu = session.adapter_info().device_type == mfn_runtime::wgpu::DeviceType::Cpu;
+        if warm_cores && cpu && cfg!(target_os = "linux") {
+            assert!(session.warm_cores() > 0, "no warm cores on {}", session.adapter());
+        } else {
+            assert_eq!(session.warm_cores(), 0, "warm cores on {} with warm_cores {warm_cores}", session.adapter());
+        }
+        results.push(session.run(&input).expect("runs"));
+    }
+    assert_eq!(results[0], results[1]);
+}
+
 /// Checks every case and fails with the list of those that went wrong.
 fn run_cases(cases: Vec<Case>) {
     assert!(!cases.is_empty());

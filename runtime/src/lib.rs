@@ -26,6 +26,7 @@ mod preprocess;
 mod profile;
 mod scope;
 mod session;
+mod warm;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
 pub use embed::{Input, ReadbackHandle, TextureInput, TextureWarp};

@@ -13,6 +13,7 @@ use crate::cache::{DiskCache, PipelineCacheStatus};
 use crate::error::{Result, RuntimeError};
 use crate::limits::{split_workgroups, Requirements};
 use crate::scope::Scopes;
+use crate::warm::WarmCores;
 
 /// Options of [`Session::new`].
 #[derive(Clone, Debug)]
@@ -32,12 +33,37 @@ pub struct SessionOptions {
     /// up to rounding, about 1.5 times as fast on lavapipe) where the adapter has subgroups of at
     /// least 8 invocations. `false`: always the plain kernels.
     pub subgroups: bool,
+    /// On a CPU adapter (lavapipe), keep the CPUs busy with idle-priority threads while a run is
+    /// in flight, so that the driver's threads do not wait for a halted CPU to wake at every
+    /// dispatch (Linux; see the runtime's README). Default: on, unless `$MFN_WARM_CORES` is `0`.
+    pub warm_cores: bool,
+    /// Build the kernels with wgpu's loop bounding (a counter in every loop that guarantees it
+    /// ends). The compiler's kernels do not need it: their loops all count up to fixed bounds, and
+    /// without it pipeline creation takes 0.6 of the time on lavapipe. Set it for a `.mfn` file
+    /// from a source you do not trust. Bounds checks of buffer and texture accesses stay either way.
+    pub loop_bounding: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { adapter: AdapterOptions::from_env(), max_batch: 16, pipeline_cache: None, memory_budget: None, subgroups: true }
+        SessionOptions {
+            adapter: AdapterOptions::from_env(),
+            max_batch: 16,
+            pipeline_cache: None,
+            memory_budget: None,
+            subgroups: true,
+            warm_cores: std::env::var("MFN_WARM_CORES").map_or(true, |v| v.trim() != "0"),
+            loop_bounding: false,
+        }
     }
+}
+
+/// How [`Session::build`] makes the pipelines: the on-disk pipeline cache, the subgroup
+/// variants, loop bounding ([`SessionOptions`]).
+struct Build<'a> {
+    cache_dir: Option<&'a Path>,
+    subgroups: bool,
+    loop_bounding: bool,
 }
 
 pub(crate) struct Dispatch {
@@ -67,6 +93,8 @@ pub struct Session {
     subgroups: bool,
     /// Why the device was lost, once it was (set by the loss callback of a session's own device).
     lost: Arc<Mutex<Option<String>>>,
+    /// Idle-priority threads that keep the CPUs busy during runs on a CPU adapter.
+    warm: Option<WarmCores>,
 }
 
 impl Session {
@@ -95,8 +123,12 @@ impl Session {
         device.set_device_lost_callback(move |reason, message| {
             *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
-        let mut session = Self::build(program, device, queue, info, req.max_batch, options.pipeline_cache.as_deref(), subgroups)?;
+        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding };
+        let mut session = Self::build(program, device, queue, info, req.max_batch, how)?;
         session.lost = lost;
+        if options.warm_cores && session.info.device_type == wgpu::DeviceType::Cpu {
+            session.warm = Some(WarmCores::start());
+        }
         Ok(session)
     }
 
@@ -104,12 +136,13 @@ impl Session {
     /// subgroup variants of kernels run where the device was created with `Features::SUBGROUP`
     /// and `info` (its adapter's) gives subgroups of at least 8 invocations. The device's loss
     /// callback stays the host's (wgpu keeps one): when a call fails, the session probes the
-    /// device and reports a lost one as [`RuntimeError::DeviceLost`].
+    /// device and reports a lost one as [`RuntimeError::DeviceLost`]. The kernels are built
+    /// without loop bounding, as by default in [`Session::new`] ([`SessionOptions::loop_bounding`]).
     pub fn with_device(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
         let subgroups = crate::limits::subgroups_usable(program, device.features(), &info);
-        Self::build(program, device, queue, info, req.max_batch, None, subgroups)
+        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false })
     }
 
     fn build(
@@ -118,9 +151,9 @@ impl Session {
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
         max_batch: usize,
-        cache_dir: Option<&Path>,
-        subgroups: bool,
+        how: Build<'_>,
     ) -> Result<Session> {
+        let Build { cache_dir, subgroups, loop_bounding } = how;
         let scopes = Scopes::push(&device);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let precision = program.precision;
@@ -146,7 +179,7 @@ impl Session {
         for k in &program.kernels {
             layouts.entry((k.bindings, k.textures)).or_insert_with(|| bind_group_layout(&device, k.bindings, k.textures));
         }
-        let pipelines = create_pipelines(&device, program, &layouts, subgroups, disk_cache.as_ref().map(|c| &c.cache))?;
+        let pipelines = create_pipelines(&device, program, &layouts, subgroups, loop_bounding, disk_cache.as_ref().map(|c| &c.cache))?;
         let pipeline_cache = disk_cache.map(DiskCache::save);
         // Requirements::of checked that every grid fits once split.
         let per_dim = device.limits().max_compute_workgroups_per_dimension;
@@ -203,7 +236,15 @@ impl Session {
             weight_bytes,
             subgroups: subgroups && program.kernels.iter().any(|k| k.subgroup_wgsl.is_some()),
             lost: Arc::new(Mutex::new(None)),
+            warm: None,
         })
+    }
+
+    /// Idle-priority threads keeping the CPUs busy during runs ([`SessionOptions::warm_cores`]):
+    /// one per CPU on a CPU adapter, 0 on others, on a host's device, and where the OS has no
+    /// idle priority.
+    pub fn warm_cores(&self) -> usize {
+        self.warm.as_ref().map_or(0, WarmCores::threads)
     }
 
     /// The adapter the session runs on, described in one line.
@@ -292,6 +333,7 @@ impl Session {
         if let Some(message) = self.lost_reason() {
             return Err(RuntimeError::DeviceLost { adapter: self.info.name.clone(), message });
         }
+        let _warm = self.warm.as_ref().map(WarmCores::hold);
         work().map_err(|e| match e {
             RuntimeError::Gpu { .. } | RuntimeError::OutOfMemory { .. } | RuntimeError::Readback(_) => {
                 explain_loss(&self.device, &self.info.name, &self.lost, wgpu::PollType::wait_indefinitely(), e)
@@ -415,6 +457,7 @@ fn create_pipelines(
     program: &Program,
     layouts: &std::collections::HashMap<(u32, u32), wgpu::BindGroupLayout>,
     subgroups: bool,
+    loop_bounding: bool,
     cache: Option<&wgpu::PipelineCache>,
 ) -> Result<Vec<wgpu::ComputePipeline>> {
     let kernels = &program.kernels;
@@ -427,7 +470,18 @@ fn create_pipelines(
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(k) = kernels.get(i) else { break };
             let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&k.name), source: wgpu::ShaderSource::Wgsl(wgsl.as_str().into()) });
+            let source = wgpu::ShaderModuleDescriptor { label: Some(&k.name), source: wgpu::ShaderSource::Wgsl(wgsl.as_str().into()) };
+            let module = if loop_bounding {
+                device.create_shader_module(source)
+            } else {
+                let mut checks = wgpu::ShaderRuntimeChecks::checked();
+                checks.force_loop_bounding = false;
+                // SAFETY: the one check left out is loop bounding, which requires that no loop
+                // runs forever. Every loop of the compiler's templates counts up to a bound fixed
+                // by the kernel's constants or its buffer sizes (SessionOptions::loop_bounding
+                // keeps the check for kernels of other origins).
+                unsafe { device.create_shader_module_trusted(source, checks) }
+            };
             made.push((i, compute_pipeline(device, &k.name, &layouts[&(k.bindings, k.textures)], &module, cache)));
         }
         scopes.check("session creation (pipelines)")?;
