@@ -534,8 +534,8 @@ fn loop_bounding_and_warm_cores_change_no_result() {
         let options = SessionOptions { max_batch: 2, loop_bounding, warm_cores, ..Default::default() };
         let Some(session) = common::session_with(&program, &options) else { return };
         let cpu = session.adapter_info().device_type == mfn_runtime::wgpu::DeviceType::Cpu;
-        if warm_cores && cpu && cfg!(target_os = "linux") {
-            assert!(session.warm_cores() > 0, "no warm cores on {}", session.adapter());
+        if warm_cores && cpu {
+            assert_eq!(session.warm_cores(), mfn_runtime::warm_cpus(), "warm cores on {}", session.adapter());
         } else {
             assert_eq!(session.warm_cores(), 0, "warm cores on {} with warm_cores {warm_cores}", session.adapter());
         }

@@ -34,6 +34,13 @@ pub use cache::PipelineCacheStatus;
 pub use error::{Result, RuntimeError};
 pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
 pub use session::{Session, SessionOptions};
+
+/// How many warm-core threads a session on a CPU adapter starts on this machine
+/// ([`SessionOptions::warm_cores`]): one per CPU the process may run on; none on machines of more
+/// than 16 CPUs, under a CPU quota, or outside Linux.
+pub fn warm_cpus() -> usize {
+    warm::warm_cpus().len()
+}
 pub use wgpu;
 /// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a
 /// runtime-only build loads `.mfn` files without the ONNX front end or naga.

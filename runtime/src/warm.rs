@@ -13,7 +13,8 @@
 //! run's start and its read-back. The rest of the time they are parked.
 //!
 //! Linux only (elsewhere, or where `SCHED_IDLE` is refused, there are no such threads: a spinner
-//! at normal priority would compete with the driver's threads).
+//! at normal priority would compete with the driver's threads), and not on machines of more than
+//! 16 CPUs or under a CPU quota (see [`warm_cpus`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ impl WarmCores {
     pub(crate) fn start() -> WarmCores {
         let shared = Arc::new(Shared { active: AtomicUsize::new(0), quit: AtomicBool::new(false), rounds: AtomicU64::new(0) });
         let mut threads = Vec::new();
-        for cpu in cpus() {
+        for cpu in warm_cpus() {
             let shared = Arc::clone(&shared);
             let (ready, started) = std::sync::mpsc::channel();
             let spawned = std::thread::Builder::new().name(format!("mfn-warm-{cpu}")).spawn(move || {
@@ -114,6 +115,22 @@ fn spin(shared: &Shared) {
         }
         shared.rounds.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Most CPUs kept warm: lavapipe's own thread pool has at most 16 threads, and on larger machines
+/// busy idle cores would mostly cost the busy ones their turbo headroom.
+const MAX_CPUS: usize = 16;
+
+/// The CPUs to keep warm: all those the process may run on, or none where that is more than
+/// [`MAX_CPUS`] or more than the process may use at once (a CPU quota, as in a container limited
+/// to fewer CPUs than its host has: time spent spinning would count against it).
+pub(crate) fn warm_cpus() -> Vec<usize> {
+    let cpus = cpus();
+    let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if cpus.len() > MAX_CPUS || usable < cpus.len() {
+        return Vec::new();
+    }
+    cpus
 }
 
 /// The CPUs the process may run on.
@@ -189,9 +206,9 @@ mod tests {
     fn threads_spin_only_while_held_and_end_with_their_owner() {
         let warm = WarmCores::start();
         if cfg!(target_os = "linux") {
-            assert_eq!(warm.threads(), cpus().len(), "one idle-priority thread per CPU");
-        } else {
-            assert_eq!(warm.threads(), 0);
+            assert_eq!(warm.threads(), warm_cpus().len(), "one idle-priority thread per CPU");
+        }
+        if warm.threads() == 0 {
             return;
         }
         let before = settled(&warm);
