@@ -12,6 +12,9 @@
 //! with nothing else to run and never take time from the driver's threads, and only between a
 //! run's start and its read-back. The rest of the time they are parked.
 //!
+//! Measured on a 2-vCPU KVM guest only. On a bare-metal machine with SMT a spinning thread shares
+//! its physical core with whatever its sibling runs: `SessionOptions::warm_cores` turns it off.
+//!
 //! Linux only (elsewhere, or where `SCHED_IDLE` is refused, there are no such threads: a spinner
 //! at normal priority would compete with the driver's threads), and not on machines of more than
 //! 16 CPUs or under a CPU quota (see [`warm_cpus`]).

@@ -24,6 +24,8 @@ impl KernelKey {
                 Const::U32(v) => v.to_string(),
                 Const::F32(v) => format!("{:08x}", v.to_bits()),
                 Const::Bool(v) => v.to_string(),
+                Const::Type(ty) => ty.to_string(),
+                Const::Typed(_, expr) => expr.to_string(),
             };
             s.push_str(&format!(" {name}={v}"));
         }
@@ -52,6 +54,21 @@ pub struct Lowered {
 
 fn u(v: usize) -> Const {
     Const::U32(v as u32)
+}
+
+/// The constants of a kernel that stores OUT_VEC consecutive outputs of a row at once: the
+/// element type of its output `out_t` (`stored`, `vec2<stored>` or `vec4<stored>`), `LANE`
+/// (component k holds k) and OUT_VEC. Its invocations write runs of 4 outputs of a row from a
+/// multiple of 4 on, so a row of `w_out` outputs takes quads where `w_out` is a multiple of 4 and
+/// pairs where it is even (on lavapipe a store costs by the lane more than by the component: the
+/// first conv's scalar stores were 0.4 of its time).
+fn out_vec(w_out: usize) -> [(&'static str, Const); 3] {
+    let (n, ty, lane) = match w_out % 4 {
+        0 => (4, "vec4<stored>", "out_t(0.0, 1.0, 2.0, 3.0)"),
+        2 => (2, "vec2<stored>", "out_t(0.0, 1.0)"),
+        _ => (1, "stored", "out_t(0.0)"),
+    };
+    [("out_t", Const::Type(ty)), ("LANE", Const::Typed("out_t", lane)), ("OUT_VEC", Const::U32(n))]
 }
 
 fn epilogue_constants(e: &Epilogue) -> [(&'static str, Const); 4] {
@@ -264,6 +281,9 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 _ => WORKGROUP,
             };
             constants.push(("WG", Const::U32(wg)));
+            if matches!(template, Template::Conv2d | Template::Depthwise3x3) {
+                constants.extend(out_vec(y[3]));
+            }
             let mut binds = layer_binds(graph, node, params, e.residual);
             if let Bind::Data(name, w) = &mut binds[1] {
                 if template == Template::PointwiseVec4 {

@@ -154,29 +154,45 @@ pub enum Const {
     U32(u32),
     F32(f32),
     Bool(bool),
+    /// A type: `alias NAME = TYPE;` (such as the element type of a kernel's output).
+    Type(&'static str),
+    /// A value of the given type, written as a WGSL expression (for a type of the block's own).
+    Typed(&'static str, &'static str),
 }
 
 impl Const {
-    fn wgsl(self) -> (&'static str, String) {
-        match self {
+    /// The declaration of the constant `name` in WGSL.
+    fn declare(self, name: &str) -> String {
+        let (ty, value) = match self {
             Const::U32(v) => ("u32", format!("{v}u")),
             // WGSL has no infinity literal: unbounded clip limits become the largest finite f32.
             Const::F32(v) => ("f32", format!("{:?}", v.clamp(f32::MIN, f32::MAX))),
             Const::Bool(v) => ("bool", v.to_string()),
-        }
+            Const::Type(ty) => return format!("alias {name} = {ty};\n"),
+            Const::Typed(ty, expr) => (ty, expr.to_string()),
+        };
+        format!("const {name}: {ty} = {value};\n")
     }
 }
 
 const BEGIN: &str = "// mfn:constants\n";
 const END: &str = "// mfn:end-constants\n";
 
-/// The names of the constants a template declares in its constants block.
+/// The names of the constants a template declares in its constants block: its `const`s and its
+/// `alias`es but `stored` (the precision's, see [`Precision::wgsl_prelude`]).
 pub fn declared_constants(template: Template) -> Vec<String> {
     let src = template.source();
     let (Some(b), Some(e)) = (src.find(BEGIN), src.find(END)) else { return Vec::new() };
     src[b + BEGIN.len()..e]
         .lines()
-        .filter_map(|l| l.strip_prefix("const ")?.split(':').next().map(|n| n.trim().to_string()))
+        .filter_map(|l| {
+            let name = match l.strip_prefix("const ") {
+                Some(rest) => rest.split(':').next(),
+                None => l.strip_prefix("alias ")?.split('=').next(),
+            };
+            Some(name?.trim().to_string())
+        })
+        .filter(|name| name != "stored")
         .collect()
 }
 
@@ -196,8 +212,7 @@ pub fn specialise(template: Template, header: &str, constants: &[(&str, Const)],
     out.push_str("// mfn:specialised\n");
     out.push_str(&precision.wgsl_prelude());
     for (name, value) in constants {
-        let (ty, lit) = value.wgsl();
-        out.push_str(&format!("const {name}: {ty} = {lit};\n"));
+        out.push_str(&value.declare(name));
     }
     out.push_str(&src[e + END.len()..]);
     Ok(out)
