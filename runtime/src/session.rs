@@ -35,7 +35,8 @@ pub struct SessionOptions {
     pub subgroups: bool,
     /// On a CPU adapter (lavapipe), keep the CPUs busy with idle-priority threads while a run is
     /// in flight, so that the driver's threads do not wait for a halted CPU to wake at every
-    /// dispatch (Linux; see the runtime's README). Default: on, unless `$MFN_WARM_CORES` is `0`.
+    /// dispatch (Linux, up to 16 CPUs, no CPU quota: [`crate::warm_cpus`]; measured in README.md,
+    /// "Threads, and CPUs that halt"). Default: on, unless `$MFN_WARM_CORES` is `0`.
     pub warm_cores: bool,
     /// Build the kernels with wgpu's loop bounding (a counter in every loop that guarantees it
     /// ends). The compiler's kernels do not need it: their loops all count up to fixed bounds, and
@@ -241,8 +242,8 @@ impl Session {
     }
 
     /// Idle-priority threads keeping the CPUs busy during runs ([`SessionOptions::warm_cores`]):
-    /// one per CPU on a CPU adapter, 0 on others, on a host's device, and where the OS has no
-    /// idle priority.
+    /// [`crate::warm_cpus`] on a CPU adapter, 0 on other adapters, on a host's device, and where
+    /// the OS refuses idle priority.
     pub fn warm_cores(&self) -> usize {
         self.warm.as_ref().map_or(0, WarmCores::threads)
     }
