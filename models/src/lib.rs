@@ -2,7 +2,7 @@
 //!
 //! - [`builder`]: a small ONNX graph builder, so any test can write a model in a few lines (or
 //!   build a raw `ModelProto` and corrupt it);
-//! - [`mobilefacenet`]: seeded synthetic MobileFaceNet models (all five variants of the paper) in
+//! - [`mobilefacenet`](mod@mobilefacenet): seeded synthetic MobileFaceNet models (all five variants of the paper) in
 //!   the exact form a PyTorch export has, with calibrated BatchNorm statistics so activations stay
 //!   O(1), plus deterministic sample inputs;
 //! - [`mutate`]: structure-aware and byte-level mutations of ONNX models, shared by the fuzz

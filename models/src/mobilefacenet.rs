@@ -101,7 +101,7 @@ impl Variant {
     }
 }
 
-/// Builds `variant` with weights drawn from `seed`. Input "input" is float [N,3,H,W] (already
+/// Builds `variant` with weights drawn from `seed`. Input "input" is float `[N,3,H,W]` (already
 /// normalised), output "embedding" is float [N, embedding_dim]; opset 13, IR version 8.
 pub fn mobilefacenet(variant: Variant, seed: u64) -> ModelProto {
     emit::to_model(variant, &generate(variant, seed).steps)
