@@ -13,14 +13,17 @@ use mfn::face::cosine;
 use crate::GpuArgs;
 
 pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
-    let env = AdapterOptions::from_env();
+    // The library's defaults, environment included ($MFN_BACKEND, $MFN_ADAPTER, $MFN_WARM_CORES);
+    // the command line overrides them.
+    let defaults = SessionOptions::default();
+    let env = defaults.adapter;
     SessionOptions {
         adapter: AdapterOptions { backend: gpu.backend.clone().or(env.backend), name: gpu.adapter.clone().or(env.name) },
         max_batch,
         pipeline_cache: if gpu.no_pipeline_cache { None } else { gpu.pipeline_cache.clone().or_else(default_pipeline_cache) },
         memory_budget: None,
         subgroups: !gpu.no_subgroups,
-        warm_cores: !gpu.no_warm_cores && SessionOptions::default().warm_cores,
+        warm_cores: !gpu.no_warm_cores && defaults.warm_cores,
         loop_bounding: gpu.loop_bounding,
     }
 }

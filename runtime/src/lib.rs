@@ -34,6 +34,10 @@ pub use cache::PipelineCacheStatus;
 pub use error::{Result, RuntimeError};
 pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
 pub use session::{Session, SessionOptions};
+pub use wgpu;
+/// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a
+/// runtime-only build loads `.mfn` files without the ONNX front end or naga.
+pub use mfn_compiler::{format::FormatError, Program};
 
 /// How many warm-core threads a session on a CPU adapter starts on this machine
 /// ([`SessionOptions::warm_cores`]): one per CPU the process may run on; none on machines of more
@@ -41,7 +45,3 @@ pub use session::{Session, SessionOptions};
 pub fn warm_cpus() -> usize {
     warm::warm_cpus().len()
 }
-pub use wgpu;
-/// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a
-/// runtime-only build loads `.mfn` files without the ONNX front end or naga.
-pub use mfn_compiler::{format::FormatError, Program};
