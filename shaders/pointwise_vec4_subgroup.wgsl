@@ -27,6 +27,16 @@
 // (zero-padded): on lavapipe textureLoad fetches a texel with vector gathers, where a storage
 // buffer load is a loop over the SIMD lanes (batch 16, 128 -> 256 at 14x14: 1.1 to 1.2 times as
 // fast); p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// Shared tiles (CPU adapters): where the runtime sets SHARERS to the driver's thread count, the
+// dispatch has SHARERS x 1 x N workgroups and the tiles of 8 pixel vec4s (a subgroup's) are taken
+// from counters instead of given by the grid. Lavapipe hands each of its threads a fixed,
+// contiguous share of a dispatch's workgroups; on machines whose cores run at unequal speeds (a
+// virtual machine's vCPUs: 1.3 to 1.65 times apart, measured) the fast thread then waits for the
+// slow one at every dispatch. Here thread i's first workgroup takes the tiles of range i (a
+// contiguous share of the tile list, its samples in that thread's caches) and then those left in
+// the other ranges; the workgroups after it find every range taken. Same tiles, same sums: the
+// results are identical.
+// tiles = [next tile of range r; SHARERS], zeroed before every run (one slot per dispatch).
 
 // mfn:constants
 alias stored = f32;
@@ -224,18 +234,16 @@ fn touch(x_at: u32, first: u32, ci: u32) -> f32 {
     return f32(x[row + first].x) + f32(x[row + min(first + 4u, HW4 - 1u)].x);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
-    // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute a
-    // clamped pixel vec4 and store nothing; a subgroup with no live pixel computes nothing (the
-    // last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations, has one such subgroup
-    // of 4 on lavapipe: about 1.1 times as fast), and its lanes skip the loop together.
-    let g = wid.x + wid.y * nwg.x;
-    let live = g < CO_BLOCKS * PX_GROUPS;
-    let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
-    let q = (g % PX_GROUPS) * WG + lid;
-    let sample_at = wid.z * C_IN * HW4;
+/// Threads of the driver sharing the tiles (set by the runtime through a pipeline constant); 0:
+/// the workgroup grid is the tile grid.
+override SHARERS: u32 = 0u;
+
+@group(0) @binding(5) var<storage, read_write> tiles: array<atomic<u32>>;
+
+/// One tile of `lanes` pixel vec4s (q: the invocation's) of output channels block * CO_TILE ..
+/// + CO_TILE - 1, for sample `sample`; `live`: the invocation has a tile.
+fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
+    let sample_at = sample * C_IN * HW4;
     let x_at = sample_at + min(q, HW4 - 1u);
     let w_at = vec2(lane % 8u, block * CI4);
     let ok = live && q < HW4;
@@ -263,12 +271,58 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let bias_hi = lanes_hi(bias);
     let slope_lo = lanes_lo(slope);
     let slope_hi = lanes_hi(slope);
-    put(t.p0.a0, t.p1.a0, t.p2.a0, t.p3.a0, co0, bias_lo[0], slope_lo[0], q, wid.z, ok);
-    put(t.p0.a1, t.p1.a1, t.p2.a1, t.p3.a1, co0 + 4u, bias_hi[0], slope_hi[0], q, wid.z, ok);
-    put(t.p0.a2, t.p1.a2, t.p2.a2, t.p3.a2, co0 + 8u, bias_lo[1], slope_lo[1], q, wid.z, ok);
-    put(t.p0.a3, t.p1.a3, t.p2.a3, t.p3.a3, co0 + 12u, bias_hi[1], slope_hi[1], q, wid.z, ok);
-    put(t.p0.a4, t.p1.a4, t.p2.a4, t.p3.a4, co0 + 16u, bias_lo[2], slope_lo[2], q, wid.z, ok);
-    put(t.p0.a5, t.p1.a5, t.p2.a5, t.p3.a5, co0 + 20u, bias_hi[2], slope_hi[2], q, wid.z, ok);
-    put(t.p0.a6, t.p1.a6, t.p2.a6, t.p3.a6, co0 + 24u, bias_lo[3], slope_lo[3], q, wid.z, ok);
-    put(t.p0.a7, t.p1.a7, t.p2.a7, t.p3.a7, co0 + 28u, bias_hi[3], slope_hi[3], q, wid.z, ok);
+    put(t.p0.a0, t.p1.a0, t.p2.a0, t.p3.a0, co0, bias_lo[0], slope_lo[0], q, sample, ok);
+    put(t.p0.a1, t.p1.a1, t.p2.a1, t.p3.a1, co0 + 4u, bias_hi[0], slope_hi[0], q, sample, ok);
+    put(t.p0.a2, t.p1.a2, t.p2.a2, t.p3.a2, co0 + 8u, bias_lo[1], slope_lo[1], q, sample, ok);
+    put(t.p0.a3, t.p1.a3, t.p2.a3, t.p3.a3, co0 + 12u, bias_hi[1], slope_hi[1], q, sample, ok);
+    put(t.p0.a4, t.p1.a4, t.p2.a4, t.p3.a4, co0 + 16u, bias_lo[2], slope_lo[2], q, sample, ok);
+    put(t.p0.a5, t.p1.a5, t.p2.a5, t.p3.a5, co0 + 20u, bias_hi[2], slope_hi[2], q, sample, ok);
+    put(t.p0.a6, t.p1.a6, t.p2.a6, t.p3.a6, co0 + 24u, bias_lo[3], slope_lo[3], q, sample, ok);
+    put(t.p0.a7, t.p1.a7, t.p2.a7, t.p3.a7, co0 + 28u, bias_hi[3], slope_hi[3], q, sample, ok);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(subgroup_size) lanes: u32) {
+    if SHARERS == 0u {
+        // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute a
+        // clamped pixel vec4 and store nothing; a subgroup with no live pixel computes nothing
+        // (the last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations, has one such
+        // subgroup of 4 on lavapipe: about 1.1 times as fast), and its lanes skip the loop together.
+        let g = wid.x + wid.y * nwg.x;
+        let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
+        tile(block, (g % PX_GROUPS) * WG + lid, wid.z, lane, g < CO_BLOCKS * PX_GROUPS);
+        return;
+    }
+    // Shared tiles: a subgroup's `lanes` pixel vec4s of one block of output channels of one
+    // sample; the list runs sample after sample, block after block. Range r is its r-th
+    // SHARERS-th; this workgroup starts on the range of the thread that runs it (lavapipe gives
+    // thread r the r-th contiguous share of the workgroups, in the order x, then z).
+    let ranges = max(SHARERS, 1u);
+    let per_block = (HW4 + lanes - 1u) / lanes;
+    let total = nwg.z * CO_BLOCKS * per_block;
+    let workgroups = nwg.x * nwg.z;
+    var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
+    // Ranges found empty; every iteration takes a tile or finds one more range empty.
+    var empty = 0u;
+    loop {
+        if empty >= ranges {
+            break;
+        }
+        let end = total * (r + 1u) / ranges;
+        var taken = 0u;
+        if lane == 0u {
+            taken = atomicAdd(&tiles[r], 1u);
+        }
+        let at = total * r / ranges + subgroupBroadcast(taken, 0u);
+        if at >= end {
+            empty += 1u;
+            r = (r + 1u) % ranges;
+            continue;
+        }
+        let sample = at / (CO_BLOCKS * per_block);
+        let rest = at % (CO_BLOCKS * per_block);
+        tile(rest / per_block, (rest % per_block) * lanes + lane, sample, lane, true);
+    }
 }

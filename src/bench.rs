@@ -113,6 +113,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut adapter = String::new();
     let mut subgroups = false;
     let mut warm = 0;
+    let mut sharers = 0;
     let mut results = Vec::new();
     if !args.json {
         println!("model: {what} ({} storage)", program.precision.wgsl());
@@ -133,11 +134,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             adapter = session.adapter();
             subgroups = session.subgroups();
             warm = session.warm_cores();
+            sharers = session.tile_sharers();
             if !args.json {
                 let variants = if subgroups { "their subgroup variants" } else { "the plain kernels (no subgroups of 8 or more, or --no-subgroups)" };
                 println!("adapter: {adapter}; kernels with a subgroup variant run {variants}");
                 if warm > 0 {
                     println!("warm cores: {warm} idle-priority threads keep the CPUs busy during runs (CPU adapter; --no-warm-cores to let them halt)");
+                }
+                if sharers > 0 {
+                    println!("shared tiles: the subgroup GEMMs' tiles are shared among {sharers} driver threads (CPU adapter; --no-shared-tiles for fixed shares)");
                 }
             }
         }
@@ -160,7 +165,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory };
         drop(session);
         if args.json {
-            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm), &what));
+            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm, sharers), &what));
         } else {
             print_result(&r, compile_ms);
         }
@@ -354,7 +359,7 @@ fn json_number(v: f64) -> String {
 }
 
 /// `adapter`: its description, whether the subgroup variants ran, and the warm-core threads.
-fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool, usize), model: &str) -> String {
+fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool, usize, u32), model: &str) -> String {
     let s = &r.stats;
     let n = json_number;
     let profile = match &r.profile {
@@ -389,7 +394,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
     };
     format!(
         "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"model\":{},\"profile\":{}}}",
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"tile_sharers\":{},\"model\":{},\"profile\":{}}}",
         r.batch,
         n(s.median),
         n(s.min),
@@ -409,6 +414,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
         json_string(adapter.0),
         adapter.1,
         adapter.2,
+        adapter.3,
         json_string(model),
         profile
     )

@@ -13,7 +13,8 @@ use mfn::face::cosine;
 use crate::GpuArgs;
 
 pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
-    // The library's defaults, environment included ($MFN_BACKEND, $MFN_ADAPTER, $MFN_WARM_CORES);
+    // The library's defaults, environment included ($MFN_BACKEND, $MFN_ADAPTER, $MFN_WARM_CORES,
+    // $MFN_TILE_SHARERS);
     // the command line overrides them.
     let defaults = SessionOptions::default();
     let env = defaults.adapter;
@@ -25,6 +26,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
         subgroups: !gpu.no_subgroups,
         warm_cores: !gpu.no_warm_cores && defaults.warm_cores,
         loop_bounding: gpu.loop_bounding,
+        tile_sharers: if gpu.no_shared_tiles { Some(0) } else { defaults.tile_sharers },
     }
 }
 

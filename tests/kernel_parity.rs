@@ -544,6 +544,32 @@ fn loop_bounding_and_warm_cores_change_no_result() {
     assert_eq!(results[0], results[1]);
 }
 
+/// Shared tiles (the subgroup GEMMs' tiles taken from counters by the driver's threads, on any
+/// number of threads, 64 at most) change no result: the same tiles, the same sums. A batch of 5 in
+/// submissions of 2 checks that every submission starts from zeroed counters.
+#[test]
+fn shared_tiles_change_no_result() {
+    let mut net = Net::new(16, &[8, 12, 12]);
+    net.conv(ConvSpec::new(40, 1)).conv(ConvSpec::new(16, 1));
+    let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
+    assert!(program.kernels.iter().any(|k| k.tile_counters().is_some()), "no kernel with tile counters: {:?}", program.kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    let input = Rng::new(11).normal_vec(5 * 8 * 12 * 12, 1.0);
+    let mut results = Vec::new();
+    for sharers in [Some(0), None, Some(3), Some(7), Some(100)] {
+        let options = SessionOptions { max_batch: 2, tile_sharers: sharers, ..Default::default() };
+        let Some(session) = common::session_with(&program, &options) else { return };
+        let cpu = session.adapter_info().device_type == mfn_runtime::wgpu::DeviceType::Cpu;
+        let wanted = sharers.unwrap_or(if cpu { mfn_runtime::driver_threads() } else { 0 });
+        // At most 64 threads share (one counter each in a dispatch's slot).
+        let expected = if session.subgroups() && wanted > 1 { wanted.min(64) } else { 0 };
+        assert_eq!(session.tile_sharers(), expected, "tile sharers on {} asked {sharers:?}", session.adapter());
+        results.push(session.run(&input).expect("runs"));
+    }
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert!(r == &results[0], "run {i} differs from the one with fixed shares");
+    }
+}
+
 /// Checks every case and fails with the list of those that went wrong.
 fn run_cases(cases: Vec<Case>) {
     assert!(!cases.is_empty());

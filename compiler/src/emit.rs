@@ -66,6 +66,10 @@ pub fn emit(name: &str, wgsl: &str, lang: Language) -> Result<Emitted> {
         .validate(&module)
         .map_err(|e| fail(e.emit_to_string(wgsl)))?;
     let backend = |lang: &str, e: &dyn std::fmt::Display| CompileError::Translate { kernel: name.into(), language: lang.into(), message: e.to_string() };
+    // Pipeline constants (WGSL `override`) take their defaults: the form every GPU runs (the tile
+    // sharing of CPU drivers, `Kernel::tile_counters`, is set by the runtime on WGSL).
+    let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &naga::back::PipelineConstants::default())
+        .map_err(|e| backend("pipeline constants", &e))?;
     let entry = || Some((naga::ShaderStage::Compute, "main".to_string()));
     Ok(match lang {
         Language::Wgsl => unreachable!("handled above"),

@@ -11,10 +11,12 @@ use thiserror::Error;
 use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 
 pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
-/// Bumped on any change of the payload's layout; other versions are rejected. 2: several outputs,
-/// steps carry the shapes of their inputs, the storage precision and whether the model normalises
-/// its own input. 4: kernels say which bindings are textures, weights whether they are one.
-pub const VERSION: u32 = 4;
+/// Bumped on any change of the payload's layout, or of what the runtime may assume of its kernels;
+/// other versions are rejected. 2: several outputs, steps carry the shapes of their inputs, the
+/// storage precision and whether the model normalises its own input. 4: kernels say which bindings
+/// are textures, weights whether they are one. 5: the subgroup vec4 GEMM can share its tiles
+/// among a CPU driver's threads (a tile-counter binding past its output, [`crate::Kernel::tile_counters`]).
+pub const VERSION: u32 = 5;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]

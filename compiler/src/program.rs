@@ -95,10 +95,25 @@ pub struct Kernel {
     pub textures: u32,
 }
 
+/// The pipeline constant (WGSL `override`) through which a runtime lets the driver's threads
+/// share a kernel's tiles: see [`Kernel::tile_counters`].
+pub const TILE_SHARERS: &str = "SHARERS";
+
 impl Kernel {
     /// Whether binding `i` is a texture (see [`Kernel::textures`]).
     pub fn is_texture(&self, i: usize) -> bool {
         i < 32 && self.textures & (1 << i) != 0
+    }
+
+    /// The binding of the tile counters, where the kernel's subgroup variant can share its tiles
+    /// among the threads of a CPU adapter's driver: one past the output (read-write storage, one
+    /// `u32` a thread, zero before every run). The runtime binds it and sets [`TILE_SHARERS`] to
+    /// the number of threads, and then dispatches that many workgroups per sample instead of
+    /// [`Step::workgroups`]; with the constant at 0 (its default) the variant computes the grid's
+    /// tiles as usual and never touches the binding. Only the subgroup vec4 GEMM
+    /// (`pointwise_vec4_subgroup.wgsl`) has one.
+    pub fn tile_counters(&self) -> Option<u32> {
+        (self.template == "pointwise_vec4" && self.subgroup_wgsl.is_some()).then_some(self.bindings)
     }
 }
 

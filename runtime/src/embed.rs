@@ -96,7 +96,7 @@ impl TextureInput {
             count: None,
         };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("texture input"), entries: &[texture, storage(1, true), storage(2, false)] });
-        let pipeline = crate::session::compute_pipeline(device, "texture input", &layout, &module, None);
+        let pipeline = crate::session::compute_pipeline(device, "texture input", &layout, &module, &[], None);
         if let Some(e) = scopes.pop() {
             return Err(RuntimeError::Gpu { stage: "texture input pipeline creation", message: e.to_string() });
         }
@@ -163,7 +163,9 @@ impl Session {
     /// frame. The session's buffers are reused by every call, so the host's submissions must
     /// reach the GPU in the order it encoded them (one queue does that), and a session that
     /// encodes into a host's frames must not also [`Session::run`] on another thread: the host's
-    /// submission could land between that run's upload and its dispatches.
+    /// submission could land between that run's upload and its dispatches. Where the session
+    /// shares its GEMMs' tiles ([`Session::tile_sharers`]), the recording starts by zeroing
+    /// their counters.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, input: Input<'_>, output: &wgpu::Buffer) -> Result<()> {
         let batch = self.encode_model(encoder, input)?;
         let bytes = self.output_bytes(batch);
@@ -228,6 +230,7 @@ impl Session {
             }
             Input::Texture { kernel, texture, warps } => Some(self.bind_texture(kernel, texture, warps)?),
         };
+        self.clear_tile_counters(encoder);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
         if let Some((pipeline, bind_group)) = &texture_step {
             let [_, h, w] = self.input_shape()[..] else { unreachable!("TextureInput::new checked the shape") };

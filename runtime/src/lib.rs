@@ -33,7 +33,7 @@ pub use embed::{Input, ReadbackHandle, TextureInput, TextureWarp};
 pub use cache::PipelineCacheStatus;
 pub use error::{Result, RuntimeError};
 pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
-pub use session::{Session, SessionOptions};
+pub use session::{driver_threads, Session, SessionOptions};
 pub use wgpu;
 /// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a
 /// runtime-only build loads `.mfn` files without the ONNX front end or naga.

@@ -247,7 +247,7 @@ impl Session {
             source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, format, self.precision).into()),
         });
         let layout = crate::session::bind_group_layout(&self.device, 3, 0);
-        let pipeline = crate::session::compute_pipeline(&self.device, "preprocess", &layout, &module, None);
+        let pipeline = crate::session::compute_pipeline(&self.device, "preprocess", &layout, &module, &[], None);
         scopes.check("preprocessing pipeline creation")?;
         Ok(Preprocess { format: *format, pipeline, layout })
     }

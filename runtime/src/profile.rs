@@ -44,6 +44,7 @@ impl Session {
         });
         self.queue.write_buffer(&self.activations[self.input.0], 0, bytemuck::cast_slice(input));
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn profile") });
+        self.clear_tile_counters(&mut encoder);
         for (i, d) in self.dispatches.iter().enumerate() {
             let writes = wgpu::ComputePassTimestampWrites {
                 query_set: &queries,

@@ -43,6 +43,14 @@ pub struct SessionOptions {
     /// without it pipeline creation takes 0.6 of the time on lavapipe. Set it for a `.mfn` file
     /// from a source you do not trust. Bounds checks of buffer and texture accesses stay either way.
     pub loop_bounding: bool,
+    /// Threads of a CPU adapter's driver among which the subgroup GEMMs share their tiles
+    /// ([`mfn_compiler::Kernel::tile_counters`]): each thread starts on its own share and then
+    /// takes what the others have left, so that a fast core does not wait for a slow one at every
+    /// dispatch. `None`: on a CPU adapter, the driver's thread count ([`crate::driver_threads`]),
+    /// elsewhere none; `Some(0)`: none (the workgroup grid gives the tiles, as on GPUs);
+    /// `Some(n)`: n (at most 64), on any adapter (results are identical either way). Default: `None`, or
+    /// `$MFN_TILE_SHARERS` where set.
+    pub tile_sharers: Option<u32>,
 }
 
 impl Default for SessionOptions {
@@ -55,8 +63,17 @@ impl Default for SessionOptions {
             subgroups: true,
             warm_cores: std::env::var("MFN_WARM_CORES").map_or(true, |v| v.trim() != "0"),
             loop_bounding: false,
+            tile_sharers: std::env::var("MFN_TILE_SHARERS").ok().and_then(|v| v.trim().parse().ok()),
         }
     }
+}
+
+/// Threads lavapipe runs a dispatch's workgroups on: `$LP_NUM_THREADS` where set, else one per CPU
+/// (at most 16, its limit). An overestimate only leaves some workgroups with nothing to do.
+pub fn driver_threads() -> u32 {
+    let set = std::env::var("LP_NUM_THREADS").ok().and_then(|v| v.trim().parse::<u32>().ok());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    set.unwrap_or(cpus).min(16)
 }
 
 /// How [`Session::build`] makes the pipelines: the on-disk pipeline cache, the subgroup
@@ -65,6 +82,8 @@ struct Build<'a> {
     cache_dir: Option<&'a Path>,
     subgroups: bool,
     loop_bounding: bool,
+    /// Threads sharing the subgroup GEMMs' tiles, 0 for none ([`SessionOptions::tile_sharers`]).
+    tile_sharers: u32,
 }
 
 pub(crate) struct Dispatch {
@@ -96,6 +115,10 @@ pub struct Session {
     lost: Arc<Mutex<Option<String>>>,
     /// Idle-priority threads that keep the CPUs busy during runs on a CPU adapter.
     warm: Option<WarmCores>,
+    /// The tile counters of the dispatches that share their tiles (a slot of 256 bytes each),
+    /// cleared at the start of every encoder; `None` where no dispatch shares.
+    pub(crate) tile_counters: Option<wgpu::Buffer>,
+    tile_sharers: u32,
 }
 
 impl Session {
@@ -124,7 +147,9 @@ impl Session {
         device.set_device_lost_callback(move |reason, message| {
             *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
-        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding };
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let tile_sharers = options.tile_sharers.unwrap_or(if cpu { driver_threads() } else { 0 });
+        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding, tile_sharers };
         let mut session = Self::build(program, device, queue, info, req.max_batch, how)?;
         session.lost = lost;
         if options.warm_cores && session.info.device_type == wgpu::DeviceType::Cpu {
@@ -143,7 +168,7 @@ impl Session {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
         let subgroups = crate::limits::subgroups_usable(program, device.features(), &info);
-        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false })
+        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0 })
     }
 
     fn build(
@@ -154,7 +179,10 @@ impl Session {
         max_batch: usize,
         how: Build<'_>,
     ) -> Result<Session> {
-        let Build { cache_dir, subgroups, loop_bounding } = how;
+        let Build { cache_dir, subgroups, loop_bounding, tile_sharers } = how;
+        // A single thread has nothing to share; the plain kernels have no counters; a slot holds
+        // the counters of at most 64 threads (a counter out of its binding would never grow).
+        let tile_sharers = if subgroups && tile_sharers > 1 { tile_sharers.min(MAX_TILE_SHARERS) } else { 0 };
         let scopes = Scopes::push(&device);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let precision = program.precision;
@@ -178,9 +206,23 @@ impl Session {
         let disk_cache = cache_dir.and_then(|dir| DiskCache::open(&device, &info, dir));
         let mut layouts = std::collections::HashMap::new();
         for k in &program.kernels {
-            layouts.entry((k.bindings, k.textures)).or_insert_with(|| bind_group_layout(&device, k.bindings, k.textures));
+            layouts.entry(layout_key(k)).or_insert_with(|| kernel_layout(&device, k));
         }
-        let pipelines = create_pipelines(&device, program, &layouts, subgroups, loop_bounding, disk_cache.as_ref().map(|c| &c.cache))?;
+        let pipelines = create_pipelines(&device, program, &layouts, Variant { subgroups, loop_bounding, tile_sharers }, disk_cache.as_ref().map(|c| &c.cache))?;
+        // One 256-byte slot (the largest offset alignment WebGPU allows) for each dispatch of a
+        // kernel with tile counters.
+        let sharing = |step: &&mfn_compiler::Step| program.kernels[step.kernel].tile_counters().is_some();
+        let slots = program.steps.iter().filter(sharing).count() as u64;
+        // Bound even where the grid gives the tiles (the counters then stay untouched).
+        let counters = (slots > 0).then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tile counters"),
+                size: TILE_SLOT * slots,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let mut slot = 0;
         let pipeline_cache = disk_cache.map(DiskCache::save);
         // Requirements::of checked that every grid fits once split.
         let per_dim = device.limits().max_compute_workgroups_per_dimension;
@@ -189,7 +231,7 @@ impl Session {
             .iter()
             .map(|step| {
                 let kernel = &program.kernels[step.kernel];
-                let entries: Vec<wgpu::BindGroupEntry> = step
+                let mut entries: Vec<wgpu::BindGroupEntry> = step
                     .bindings
                     .iter()
                     .enumerate()
@@ -202,12 +244,18 @@ impl Session {
                         wgpu::BindGroupEntry { binding: i as u32, resource }
                     })
                     .collect();
-                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(&kernel.name),
-                    layout: &layouts[&(kernel.bindings, kernel.textures)],
-                    entries: &entries,
-                });
-                let workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
+                let mut workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
+                if let (Some(binding), Some(counters)) = (kernel.tile_counters(), &counters) {
+                    if tile_sharers > 0 {
+                        // One workgroup per thread and sample: the kernel takes its tiles from
+                        // the counters.
+                        workgroups = [tile_sharers, 1];
+                    }
+                    let slice = wgpu::BufferBinding { buffer: counters, offset: TILE_SLOT * slot, size: std::num::NonZeroU64::new(TILE_SLOT) };
+                    slot += 1;
+                    entries.push(wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::Buffer(slice) });
+                }
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&kernel.name), layout: &layouts[&layout_key(kernel)], entries: &entries });
                 Dispatch { pipeline: step.kernel, bind_group, workgroups }
             })
             .collect();
@@ -238,6 +286,8 @@ impl Session {
             subgroups: subgroups && program.kernels.iter().any(|k| k.subgroup_wgsl.is_some()),
             lost: Arc::new(Mutex::new(None)),
             warm: None,
+            tile_counters: counters.filter(|_| tile_sharers > 0),
+            tile_sharers,
         })
     }
 
@@ -246,6 +296,19 @@ impl Session {
     /// the OS refuses idle priority.
     pub fn warm_cores(&self) -> usize {
         self.warm.as_ref().map_or(0, WarmCores::threads)
+    }
+
+    /// Threads among which the subgroup GEMMs share their tiles ([`SessionOptions::tile_sharers`]);
+    /// 0 where the workgroup grid gives the tiles (GPUs, a host's device, the plain kernels).
+    pub fn tile_sharers(&self) -> u32 {
+        self.tile_sharers
+    }
+
+    /// Zeroes the tile counters, first in every encoder that runs the model's dispatches.
+    pub(crate) fn clear_tile_counters(&self, encoder: &mut wgpu::CommandEncoder) {
+        if let Some(counters) = &self.tile_counters {
+            encoder.clear_buffer(counters, 0, None);
+        }
     }
 
     /// The adapter the session runs on, described in one line.
@@ -357,6 +420,7 @@ impl Session {
     /// one compute pass, submits once and reads every output back.
     pub(crate) fn record_and_read(&self, batch: usize, scopes: Scopes, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn run") });
+        self.clear_tile_counters(&mut encoder);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
             prologue(&mut pass);
@@ -435,6 +499,7 @@ pub(crate) fn compute_pipeline(
     label: &str,
     layout: &wgpu::BindGroupLayout,
     module: &wgpu::ShaderModule,
+    constants: &[(&str, f64)],
     cache: Option<&wgpu::PipelineCache>,
 ) -> wgpu::ComputePipeline {
     let pipeline_layout =
@@ -444,7 +509,7 @@ pub(crate) fn compute_pipeline(
         layout: Some(&pipeline_layout),
         module,
         entry_point: Some("main"),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
         cache,
     })
 }
@@ -456,11 +521,11 @@ pub(crate) fn compute_pipeline(
 fn create_pipelines(
     device: &wgpu::Device,
     program: &Program,
-    layouts: &std::collections::HashMap<(u32, u32), wgpu::BindGroupLayout>,
-    subgroups: bool,
-    loop_bounding: bool,
+    layouts: &std::collections::HashMap<LayoutKey, wgpu::BindGroupLayout>,
+    how: Variant,
     cache: Option<&wgpu::PipelineCache>,
 ) -> Result<Vec<wgpu::ComputePipeline>> {
+    let Variant { subgroups, loop_bounding, tile_sharers } = how;
     let kernels = &program.kernels;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, kernels.len().max(1));
@@ -479,11 +544,15 @@ fn create_pipelines(
                 checks.force_loop_bounding = false;
                 // SAFETY: the one check left out is loop bounding, which requires that no loop
                 // runs forever. Every loop of the compiler's templates counts up to a bound fixed
-                // by the kernel's constants or its buffer sizes (SessionOptions::loop_bounding
-                // keeps the check for kernels of other origins).
+                // by the kernel's constants or its buffer sizes, but the shared-tile loop of the
+                // subgroup GEMM, whose every iteration takes one of a finite number of tiles from a
+                // counter that only grows or finds one more of its SHARERS ranges empty
+                // (SessionOptions::loop_bounding keeps the check for kernels of other origins).
                 unsafe { device.create_shader_module_trusted(source, checks) }
             };
-            made.push((i, compute_pipeline(device, &k.name, &layouts[&(k.bindings, k.textures)], &module, cache)));
+            let sharers = [(mfn_compiler::TILE_SHARERS, f64::from(tile_sharers))];
+            let constants: &[(&str, f64)] = if subgroups && k.tile_counters().is_some() { &sharers } else { &[] };
+            made.push((i, compute_pipeline(device, &k.name, &layouts[&layout_key(k)], &module, constants, cache)));
         }
         scopes.check("session creation (pipelines)")?;
         Ok(made)
@@ -548,20 +617,67 @@ impl Resident {
 
 /// The layout of a kernel's bind group: `bindings` storage buffers, the last read-write, except
 /// the textures of the `textures` mask (bit i: binding i, see [`mfn_compiler::Kernel::textures`]).
-pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32, textures: u32) -> wgpu::BindGroupLayout {
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
-        .map(|i| wgpu::BindGroupLayoutEntry {
-            binding: i,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: if i < 32 && textures & (1 << i) != 0 {
-                wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false }
-            } else {
-                wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: i + 1 < bindings }, has_dynamic_offset: false, min_binding_size: None }
-            },
-            count: None,
-        })
-        .collect();
+/// Bytes of a dispatch's tile counters (one u32 a thread), a multiple of every storage-buffer
+/// offset alignment WebGPU allows.
+const TILE_SLOT: u64 = 256;
+
+/// Most threads that share tiles: one counter each in a slot.
+const MAX_TILE_SHARERS: u32 = (TILE_SLOT / 4) as u32;
+
+/// Which kernels [`create_pipelines`] builds, and how.
+#[derive(Clone, Copy)]
+struct Variant {
+    subgroups: bool,
+    loop_bounding: bool,
+    tile_sharers: u32,
+}
+
+/// Kernels with the same bindings share a bind group layout: (bindings, textures, tile counters).
+type LayoutKey = (u32, u32, Option<u32>);
+
+fn layout_key(k: &mfn_compiler::Kernel) -> LayoutKey {
+    (k.bindings, k.textures, k.tile_counters())
+}
+
+/// A kernel's bind group layout: [`bind_group_layout`], plus its tile counters (read-write storage).
+fn kernel_layout(device: &wgpu::Device, k: &mfn_compiler::Kernel) -> wgpu::BindGroupLayout {
+    let mut entries = layout_entries(k.bindings, k.textures);
+    if let Some(binding) = k.tile_counters() {
+        entries.push(storage_entry(binding, false));
+    }
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("mfn"), entries: &entries })
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    }
+}
+
+/// Bindings 0 .. `bindings`: storage buffers, read-only but the last (the output), or textures
+/// where `textures` has their bit.
+pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32, textures: u32) -> wgpu::BindGroupLayout {
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("mfn"), entries: &layout_entries(bindings, textures) })
+}
+
+fn layout_entries(bindings: u32, textures: u32) -> Vec<wgpu::BindGroupLayoutEntry> {
+    (0..bindings)
+        .map(|i| {
+            if i < 32 && textures & (1 << i) != 0 {
+                wgpu::BindGroupLayoutEntry {
+                    binding: i,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false },
+                    count: None,
+                }
+            } else {
+                storage_entry(i, i + 1 < bindings)
+            }
+        })
+        .collect()
 }
 
 /// Why the device was lost, where a loss callback recorded it.
