@@ -299,6 +299,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // sample; the list runs sample after sample, block after block. Range r is its r-th
     // SHARERS-th; this workgroup starts on the range of the thread that runs it (lavapipe gives
     // thread r the r-th contiguous share of the workgroups, in the order x, then z).
+    // SHARERS itself, kept from 0 so that the divisions below stay valid where the constant is 0
+    // and this branch is dead (naga rejects a division by a constant zero).
     let ranges = max(SHARERS, 1u);
     let per_block = (HW4 + lanes - 1u) / lanes;
     let total = nwg.z * CO_BLOCKS * per_block;

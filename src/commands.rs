@@ -14,8 +14,7 @@ use crate::GpuArgs;
 
 pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
     // The library's defaults, environment included ($MFN_BACKEND, $MFN_ADAPTER, $MFN_WARM_CORES,
-    // $MFN_TILE_SHARERS);
-    // the command line overrides them.
+    // $MFN_TILE_SHARERS); the command line overrides them.
     let defaults = SessionOptions::default();
     let env = defaults.adapter;
     SessionOptions {

@@ -12,7 +12,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RuntimeError};
 use crate::preprocess::Normalization;
-use crate::session::{LossWatch, Session};
+use crate::session::{storage_entry, texture_entry, LossWatch, Session};
 
 const SOURCE: &str = include_str!("../../shaders/texture_input.wgsl");
 const WORKGROUP: u32 = 64;
@@ -79,23 +79,7 @@ impl TextureInput {
             label: Some("texture input"),
             source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, norm).into()),
         });
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None },
-            count: None,
-        };
-        let texture = wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Texture {
-                sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                view_dimension: wgpu::TextureViewDimension::D2,
-                multisampled: false,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("texture input"), entries: &[texture, storage(1, true), storage(2, false)] });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("texture input"), entries: &[texture_entry(0), storage_entry(1, true), storage_entry(2, false)] });
         let pipeline = crate::session::compute_pipeline(device, "texture input", &layout, &module, &[], None);
         if let Some(e) = scopes.pop() {
             return Err(RuntimeError::Gpu { stage: "texture input pipeline creation", message: e.to_string() });

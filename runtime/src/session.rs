@@ -615,8 +615,6 @@ impl Resident {
     }
 }
 
-/// The layout of a kernel's bind group: `bindings` storage buffers, the last read-write, except
-/// the textures of the `textures` mask (bit i: binding i, see [`mfn_compiler::Kernel::textures`]).
 /// Bytes of a dispatch's tile counters (one u32 a thread), a multiple of every storage-buffer
 /// offset alignment WebGPU allows.
 const TILE_SLOT: u64 = 256;
@@ -648,7 +646,8 @@ fn kernel_layout(device: &wgpu::Device, k: &mfn_compiler::Kernel) -> wgpu::BindG
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("mfn"), entries: &entries })
 }
 
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+/// A compute stage's storage buffer at `binding`.
+pub(crate) fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -657,8 +656,18 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
-/// Bindings 0 .. `bindings`: storage buffers, read-only but the last (the output), or textures
-/// where `textures` has their bit.
+/// A compute stage's 2D texture of floats at `binding`, read with textureLoad.
+pub(crate) fn texture_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false },
+        count: None,
+    }
+}
+
+/// The layout of a kernel's bind group: `bindings` storage buffers, the last read-write, except
+/// the textures of the `textures` mask (bit i: binding i, see [`mfn_compiler::Kernel::textures`]).
 pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32, textures: u32) -> wgpu::BindGroupLayout {
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("mfn"), entries: &layout_entries(bindings, textures) })
 }
@@ -667,12 +676,7 @@ fn layout_entries(bindings: u32, textures: u32) -> Vec<wgpu::BindGroupLayoutEntr
     (0..bindings)
         .map(|i| {
             if i < 32 && textures & (1 << i) != 0 {
-                wgpu::BindGroupLayoutEntry {
-                    binding: i,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false },
-                    count: None,
-                }
+                texture_entry(i)
             } else {
                 storage_entry(i, i + 1 < bindings)
             }
