@@ -21,6 +21,12 @@
 // loop over the SIMD lanes whose cost is mostly per lane (the first conv of MobileFaceNet at
 // batch 16: 33.5 -> 20.8 ms with quads instead of scalars).
 
+// Shared tiles (CPU adapters): where the runtime sets SHARERS to the driver's thread count, the
+// dispatch has SHARERS x 1 x N workgroups, and each subgroup takes from counters the share of a
+// grid workgroup that one subgroup would have computed there (its lanes the same invocations, so
+// the subgroupBroadcasts share the same values), as the subgroup GEMM takes its tiles
+// (`pointwise_vec4_subgroup.wgsl`): same work, same sums, identical results.
+// tiles = [next unit of range r, at r * SPREAD; SHARERS], zeroed before every run.
 // mfn:constants
 alias stored = f32;
 const C_IN: u32 = 3u;
@@ -55,6 +61,8 @@ const OX_CHUNKS: u32 = (W_OUT + PX - 1u) / PX;
 const TILE_THREADS: u32 = H_OUT * OX_CHUNKS;
 const PX_GROUPS: u32 = (TILE_THREADS + WG - 1u) / WG;
 const TILES: u32 = C_OUT / CO_TILE;
+/// Workgroups of the grid, per sample.
+const GRID: u32 = TILES * PX_GROUPS;
 /// Vectors of 4 output channels in a tile (the last zero-padded); 8 in the packed weights.
 const QUADS: u32 = (CO_TILE + 3u) / 4u;
 const LANES: u32 = 32u;
@@ -269,21 +277,20 @@ fn weights(i: u32, lane: u32) -> Weights {
     );
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+/// Grid workgroup `g`'s invocation `lid` (subgroup lane `lane`) for sample `sample`; `real`: an
+/// invocation of the workgroup (else it stores nothing).
+fn work(g: u32, lid: u32, lane: u32, sample: u32, real: bool) {
     // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute the
     // tile's last pixels again and store nothing.
-    let g = wid.x + wid.y * nwg.x;
     let tile = min(g / PX_GROUPS, TILES - 1u);
     let t0 = (g % PX_GROUPS) * WG + lid;
-    let live = g < TILES * PX_GROUPS && t0 < TILE_THREADS;
+    let live = real && g < TILES * PX_GROUPS && t0 < TILE_THREADS;
     let t = min(t0, TILE_THREADS - 1u);
     let co0 = tile * CO_TILE;
     let oy = t / OX_CHUNKS;
     let ox0 = (t % OX_CHUNKS) * PX;
     let ci0 = (co0 / C_OUT_G) * C_IN_G;
-    let x0 = wid.z * C_IN * H_IN * W_IN;
+    let x0 = sample * C_IN * H_IN * W_IN;
     let ix0 = i32(ox0 * SW) - i32(PAD_L);
     var acc = Tile();
     for (var ci = 0u; ci < C_IN_G; ci++) {
@@ -330,6 +337,56 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc = a;
         }
     }
-    let base = (wid.z * C_OUT) * H_OUT * W_OUT + oy * W_OUT;
+    let base = (sample * C_OUT) * H_OUT * W_OUT + oy * W_OUT;
     put_tile(acc, co0, base, ox0, live);
+}
+
+/// Threads of the driver sharing the tiles (set by the runtime through a pipeline constant); 0:
+/// the workgroup grid gives the tiles.
+override SHARERS: u32 = 0u;
+/// Counters a cache line (64 bytes) apart, so that threads taking units from their own ranges do
+/// not contend for one line.
+const SPREAD: u32 = 16u;
+
+@group(0) @binding(5) var<storage, read_write> tiles: array<atomic<u32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(subgroup_size) lanes: u32) {
+    if SHARERS == 0u {
+        work(wid.x + wid.y * nwg.x, lid, lane, wid.z, true);
+        return;
+    }
+    // Shared tiles: a unit is the share of one grid workgroup that a subgroup computes (lanes
+    // lid = s * lanes + lane); the list runs sample after sample, workgroup after workgroup.
+    // Range r is its r-th SHARERS-th; this workgroup starts on the range of the thread that runs
+    // it (see `pointwise_vec4_subgroup.wgsl`, also for max(SHARERS, 1)).
+    let ranges = max(SHARERS, 1u);
+    let per_wg = (WG + lanes - 1u) / lanes;
+    let per_sample = GRID * per_wg;
+    let total = nwg.z * per_sample;
+    let workgroups = nwg.x * nwg.z;
+    var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
+    // Ranges found empty; every iteration takes a unit or finds one more range empty.
+    var empty = 0u;
+    loop {
+        if empty >= ranges {
+            break;
+        }
+        var taken = 0u;
+        if lane == 0u {
+            taken = atomicAdd(&tiles[r * SPREAD], 1u);
+        }
+        let at = total * r / ranges + subgroupBroadcast(taken, 0u);
+        if at >= total * (r + 1u) / ranges {
+            empty += 1u;
+            r = (r + 1u) % ranges;
+            continue;
+        }
+        let unit = at % per_sample;
+        let l = (unit % per_wg) * lanes + lane;
+        // Lanes past the workgroup's size (subgroups that do not divide it) store nothing.
+        work(unit / per_wg, min(l, WG - 1u), lane, at / per_sample, l < WG);
+    }
 }

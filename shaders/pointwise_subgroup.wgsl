@@ -12,6 +12,12 @@
 // few vector gathers, where a storage-buffer load is a loop over the SIMD lanes);
 // p = [bias; C_OUT] ++ [prelu slope; C_OUT].
 
+// Shared tiles (CPU adapters): where the runtime sets SHARERS to the driver's thread count, the
+// dispatch has SHARERS x 1 x N workgroups, and each subgroup takes from counters the share of a
+// grid workgroup that one subgroup would have computed there (its lanes the same invocations, so
+// the subgroupBroadcasts share the same values), as the subgroup GEMM takes its tiles
+// (`pointwise_vec4_subgroup.wgsl`): same work, same sums, identical results.
+// tiles = [next unit of range r, at r * SPREAD; SHARERS], zeroed before every run.
 // mfn:constants
 alias stored = f32;
 const C_IN: u32 = 8u;
@@ -31,6 +37,8 @@ const CO4: u32 = (C_OUT + 3u) / 4u;
 /// Workgroups across the output channels, and across the pixels.
 const CO_GROUPS: u32 = (CO4 + WG - 1u) / WG;
 const PX_GROUPS: u32 = (HW + PX - 1u) / PX;
+/// Workgroups of the grid, per sample.
+const GRID: u32 = CO_GROUPS * PX_GROUPS;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -168,16 +176,15 @@ fn pixels(ci: u32, at: At) -> Pixels {
     return Pixels(lanes_lo(a), lanes_hi(a), lanes_lo(b), lanes_hi(b));
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+/// Grid workgroup `g`'s invocation `lid` (subgroup lane `lane`) for sample `sample_index`; `real`:
+/// an invocation of the workgroup (else it stores nothing).
+fn work(g: u32, lid: u32, lane: u32, sample_index: u32, real: bool) {
     // The pixels are the workgroup's, the channels the invocation's. Spare invocations compute
     // clamped channels and store nothing.
-    let g = wid.x + wid.y * nwg.x;
     let p0 = (g % PX_GROUPS) * PX;
     let co4 = min(g / PX_GROUPS, CO_GROUPS - 1u) * WG + lid;
-    let live = g < CO_GROUPS * PX_GROUPS && co4 < CO4;
-    let sample = wid.z * C_IN * HW;
+    let live = real && g < CO_GROUPS * PX_GROUPS && co4 < CO4;
+    let sample = sample_index * C_IN * HW;
     let at = At(sample + min(p0 + lane % 8u, HW - 1u), sample + min(p0 + 8u + lane % 8u, HW - 1u), min(co4, CO4 - 1u));
     // Four input channels an iteration: the loop-carried tile is written once per iteration
     // (lavapipe masks every write to a variable that lives across iterations).
@@ -189,8 +196,58 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         t = accumulate(t, C_IN - C_IN % 4u, C_IN % 4u, at);
     }
     let q = quad(4u * min(co4, CO4 - 1u));
-    put(t.m0, co4, q, p0, wid.z, live);
-    put(t.m1, co4, q, p0 + 4u, wid.z, live);
-    put(t.m2, co4, q, p0 + 8u, wid.z, live);
-    put(t.m3, co4, q, p0 + 12u, wid.z, live);
+    put(t.m0, co4, q, p0, sample_index, live);
+    put(t.m1, co4, q, p0 + 4u, sample_index, live);
+    put(t.m2, co4, q, p0 + 8u, sample_index, live);
+    put(t.m3, co4, q, p0 + 12u, sample_index, live);
+}
+
+/// Threads of the driver sharing the tiles (set by the runtime through a pipeline constant); 0:
+/// the workgroup grid gives the tiles.
+override SHARERS: u32 = 0u;
+/// Counters a cache line (64 bytes) apart, so that threads taking units from their own ranges do
+/// not contend for one line.
+const SPREAD: u32 = 16u;
+
+@group(0) @binding(5) var<storage, read_write> tiles: array<atomic<u32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(subgroup_size) lanes: u32) {
+    if SHARERS == 0u {
+        work(wid.x + wid.y * nwg.x, lid, lane, wid.z, true);
+        return;
+    }
+    // Shared tiles: a unit is the share of one grid workgroup that a subgroup computes (lanes
+    // lid = s * lanes + lane); the list runs sample after sample, workgroup after workgroup.
+    // Range r is its r-th SHARERS-th; this workgroup starts on the range of the thread that runs
+    // it (see `pointwise_vec4_subgroup.wgsl`, also for max(SHARERS, 1)).
+    let ranges = max(SHARERS, 1u);
+    let per_wg = (WG + lanes - 1u) / lanes;
+    let per_sample = GRID * per_wg;
+    let total = nwg.z * per_sample;
+    let workgroups = nwg.x * nwg.z;
+    var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
+    // Ranges found empty; every iteration takes a unit or finds one more range empty.
+    var empty = 0u;
+    loop {
+        if empty >= ranges {
+            break;
+        }
+        var taken = 0u;
+        if lane == 0u {
+            taken = atomicAdd(&tiles[r * SPREAD], 1u);
+        }
+        let at = total * r / ranges + subgroupBroadcast(taken, 0u);
+        if at >= total * (r + 1u) / ranges {
+            empty += 1u;
+            r = (r + 1u) % ranges;
+            continue;
+        }
+        let unit = at % per_sample;
+        let l = (unit % per_wg) * lanes + lane;
+        // Lanes past the workgroup's size (subgroups that do not divide it) store nothing.
+        work(unit / per_wg, min(l, WG - 1u), lane, at / per_sample, l < WG);
+    }
 }

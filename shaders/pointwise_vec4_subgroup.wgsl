@@ -36,7 +36,8 @@
 // contiguous share of the tile list, its samples in that thread's caches) and then those left in
 // the other ranges; the workgroups after it find every range taken. Same tiles, same sums: the
 // results are identical.
-// tiles = [next tile of range r; SHARERS], zeroed before every run (one slot per dispatch).
+// tiles = [next tile of range r, at r * SPREAD; SHARERS], zeroed before every run (one slot per
+// dispatch).
 
 // mfn:constants
 alias stored = f32;
@@ -237,6 +238,9 @@ fn touch(x_at: u32, first: u32, ci: u32) -> f32 {
 /// Threads of the driver sharing the tiles (set by the runtime through a pipeline constant); 0:
 /// the workgroup grid is the tile grid.
 override SHARERS: u32 = 0u;
+/// Counters a cache line (64 bytes) apart, so that threads taking tiles from their own ranges do
+/// not contend for one line.
+const SPREAD: u32 = 16u;
 
 @group(0) @binding(5) var<storage, read_write> tiles: array<atomic<u32>>;
 
@@ -315,7 +319,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let end = total * (r + 1u) / ranges;
         var taken = 0u;
         if lane == 0u {
-            taken = atomicAdd(&tiles[r], 1u);
+            taken = atomicAdd(&tiles[r * SPREAD], 1u);
         }
         let at = total * r / ranges + subgroupBroadcast(taken, 0u);
         if at >= end {

@@ -142,7 +142,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     println!("warm cores: {warm} idle-priority threads keep the CPUs busy during runs (CPU adapter; --no-warm-cores to let them halt)");
                 }
                 if sharers > 0 {
-                    println!("shared tiles: the subgroup GEMMs' tiles are shared among {sharers} driver threads (CPU adapter; --no-shared-tiles for fixed shares)");
+                    println!("shared tiles: the GEMMs', convolutions' and depthwise kernels' tiles are shared among {sharers} driver threads (CPU adapter; --no-shared-tiles for fixed shares)");
                 }
             }
         }

@@ -544,24 +544,33 @@ fn loop_bounding_and_warm_cores_change_no_result() {
     assert_eq!(results[0], results[1]);
 }
 
-/// Shared tiles (the subgroup GEMMs' tiles taken from counters by the driver's threads, on any
-/// number of threads, 64 at most) change no result: the same tiles, the same sums. A batch of 5 in
-/// submissions of 2 checks that every submission starts from zeroed counters.
+/// Shared tiles (the tiles of the subgroup GEMMs and convolutions, and the depthwise 3x3 kernels'
+/// bands, taken from counters by the driver's threads, on any number of threads, 16 at most)
+/// change no result: the same tiles, the same sums. A batch of 5 in submissions of 2 checks that
+/// every submission starts from zeroed counters; the layers cover every kernel kind that shares,
+/// the depthwise ones both templates (rows of a multiple of 4 and not) and both strides; the last
+/// run has no subgroups (the depthwise kernels share all the same).
 #[test]
 fn shared_tiles_change_no_result() {
     let mut net = Net::new(16, &[8, 12, 12]);
-    net.conv(ConvSpec::new(40, 1)).conv(ConvSpec::new(16, 1));
+    net.conv(ConvSpec::new(16, 3).same(1)).conv(ConvSpec::new(40, 1)).conv(ConvSpec::new(40, 3).group(Group::Depthwise).same(1)).conv(ConvSpec::new(16, 1));
+    net.conv(ConvSpec::new(16, 3).group(Group::Depthwise).stride(2).pad(Pad::Explicit([1, 1, 2, 2])));
+    net.conv(ConvSpec::new(16, 3).group(Group::Depthwise).same(1)).conv(ConvSpec::new(24, 1));
     let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
-    assert!(program.kernels.iter().any(|k| k.tile_counters().is_some()), "no kernel with tile counters: {:?}", program.kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    let templates: Vec<&str> = program.kernels.iter().filter(|k| k.tile_counters().is_some()).map(|k| k.template.as_str()).collect();
+    for template in ["conv2d", "pointwise_vec4", "depthwise3x3_vec4", "depthwise3x3", "pointwise"] {
+        assert!(templates.contains(&template), "no {template} kernel with tile counters: {:?}", program.kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    }
     let input = Rng::new(11).normal_vec(5 * 8 * 12 * 12, 1.0);
     let mut results = Vec::new();
-    for sharers in [Some(0), None, Some(3), Some(7), Some(100)] {
-        let options = SessionOptions { max_batch: 2, tile_sharers: sharers, ..Default::default() };
+    for (sharers, subgroups) in [(Some(0), true), (None, true), (Some(3), true), (Some(7), true), (Some(100), true), (Some(2), false)] {
+        let options = SessionOptions { max_batch: 2, tile_sharers: sharers, subgroups, ..Default::default() };
         let Some(session) = common::session_with(&program, &options) else { return };
         let cpu = session.adapter_info().device_type == mfn_runtime::wgpu::DeviceType::Cpu;
         let wanted = sharers.unwrap_or(if cpu { mfn_runtime::driver_threads() } else { 0 });
-        // At most 64 threads share (one counter each in a dispatch's slot).
-        let expected = if session.subgroups() && wanted > 1 { wanted.min(64) } else { 0 };
+        // At most 16 threads share (one counter each, a cache line apart, in a dispatch's slot);
+        // without subgroups the depthwise kernels still do.
+        let expected = if wanted > 1 { wanted.min(16) } else { 0 };
         assert_eq!(session.tile_sharers(), expected, "tile sharers on {} asked {sharers:?}", session.adapter());
         results.push(session.run(&input).expect("runs"));
     }

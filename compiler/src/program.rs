@@ -105,15 +105,29 @@ impl Kernel {
         i < 32 && self.textures & (1 << i) != 0
     }
 
-    /// The binding of the tile counters, where the kernel's subgroup variant can share its tiles
-    /// among the threads of a CPU adapter's driver: one past the output (read-write storage, one
-    /// `u32` a thread, zero before every run). The runtime binds it and sets [`TILE_SHARERS`] to
-    /// the number of threads, and then dispatches that many workgroups per sample instead of
-    /// [`Step::workgroups`]; with the constant at 0 (its default) the variant computes the grid's
-    /// tiles as usual and never touches the binding. Only the subgroup vec4 GEMM
-    /// (`pointwise_vec4_subgroup.wgsl`) has one.
+    /// The binding of the tile counters, where the kernel can share its tiles among the threads
+    /// of a CPU adapter's driver: one past the output (read-write storage, one `u32` a thread,
+    /// 64 bytes apart, zero before every run). The runtime binds it and, where the variant it runs
+    /// shares ([`Kernel::shares_tiles`]), sets [`TILE_SHARERS`] to the number of threads and
+    /// dispatches that many workgroups per sample instead of [`Step::workgroups`]; with the
+    /// constant at 0 (its default) the kernel computes the grid's tiles as usual and never touches
+    /// the binding. The subgroup variants of the GEMMs and direct convolutions
+    /// (`pointwise_vec4_subgroup.wgsl`, `pointwise_subgroup.wgsl`, `conv2d_subgroup.wgsl`: a tile
+    /// per subgroup) and the depthwise 3x3 kernels (`depthwise3x3.wgsl`, `depthwise3x3_vec4.wgsl`,
+    /// a band per invocation) have one.
     pub fn tile_counters(&self) -> Option<u32> {
-        (self.template == "pointwise_vec4" && self.subgroup_wgsl.is_some()).then_some(self.bindings)
+        (self.shares_tiles(true) || self.shares_tiles(false)).then_some(self.bindings)
+    }
+
+    /// Whether the variant of the kernel that runs (the subgroup variant where `subgroups`, else
+    /// the plain one) has the [`TILE_SHARERS`] constant: the subgroup variants of the GEMMs and
+    /// direct convolutions, and the depthwise 3x3 kernels (which have no subgroup variant) always.
+    pub fn shares_tiles(&self, subgroups: bool) -> bool {
+        match self.template.as_str() {
+            "pointwise_vec4" | "pointwise" | "conv2d" => subgroups && self.subgroup_wgsl.is_some(),
+            "depthwise3x3" | "depthwise3x3_vec4" => true,
+            _ => false,
+        }
     }
 }
 

@@ -148,7 +148,7 @@ impl Session {
     /// reach the GPU in the order it encoded them (one queue does that), and a session that
     /// encodes into a host's frames must not also [`Session::run`] on another thread: the host's
     /// submission could land between that run's upload and its dispatches. Where the session
-    /// shares its GEMMs' tiles ([`Session::tile_sharers`]), the recording starts by zeroing
+    /// shares its kernels' tiles ([`Session::tile_sharers`]), the recording starts by zeroing
     /// their counters.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, input: Input<'_>, output: &wgpu::Buffer) -> Result<()> {
         let batch = self.encode_model(encoder, input)?;

@@ -43,12 +43,12 @@ pub struct SessionOptions {
     /// without it pipeline creation takes 0.6 of the time on lavapipe. Set it for a `.mfn` file
     /// from a source you do not trust. Bounds checks of buffer and texture accesses stay either way.
     pub loop_bounding: bool,
-    /// Threads of a CPU adapter's driver among which the subgroup GEMMs share their tiles
-    /// ([`mfn_compiler::Kernel::tile_counters`]): each thread starts on its own share and then
-    /// takes what the others have left, so that a fast core does not wait for a slow one at every
-    /// dispatch. `None`: on a CPU adapter, the driver's thread count ([`crate::driver_threads`]),
+    /// Threads of a CPU adapter's driver among which the subgroup GEMMs and the depthwise 3x3
+    /// kernels share their tiles ([`mfn_compiler::Kernel::tile_counters`]): each thread starts on
+    /// its own share and then takes what the others have left, so that a fast core does not wait
+    /// for a slow one at every dispatch. `None`: on a CPU adapter, the driver's thread count ([`crate::driver_threads`]),
     /// elsewhere none; `Some(0)`: none (the workgroup grid gives the tiles, as on GPUs);
-    /// `Some(n)`: n (at most 64), on any adapter (results are identical either way). Default: `None`, or
+    /// `Some(n)`: n (at most 16), on any adapter (results are identical either way). Default: `None`, or
     /// `$MFN_TILE_SHARERS` where set.
     pub tile_sharers: Option<u32>,
 }
@@ -82,7 +82,7 @@ struct Build<'a> {
     cache_dir: Option<&'a Path>,
     subgroups: bool,
     loop_bounding: bool,
-    /// Threads sharing the subgroup GEMMs' tiles, 0 for none ([`SessionOptions::tile_sharers`]).
+    /// Threads sharing the kernels' tiles, 0 for none ([`SessionOptions::tile_sharers`]).
     tile_sharers: u32,
 }
 
@@ -115,7 +115,7 @@ pub struct Session {
     lost: Arc<Mutex<Option<String>>>,
     /// Idle-priority threads that keep the CPUs busy during runs on a CPU adapter.
     warm: Option<WarmCores>,
-    /// The tile counters of the dispatches that share their tiles (a slot of 256 bytes each),
+    /// The tile counters of the dispatches that share their tiles (a slot of 1 KiB each),
     /// cleared at the start of every encoder; `None` where no dispatch shares.
     pub(crate) tile_counters: Option<wgpu::Buffer>,
     tile_sharers: u32,
@@ -180,9 +180,11 @@ impl Session {
         how: Build<'_>,
     ) -> Result<Session> {
         let Build { cache_dir, subgroups, loop_bounding, tile_sharers } = how;
-        // A single thread has nothing to share; the plain kernels have no counters; a slot holds
-        // the counters of at most 64 threads (a counter out of its binding would never grow).
-        let tile_sharers = if subgroups && tile_sharers > 1 { tile_sharers.min(MAX_TILE_SHARERS) } else { 0 };
+        // A single thread has nothing to share, nor a program whose kernels (in the variants that
+        // run) have no counters; a slot holds the counters of at most 16 threads (a counter out of
+        // its binding would never grow).
+        let shares = program.kernels.iter().any(|k| k.shares_tiles(subgroups));
+        let tile_sharers = if shares && tile_sharers > 1 { tile_sharers.min(MAX_TILE_SHARERS) } else { 0 };
         let scopes = Scopes::push(&device);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let precision = program.precision;
@@ -209,8 +211,8 @@ impl Session {
             layouts.entry(layout_key(k)).or_insert_with(|| kernel_layout(&device, k));
         }
         let pipelines = create_pipelines(&device, program, &layouts, Variant { subgroups, loop_bounding, tile_sharers }, disk_cache.as_ref().map(|c| &c.cache))?;
-        // One 256-byte slot (the largest offset alignment WebGPU allows) for each dispatch of a
-        // kernel with tile counters.
+        // One slot (a multiple of the largest offset alignment WebGPU allows) for each dispatch of
+        // a kernel with tile counters.
         let sharing = |step: &&mfn_compiler::Step| program.kernels[step.kernel].tile_counters().is_some();
         let slots = program.steps.iter().filter(sharing).count() as u64;
         // Bound even where the grid gives the tiles (the counters then stay untouched).
@@ -246,7 +248,7 @@ impl Session {
                     .collect();
                 let mut workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
                 if let (Some(binding), Some(counters)) = (kernel.tile_counters(), &counters) {
-                    if tile_sharers > 0 {
+                    if tile_sharers > 0 && kernel.shares_tiles(subgroups) {
                         // One workgroup per thread and sample: the kernel takes its tiles from
                         // the counters.
                         workgroups = [tile_sharers, 1];
@@ -298,8 +300,9 @@ impl Session {
         self.warm.as_ref().map_or(0, WarmCores::threads)
     }
 
-    /// Threads among which the subgroup GEMMs share their tiles ([`SessionOptions::tile_sharers`]);
-    /// 0 where the workgroup grid gives the tiles (GPUs, a host's device, the plain kernels).
+    /// Threads among which the subgroup GEMMs and the depthwise 3x3 kernels share their tiles
+    /// ([`SessionOptions::tile_sharers`]); 0 where the workgroup grid gives the tiles (GPUs, a
+    /// host's device, programs with no such kernel).
     pub fn tile_sharers(&self) -> u32 {
         self.tile_sharers
     }
@@ -544,14 +547,15 @@ fn create_pipelines(
                 checks.force_loop_bounding = false;
                 // SAFETY: the one check left out is loop bounding, which requires that no loop
                 // runs forever. Every loop of the compiler's templates counts up to a bound fixed
-                // by the kernel's constants or its buffer sizes, but the shared-tile loop of the
-                // subgroup GEMM, whose every iteration takes one of a finite number of tiles from a
-                // counter that only grows or finds one more of its SHARERS ranges empty
+                // by the kernel's constants or its buffer sizes, but the shared-tile loops of the
+                // subgroup GEMM and the depthwise 3x3 kernels, whose every iteration takes one of a
+                // finite number of tiles from a counter that only grows or finds one more of its
+                // SHARERS ranges empty
                 // (SessionOptions::loop_bounding keeps the check for kernels of other origins).
                 unsafe { device.create_shader_module_trusted(source, checks) }
             };
             let sharers = [(mfn_compiler::TILE_SHARERS, f64::from(tile_sharers))];
-            let constants: &[(&str, f64)] = if subgroups && k.tile_counters().is_some() { &sharers } else { &[] };
+            let constants: &[(&str, f64)] = if k.shares_tiles(subgroups) { &sharers } else { &[] };
             made.push((i, compute_pipeline(device, &k.name, &layouts[&layout_key(k)], &module, constants, cache)));
         }
         scopes.check("session creation (pipelines)")?;
@@ -615,12 +619,12 @@ impl Resident {
     }
 }
 
-/// Bytes of a dispatch's tile counters (one u32 a thread), a multiple of every storage-buffer
-/// offset alignment WebGPU allows.
-const TILE_SLOT: u64 = 256;
+/// Bytes of a dispatch's tile counters (one u32 a thread, a cache line of 64 bytes each: the
+/// templates' SPREAD), a multiple of every storage-buffer offset alignment WebGPU allows.
+const TILE_SLOT: u64 = 1024;
 
 /// Most threads that share tiles: one counter each in a slot.
-const MAX_TILE_SHARERS: u32 = (TILE_SLOT / 4) as u32;
+const MAX_TILE_SHARERS: u32 = (TILE_SLOT / 64) as u32;
 
 /// Which kernels [`create_pipelines`] builds, and how.
 #[derive(Clone, Copy)]

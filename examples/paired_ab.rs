@@ -1,0 +1,86 @@
+//! A paired A/B of one session option on a machine whose speed drifts: two sessions of the same
+//! model in one process, A with the option off and B with it on (as by default), run one after
+//! the other, in alternating order, pair after pair. Each pair's two runs are tens of
+//! milliseconds apart, so a drift of the machine's speed over seconds or minutes (a virtual
+//! machine's vCPUs, a laptop's clock) slows both alike; the geometric mean of the pairs' ratios
+//! measures the option. Alternating whole benchmark runs, seconds apart, measured the same
+//! changes with rounds from 0.66 to 1.35 on the 2-core machine of the README's figures.
+//!
+//! ```sh
+//! cargo run --release --example paired_ab -- [OPTION] [MODEL] [BATCH] [PAIRS]
+//! ```
+//! OPTION is `shared-tiles` (default), `warm-cores` or `subgroups`; MODEL an .onnx or .mfn path
+//! or `synthetic[:VARIANT]` (default: the pretrained model in ../shared where present, else the
+//! generated MobileFaceNet); BATCH defaults to 1, PAIRS to 300. The two sessions' outputs must be
+//! bit-identical: the options change speed, never results.
+
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use mfn_runtime::{Session, SessionOptions};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let option = args.next().unwrap_or_else(|| "shared-tiles".into());
+    let model = match args.next() {
+        Some(spec) => mfn::program_from_bytes(&mfn::load_model(&spec)?, &spec)?.program,
+        None => {
+            let (bytes, name) = mfn::default_model();
+            println!("model: {name}");
+            mfn::program_from_bytes(&bytes, &name)?.program
+        }
+    };
+    let batch: usize = args.next().map(|b| b.parse()).transpose().context("BATCH must be a number")?.unwrap_or(1);
+    let pairs: usize = args.next().map(|p| p.parse()).transpose().context("PAIRS must be a number")?.unwrap_or(300);
+    ensure!(batch > 0 && pairs > 0, "BATCH and PAIRS must be at least 1");
+
+    let on = SessionOptions { max_batch: batch, ..Default::default() };
+    let off = match option.as_str() {
+        "shared-tiles" => SessionOptions { tile_sharers: Some(0), ..on.clone() },
+        "warm-cores" => SessionOptions { warm_cores: false, ..on.clone() },
+        "subgroups" => SessionOptions { subgroups: false, ..on.clone() },
+        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups)"),
+    };
+    let a = Session::new(&model, &off)?;
+    let b = Session::new(&model, &on)?;
+    println!("adapter: {}", b.adapter());
+    println!(
+        "A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {})",
+        b.tile_sharers(),
+        b.warm_cores(),
+        b.subgroups()
+    );
+
+    let elements: usize = model.input.shape.iter().product::<usize>() * batch;
+    let input: Vec<f32> = (0..elements).map(|i| (i * 7919 % 256) as f32).collect();
+    ensure!(a.run(&input)? == b.run(&input)?, "the two sessions' outputs differ");
+    for _ in 0..3 {
+        a.run(&input)?;
+        b.run(&input)?;
+    }
+    let time = |s: &Session| -> Result<f64> {
+        let start = Instant::now();
+        s.run(&input)?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let (x, y) = if i % 2 == 0 { (time(&a)?, time(&b)?) } else { let y = time(&b)?; (time(&a)?, y) };
+        ta.push(x);
+        tb.push(y);
+        ratios.push(y / x);
+    }
+    let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / pairs as f64).exp();
+    println!(
+        "batch {batch}, {pairs} pairs: A median {:.2} ms, B median {:.2} ms; B/A geometric mean {geomean:.3}, median {:.3}",
+        median(&mut ta),
+        median(&mut tb),
+        median(&mut ratios)
+    );
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
