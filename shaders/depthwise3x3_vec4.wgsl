@@ -252,30 +252,40 @@ const SPREAD: u32 = 16u;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    if SHARERS == 0u {
-        band((wid.x + wid.y * nwg.x) * WG + lid, wid.z);
-        return;
-    }
     // Shared bands: the list runs sample after sample; range r is its r-th SHARERS-th, and this
     // workgroup starts on the range of the thread that runs it (lavapipe gives thread r the r-th
     // contiguous share of the workgroups, in the order x, then z). Every invocation takes its own
-    // band from the counter (max: see `pointwise_vec4_subgroup.wgsl`).
+    // band from the counter.
+    // SHARERS itself, kept from 0 so that the divisions below stay valid where the constant is 0
+    // (naga rejects a division by a constant zero).
     let ranges = max(SHARERS, 1u);
     let total = nwg.z * THREADS;
     let workgroups = nwg.x * nwg.z;
     var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
-    // Ranges found empty; every iteration takes a band or finds one more range empty.
+    // Ranges found empty; every iteration takes a band or finds one more range empty (on the
+    // grid, one iteration). The body is called once, in this loop, for both: a second call would
+    // double the shader the driver compiles before it drops the path that the constant rules out.
     var empty = 0u;
     loop {
         if empty >= ranges {
             break;
         }
-        let at = total * r / ranges + atomicAdd(&tiles[r * SPREAD], 1u);
-        if at >= total * (r + 1u) / ranges {
-            empty += 1u;
-            r = (r + 1u) % ranges;
-            continue;
+        var t: u32;
+        var sample: u32;
+        if SHARERS == 0u {
+            t = (wid.x + wid.y * nwg.x) * WG + lid;
+            sample = wid.z;
+            empty = ranges;
+        } else {
+            let at = total * r / ranges + atomicAdd(&tiles[r * SPREAD], 1u);
+            if at >= total * (r + 1u) / ranges {
+                empty += 1u;
+                r = (r + 1u) % ranges;
+                continue;
+            }
+            t = at % THREADS;
+            sample = at / THREADS;
         }
-        band(at % THREADS, at / THREADS);
+        band(t, sample);
     }
 }

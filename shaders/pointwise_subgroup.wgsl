@@ -215,39 +215,51 @@ const SPREAD: u32 = 16u;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
         @builtin(subgroup_size) lanes: u32) {
-    if SHARERS == 0u {
-        work(wid.x + wid.y * nwg.x, lid, lane, wid.z, true);
-        return;
-    }
     // Shared tiles: a unit is the share of one grid workgroup that a subgroup computes (lanes
     // lid = s * lanes + lane); the list runs sample after sample, workgroup after workgroup.
     // Range r is its r-th SHARERS-th; this workgroup starts on the range of the thread that runs
-    // it (see `pointwise_vec4_subgroup.wgsl`, also for max(SHARERS, 1)).
+    // it (see `pointwise_vec4_subgroup.wgsl`).
+    // SHARERS itself, kept from 0 so that the divisions below stay valid where the constant is 0
+    // (naga rejects a division by a constant zero).
     let ranges = max(SHARERS, 1u);
     let per_wg = (WG + lanes - 1u) / lanes;
     let per_sample = GRID * per_wg;
     let total = nwg.z * per_sample;
     let workgroups = nwg.x * nwg.z;
     var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
-    // Ranges found empty; every iteration takes a unit or finds one more range empty.
+    // Ranges found empty; every iteration takes a unit or finds one more range empty (on the
+    // grid, one iteration). The body is called once, in this loop, for both: a second call would
+    // double the shader the driver compiles before it drops the path that the constant rules out.
     var empty = 0u;
     loop {
         if empty >= ranges {
             break;
         }
-        var taken = 0u;
-        if lane == 0u {
-            taken = atomicAdd(&tiles[r * SPREAD], 1u);
+        var g: u32;
+        var l: u32;
+        var sample: u32;
+        if SHARERS == 0u {
+            g = wid.x + wid.y * nwg.x;
+            l = lid;
+            sample = wid.z;
+            empty = ranges;
+        } else {
+            var taken = 0u;
+            if lane == 0u {
+                taken = atomicAdd(&tiles[r * SPREAD], 1u);
+            }
+            let at = total * r / ranges + subgroupBroadcast(taken, 0u);
+            if at >= total * (r + 1u) / ranges {
+                empty += 1u;
+                r = (r + 1u) % ranges;
+                continue;
+            }
+            let unit = at % per_sample;
+            g = unit / per_wg;
+            l = (unit % per_wg) * lanes + lane;
+            sample = at / per_sample;
         }
-        let at = total * r / ranges + subgroupBroadcast(taken, 0u);
-        if at >= total * (r + 1u) / ranges {
-            empty += 1u;
-            r = (r + 1u) % ranges;
-            continue;
-        }
-        let unit = at % per_sample;
-        let l = (unit % per_wg) * lanes + lane;
         // Lanes past the workgroup's size (subgroups that do not divide it) store nothing.
-        work(unit / per_wg, min(l, WG - 1u), lane, at / per_sample, l < WG);
+        work(g, min(l, WG - 1u), lane, sample, l < WG);
     }
 }

@@ -289,46 +289,57 @@ fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
         @builtin(subgroup_size) lanes: u32) {
-    if SHARERS == 0u {
-        // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute a
-        // clamped pixel vec4 and store nothing; a subgroup with no live pixel computes nothing
-        // (the last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations, has one such
-        // subgroup of 4 on lavapipe: about 1.1 times as fast), and its lanes skip the loop together.
-        let g = wid.x + wid.y * nwg.x;
-        let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
-        tile(block, (g % PX_GROUPS) * WG + lid, wid.z, lane, g < CO_BLOCKS * PX_GROUPS);
-        return;
-    }
     // Shared tiles: a subgroup's `lanes` pixel vec4s of one block of output channels of one
     // sample; the list runs sample after sample, block after block. Range r is its r-th
     // SHARERS-th; this workgroup starts on the range of the thread that runs it (lavapipe gives
     // thread r the r-th contiguous share of the workgroups, in the order x, then z).
     // SHARERS itself, kept from 0 so that the divisions below stay valid where the constant is 0
-    // and this branch is dead (naga rejects a division by a constant zero).
+    // (naga rejects a division by a constant zero).
     let ranges = max(SHARERS, 1u);
     let per_block = (HW4 + lanes - 1u) / lanes;
     let total = nwg.z * CO_BLOCKS * per_block;
     let workgroups = nwg.x * nwg.z;
     var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
-    // Ranges found empty; every iteration takes a tile or finds one more range empty.
+    // Ranges found empty; every iteration takes a tile or finds one more range empty (on the
+    // grid, one iteration). The body is called once, in this loop, for both: a second call would
+    // double the shader the driver compiles before it drops the path that the constant rules out.
     var empty = 0u;
     loop {
         if empty >= ranges {
             break;
         }
-        let end = total * (r + 1u) / ranges;
-        var taken = 0u;
-        if lane == 0u {
-            taken = atomicAdd(&tiles[r * SPREAD], 1u);
+        var block: u32;
+        var q: u32;
+        var sample: u32;
+        var live = true;
+        if SHARERS == 0u {
+            // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute
+            // a clamped pixel vec4 and store nothing; a subgroup with no live pixel computes
+            // nothing (the last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations, has
+            // one such subgroup of 4 on lavapipe: about 1.1 times as fast), and its lanes skip the
+            // loop together.
+            let g = wid.x + wid.y * nwg.x;
+            block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
+            q = (g % PX_GROUPS) * WG + lid;
+            sample = wid.z;
+            live = g < CO_BLOCKS * PX_GROUPS;
+            empty = ranges;
+        } else {
+            var taken = 0u;
+            if lane == 0u {
+                taken = atomicAdd(&tiles[r * SPREAD], 1u);
+            }
+            let at = total * r / ranges + subgroupBroadcast(taken, 0u);
+            if at >= total * (r + 1u) / ranges {
+                empty += 1u;
+                r = (r + 1u) % ranges;
+                continue;
+            }
+            sample = at / (CO_BLOCKS * per_block);
+            let rest = at % (CO_BLOCKS * per_block);
+            block = rest / per_block;
+            q = (rest % per_block) * lanes + lane;
         }
-        let at = total * r / ranges + subgroupBroadcast(taken, 0u);
-        if at >= end {
-            empty += 1u;
-            r = (r + 1u) % ranges;
-            continue;
-        }
-        let sample = at / (CO_BLOCKS * per_block);
-        let rest = at % (CO_BLOCKS * per_block);
-        tile(rest / per_block, (rest % per_block) * lanes + lane, sample, lane, true);
+        tile(block, q, sample, lane, live);
     }
 }
