@@ -43,13 +43,14 @@ pub struct SessionOptions {
     /// without it pipeline creation takes 0.6 of the time on lavapipe. Set it for a `.mfn` file
     /// from a source you do not trust. Bounds checks of buffer and texture accesses stay either way.
     pub loop_bounding: bool,
-    /// Threads of a CPU adapter's driver among which the subgroup GEMMs and the depthwise 3x3
-    /// kernels share their tiles ([`mfn_compiler::Kernel::tile_counters`]): each thread starts on
-    /// its own share and then takes what the others have left, so that a fast core does not wait
-    /// for a slow one at every dispatch. `None`: on a CPU adapter, the driver's thread count ([`crate::driver_threads`]),
-    /// elsewhere none; `Some(0)`: none (the workgroup grid gives the tiles, as on GPUs);
-    /// `Some(n)`: n (at most 16), on any adapter (results are identical either way). Default: `None`, or
-    /// `$MFN_TILE_SHARERS` where set.
+    /// Threads of a CPU adapter's driver among which the kernels that can (the subgroup GEMMs and
+    /// convolutions, the depthwise 3x3 kernels: [`mfn_compiler::Kernel::tile_counters`]) share
+    /// their tiles: each thread starts on its own share and then takes what the others have left,
+    /// so that a fast core does not wait for a slow one at every dispatch. `None`: on a CPU
+    /// adapter, the driver's thread count ([`crate::driver_threads`]), elsewhere none; `Some(0)`:
+    /// none (the workgroup grid gives the tiles, as on GPUs); `Some(n)`: n (at most 16), on any
+    /// adapter (results are identical either way). Default: `None`, or `$MFN_TILE_SHARERS` where
+    /// set.
     pub tile_sharers: Option<u32>,
 }
 
@@ -300,9 +301,9 @@ impl Session {
         self.warm.as_ref().map_or(0, WarmCores::threads)
     }
 
-    /// Threads among which the subgroup GEMMs and the depthwise 3x3 kernels share their tiles
-    /// ([`SessionOptions::tile_sharers`]); 0 where the workgroup grid gives the tiles (GPUs, a
-    /// host's device, programs with no such kernel).
+    /// Threads among which the kernels that can share their tiles ([`SessionOptions::tile_sharers`]);
+    /// 0 where the workgroup grid gives the tiles (GPUs, a host's device, programs with no such
+    /// kernel).
     pub fn tile_sharers(&self) -> u32 {
         self.tile_sharers
     }
