@@ -44,10 +44,10 @@ pub struct GpuArgs {
     /// $MFN_WARM_CORES is 0).
     #[arg(long)]
     no_warm_cores: bool,
-    /// On a CPU adapter (lavapipe), let the driver's threads compute fixed shares of each GEMM and
-    /// depthwise kernel instead of sharing its tiles, the fast cores taking what the slow ones have
-    /// not reached (default: shared among as many threads as the driver runs, unless
-    /// $MFN_TILE_SHARERS is 0).
+    /// On a CPU adapter (lavapipe), let the driver's threads compute fixed shares of every
+    /// dispatch instead of sharing the tiles of the GEMMs, convolutions and depthwise kernels, the
+    /// fast cores taking what the slow ones have not reached (default: shared among as many threads
+    /// as the driver runs, unless $MFN_TILE_SHARERS is 0).
     #[arg(long)]
     no_shared_tiles: bool,
     /// Build the kernels with wgpu's loop bounding, for an .mfn file from a source you do not

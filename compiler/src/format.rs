@@ -16,7 +16,8 @@ pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// storage precision and whether the model normalises its own input. 4: kernels say which bindings
 /// are textures, weights whether they are one. 5: the subgroup vec4 GEMM can share its tiles
 /// among a CPU driver's threads (a tile-counter binding past its output, [`crate::Kernel::tile_counters`]).
-/// 6: so can the depthwise 3x3 kernels, and the counters are 64 bytes apart.
+/// 6: so can the depthwise 3x3 kernels and the subgroup pointwise and conv2d kernels, and the
+/// counters are 64 bytes apart.
 pub const VERSION: u32 = 6;
 const HEADER: usize = 8 + 4 + 8 + 4;
 

@@ -548,11 +548,11 @@ fn create_pipelines(
                 checks.force_loop_bounding = false;
                 // SAFETY: the one check left out is loop bounding, which requires that no loop
                 // runs forever. Every loop of the compiler's templates counts up to a bound fixed
-                // by the kernel's constants or its buffer sizes, but the shared-tile loops of the
-                // subgroup GEMM and the depthwise 3x3 kernels, whose every iteration takes one of a
-                // finite number of tiles from a counter that only grows or finds one more of its
-                // SHARERS ranges empty
-                // (SessionOptions::loop_bounding keeps the check for kernels of other origins).
+                // by the kernel's constants or its buffer sizes, but the shared-tile loops
+                // (Kernel::tile_counters), whose every iteration takes one of a finite number of
+                // tiles from a counter that only grows or finds one more of its SHARERS ranges
+                // empty (SessionOptions::loop_bounding keeps the check for kernels of other
+                // origins).
                 unsafe { device.create_shader_module_trusted(source, checks) }
             };
             let sharers = [(mfn_compiler::TILE_SHARERS, f64::from(tile_sharers))];
@@ -620,12 +620,16 @@ impl Resident {
     }
 }
 
-/// Bytes of a dispatch's tile counters (one u32 a thread, a cache line of 64 bytes each: the
-/// templates' SPREAD), a multiple of every storage-buffer offset alignment WebGPU allows.
+/// Bytes of a dispatch's tile counters, a multiple of every storage-buffer offset alignment WebGPU
+/// allows.
 const TILE_SLOT: u64 = 1024;
 
+/// Bytes between two threads' counters: a cache line (the templates' SPREAD of 16 `u32`s), so
+/// that threads taking tiles from their own ranges do not contend for one line.
+const COUNTER_BYTES: u64 = 64;
+
 /// Most threads that share tiles: one counter each in a slot.
-const MAX_TILE_SHARERS: u32 = (TILE_SLOT / 64) as u32;
+const MAX_TILE_SHARERS: u32 = (TILE_SLOT / COUNTER_BYTES) as u32;
 
 /// Which kernels [`create_pipelines`] builds, and how.
 #[derive(Clone, Copy)]
