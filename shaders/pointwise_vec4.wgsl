@@ -179,12 +179,14 @@ fn finish(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // The tile is the workgroup's; the half of its channels and the two pixel vec4s the
-    // invocation's. Spare invocations compute clamped pixel vec4s and store nothing.
+    // invocation's. Spare invocations compute clamped pixel vec4s and store nothing. Tile g is
+    // block g % CO_BLOCKS of pixel group g / CO_BLOCKS: the blocks that read the same inputs
+    // come one after another (see `pointwise_vec4_subgroup.wgsl`).
     let g = wid.x + wid.y * nwg.x;
     let live = g < CO_BLOCKS * PX_GROUPS;
-    let block = min(g / PX_GROUPS, CO_BLOCKS - 1u);
+    let block = g % CO_BLOCKS;
     let half = lid / (WG / 2u);
-    let q0 = (g % PX_GROUPS) * WG + lid % (WG / 2u);
+    let q0 = min(g / CO_BLOCKS, PX_GROUPS - 1u) * WG + lid % (WG / 2u);
     let q1 = q0 + WG / 2u;
     let x_at = wid.z * C_IN * HW4;
     let at = At(x_at + min(q0, HW4 - 1u), x_at + min(q1, HW4 - 1u), vec2(half * 16u, block * CI4));
