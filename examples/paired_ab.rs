@@ -13,6 +13,11 @@
 //! or `synthetic[:VARIANT]` (default: the pretrained model in ../shared where present, else the
 //! generated MobileFaceNet); BATCH defaults to 1, PAIRS to 300. The two sessions' outputs must be
 //! bit-identical: the options change speed, never results.
+//!
+//! OPTION `patch=FILE` measures a change of the kernels without a second build: B runs the
+//! program with FILE's replacements applied to every kernel's WGSL (both variants), A the program
+//! as compiled. FILE holds `FROM`, a line `-----`, `TO`, and further replacements after a line
+//! `=====`; the largest difference between A's and B's outputs is reported.
 
 use std::time::Instant;
 
@@ -35,6 +40,10 @@ fn main() -> Result<()> {
     ensure!(batch > 0 && pairs > 0, "BATCH and PAIRS must be at least 1");
 
     let on = SessionOptions { max_batch: batch, ..Default::default() };
+    if let Some(file) = option.strip_prefix("patch=") {
+        let patched = patched(&model, file)?;
+        return pairs_of(&Session::new(&model, &on)?, &Session::new(&patched, &on)?, &model, batch, pairs, false);
+    }
     let off = match option.as_str() {
         "shared-tiles" => SessionOptions { tile_sharers: Some(0), ..on.clone() },
         "warm-cores" => SessionOptions { warm_cores: false, ..on.clone() },
@@ -43,17 +52,42 @@ fn main() -> Result<()> {
     };
     let a = Session::new(&model, &off)?;
     let b = Session::new(&model, &on)?;
-    println!("adapter: {}", b.adapter());
-    println!(
-        "A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {})",
-        b.tile_sharers(),
-        b.warm_cores(),
-        b.subgroups()
-    );
+    println!("A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {})", b.tile_sharers(), b.warm_cores(), b.subgroups());
+    pairs_of(&a, &b, &model, batch, pairs, true)
+}
 
+/// `model` with the replacements of `file` (see the module's documentation) in its kernels.
+fn patched(model: &mfn_compiler::Program, file: &str) -> Result<mfn_compiler::Program> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("patch file {file}"))?;
+    let mut program = model.clone();
+    let mut replaced = 0;
+    for chunk in text.split("\n=====\n") {
+        let (from, to) = chunk.split_once("\n-----\n").with_context(|| format!("{file}: a replacement without a line -----"))?;
+        let to = to.trim_end_matches('\n');
+        for k in &mut program.kernels {
+            for wgsl in std::iter::once(&mut k.wgsl).chain(k.subgroup_wgsl.as_mut()) {
+                replaced += wgsl.matches(from).count();
+                *wgsl = wgsl.replace(from, to);
+            }
+        }
+    }
+    ensure!(replaced > 0, "{file}: no kernel holds any of its texts");
+    println!("B: {file}, {replaced} places replaced");
+    Ok(program)
+}
+
+/// Runs `a` and `b` in alternating pairs and prints the medians and the ratio B/A; `identical`:
+/// their outputs must be bit-identical, else the largest difference is printed.
+fn pairs_of(a: &Session, b: &Session, model: &mfn_compiler::Program, batch: usize, pairs: usize, identical: bool) -> Result<()> {
+    println!("adapter: {}", b.adapter());
     let elements: usize = model.input.shape.iter().product::<usize>() * batch;
     let input: Vec<f32> = (0..elements).map(|i| (i * 7919 % 256) as f32).collect();
-    ensure!(a.run(&input)? == b.run(&input)?, "the two sessions' outputs differ");
+    let (ya, yb) = (a.run(&input)?, b.run(&input)?);
+    if identical {
+        ensure!(ya == yb, "the two sessions' outputs differ");
+    } else {
+        println!("largest difference between A's and B's outputs: {:e}", ya.iter().zip(&yb).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max));
+    }
     for _ in 0..3 {
         a.run(&input)?;
         b.run(&input)?;
@@ -65,7 +99,7 @@ fn main() -> Result<()> {
     };
     let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..pairs {
-        let (x, y) = if i % 2 == 0 { (time(&a)?, time(&b)?) } else { let y = time(&b)?; (time(&a)?, y) };
+        let (x, y) = if i % 2 == 0 { (time(a)?, time(b)?) } else { let y = time(b)?; (time(a)?, y) };
         ta.push(x);
         tb.push(y);
         ratios.push(y / x);

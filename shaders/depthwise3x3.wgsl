@@ -281,6 +281,12 @@ override SHARERS: u32 = 0u;
 /// Counters a cache line (64 bytes) apart, so that threads taking bands from their own ranges do
 /// not contend for one line.
 const SPREAD: u32 = 16u;
+/// Most units one invocation takes from the counters (set by the runtime with SHARERS): a CPU
+/// driver may end every loop of an invocation once its loops have run a fixed number of
+/// iterations in all (lavapipe: 65535), so an invocation that took every tile of a large batch
+/// would leave the last ones half computed. The runtime dispatches enough workgroups that the
+/// capped invocations take every unit between them (`Kernel::unit_iterations`).
+override UNIT_CAP: u32 = 4294967295u;
 
 @group(0) @binding(5) var<storage, read_write> tiles: array<atomic<u32>>;
 
@@ -297,12 +303,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let total = nwg.z * THREADS;
     let workgroups = nwg.x * nwg.z;
     var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
-    // Ranges found empty; every iteration takes a band or finds one more range empty (on the
-    // grid, one iteration). The body is called once, in this loop, for both: a second call would
-    // double the shader the driver compiles before it drops the path that the constant rules out.
+    // Ranges found empty; every iteration takes a band or finds one more range empty (on the grid,
+    // one iteration), until UNIT_CAP bands are taken. The body is called once, in this loop, for
+    // both: a second call would double the shader the driver compiles before it drops the path that
+    // the constant rules out.
     var empty = 0u;
+    // Units this invocation took (at most UNIT_CAP).
+    var units = 0u;
     loop {
-        if empty >= ranges {
+        if empty >= ranges || units >= UNIT_CAP {
             break;
         }
         var t: u32;
@@ -318,6 +327,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 r = (r + 1u) % ranges;
                 continue;
             }
+            units += 1u;
             t = at % THREADS;
             sample = at / THREADS;
         }

@@ -579,6 +579,33 @@ fn shared_tiles_change_no_result() {
     }
 }
 
+/// Shared tiles on a layer whose units are many and long: a 3x3 convolution of 256 input channels
+/// (3,361 loop iterations a unit: the input channels by rows of taps by taps) at 36x36, 8 samples,
+/// 352 units. On lavapipe, whose every invocation ends its loops after 65,535 iterations in all,
+/// one thread taking its share of them (176 units on 2 threads, 22 on 16) would stop half-way
+/// through a unit and leave it wrong without a word; the runtime caps the units an invocation
+/// takes and dispatches enough workgroups for all (`Kernel::unit_iterations`).
+#[test]
+fn shared_tiles_stay_within_the_drivers_loop_budget() {
+    let mut net = Net::new(33, &[256, 36, 36]);
+    net.conv(ConvSpec::new(32, 3).same(1));
+    let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
+    let conv = program.kernels.iter().find(|k| k.template == "conv2d").expect("a conv2d kernel");
+    let units = 8 * program.steps[0].workgroups[0] * program.steps[0].workgroups[1] * 4;
+    assert!(u64::from(units / 16) * u64::from(conv.unit_iterations) > 65_535, "{units} units of {} iterations", conv.unit_iterations);
+    let input = Rng::new(5).normal_vec(8 * 256 * 36 * 36, 1.0);
+    let mut results = Vec::new();
+    for sharers in [Some(0), None, Some(2)] {
+        let options = SessionOptions { max_batch: 8, tile_sharers: sharers, ..Default::default() };
+        let Some(session) = common::session_with(&program, &options) else { return };
+        results.push(session.run(&input).expect("runs"));
+    }
+    for (i, r) in results.iter().enumerate().skip(1) {
+        let differ = r.iter().zip(&results[0]).filter(|(a, b)| a != b).count();
+        assert!(differ == 0, "run {i}: {differ} of {} outputs differ from the grid's", r.len());
+    }
+}
+
 /// Checks every case and fails with the list of those that went wrong.
 fn run_cases(cases: Vec<Case>) {
     assert!(!cases.is_empty());

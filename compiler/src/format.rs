@@ -17,8 +17,9 @@ pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// are textures, weights whether they are one. 5: the subgroup vec4 GEMM can share its tiles
 /// among a CPU driver's threads (a tile-counter binding past its output, [`crate::Kernel::tile_counters`]).
 /// 6: so can the depthwise 3x3 kernels and the subgroup pointwise and conv2d kernels, and the
-/// counters are 64 bytes apart.
-pub const VERSION: u32 = 6;
+/// counters are 64 bytes apart. 7: kernels that share their tiles say how many loop iterations a
+/// unit takes ([`crate::Kernel::unit_iterations`]) and cap the units an invocation takes.
+pub const VERSION: u32 = 7;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]
@@ -179,6 +180,7 @@ impl Writer {
             self.u32(k.workgroup_size);
             self.u32(k.bindings);
             self.u32(k.textures);
+            self.u32(k.unit_iterations);
         }
         self.usize(p.steps.len());
         for s in &p.steps {
@@ -270,7 +272,7 @@ impl Reader<'_> {
         Ok(Port { name: self.str()?, shape: self.usizes()?, buffer: self.usize()? })
     }
     fn program(&mut self) -> Result<Program, FormatError> {
-        let n = self.count(36)?;
+        let n = self.count(40)?;
         let kernels = (0..n)
             .map(|_| {
                 let (name, template, wgsl) = (self.str()?, self.str()?, self.str()?);
@@ -279,7 +281,8 @@ impl Reader<'_> {
                     1 => Some(self.str()?),
                     other => return Err(FormatError::Malformed(format!("subgroup variant tag {other} at byte {} (kernel {name})", self.pos - 4))),
                 };
-                Ok(Kernel { name, template, wgsl, subgroup_wgsl, workgroup_size: self.u32()?, bindings: self.u32()?, textures: self.u32()? })
+                let (workgroup_size, bindings, textures, unit_iterations) = (self.u32()?, self.u32()?, self.u32()?, self.u32()?);
+                Ok(Kernel { name, template, wgsl, subgroup_wgsl, workgroup_size, bindings, textures, unit_iterations })
             })
             .collect::<Result<_, FormatError>>()?;
         let n = self.count(56)?;

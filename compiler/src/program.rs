@@ -93,11 +93,23 @@ pub struct Kernel {
     /// i for binding i; the others are storage buffers. Such a binding is always a
     /// [`Weight::texture`].
     pub textures: u32,
+    /// Where the kernel can share its tiles ([`Kernel::tile_counters`]): the most loop iterations
+    /// (back-edges of its loops, the shared-tile loop's included) one unit of work takes; 0 for
+    /// other kernels. CPU drivers may cap the iterations of an invocation's loops in all (lavapipe
+    /// ends every loop after 65535, silently): the runtime sets [`UNIT_CAP`] from it, so that no
+    /// invocation takes more units than that allows, and dispatches enough workgroups that the
+    /// capped invocations take every unit between them.
+    pub unit_iterations: u32,
 }
 
 /// The pipeline constant (WGSL `override`) through which a runtime lets the driver's threads
 /// share a kernel's tiles: see [`Kernel::tile_counters`].
 pub const TILE_SHARERS: &str = "SHARERS";
+
+/// The pipeline constant (WGSL `override`) that caps the units one invocation of a kernel that
+/// shares its tiles takes from the counters: see [`Kernel::unit_iterations`]. Its default is no
+/// cap.
+pub const UNIT_CAP: &str = "UNIT_CAP";
 
 impl Kernel {
     /// Whether binding `i` is a texture (see [`Kernel::textures`]).

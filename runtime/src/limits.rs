@@ -146,7 +146,7 @@ mod tests {
     fn program() -> Program {
         let port = |buffer| Port { name: "x".into(), shape: vec![262_144], buffer };
         Program {
-            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), subgroup_wgsl: None, workgroup_size: 64, bindings: 4, textures: 0 }],
+            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), subgroup_wgsl: None, workgroup_size: 64, bindings: 4, textures: 0, unit_iterations: 0 }],
             steps: vec![Step { kernel: 0, nodes: vec![], bindings: vec![], workgroups: [4096, 1], input_shapes: vec![], output_shape: vec![262_144], macs: 0 }],
             buffers: vec![262_144, 262_144],
             weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024], precision: Precision::F32, texture: None }],

@@ -211,7 +211,19 @@ impl Session {
         for k in &program.kernels {
             layouts.entry(layout_key(k)).or_insert_with(|| kernel_layout(&device, k));
         }
-        let pipelines = create_pipelines(&device, program, &layouts, Variant { subgroups, loop_bounding, tile_sharers }, disk_cache.as_ref().map(|c| &c.cache))?;
+        // Requirements::of checked that every grid fits once split.
+        let per_dim = device.limits().max_compute_workgroups_per_dimension;
+        let shared: Vec<Option<Shared>> = program
+            .kernels
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                // Every step of a kernel has its grid: the kernel's constants fix the shapes.
+                let grid = program.steps.iter().find(|s| s.kernel == i).map_or(1, |s| s.workgroups[0].saturating_mul(s.workgroups[1]));
+                Shared::of(k, grid, subgroups, tile_sharers).filter(|s| s.workgroups <= per_dim)
+            })
+            .collect();
+        let pipelines = create_pipelines(&device, program, &layouts, Variant { subgroups, loop_bounding, tile_sharers }, &shared, disk_cache.as_ref().map(|c| &c.cache))?;
         // One slot (a multiple of the largest offset alignment WebGPU allows) for each dispatch of
         // a kernel with tile counters.
         let sharing = |step: &&mfn_compiler::Step| program.kernels[step.kernel].tile_counters().is_some();
@@ -227,8 +239,6 @@ impl Session {
         });
         let mut slot = 0;
         let pipeline_cache = disk_cache.map(DiskCache::save);
-        // Requirements::of checked that every grid fits once split.
-        let per_dim = device.limits().max_compute_workgroups_per_dimension;
         let dispatches = program
             .steps
             .iter()
@@ -249,10 +259,10 @@ impl Session {
                     .collect();
                 let mut workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
                 if let (Some(binding), Some(counters)) = (kernel.tile_counters(), &counters) {
-                    if tile_sharers > 0 && kernel.shares_tiles(subgroups) {
-                        // One workgroup per thread and sample: the kernel takes its tiles from
-                        // the counters.
-                        workgroups = [tile_sharers, 1];
+                    if let Some(share) = shared[step.kernel] {
+                        // A workgroup per thread and sample (more where the units are many): the
+                        // kernel takes its tiles from the counters.
+                        workgroups = [share.workgroups, 1];
                     }
                     let slice = wgpu::BufferBinding { buffer: counters, offset: TILE_SLOT * slot, size: std::num::NonZeroU64::new(TILE_SLOT) };
                     slot += 1;
@@ -527,9 +537,11 @@ fn create_pipelines(
     program: &Program,
     layouts: &std::collections::HashMap<LayoutKey, wgpu::BindGroupLayout>,
     how: Variant,
+    shared: &[Option<Shared>],
     cache: Option<&wgpu::PipelineCache>,
 ) -> Result<Vec<wgpu::ComputePipeline>> {
     let Variant { subgroups, loop_bounding, tile_sharers } = how;
+    debug_assert_eq!(shared.len(), program.kernels.len());
     let kernels = &program.kernels;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, kernels.len().max(1));
@@ -555,9 +567,14 @@ fn create_pipelines(
                 // origins).
                 unsafe { device.create_shader_module_trusted(source, checks) }
             };
-            let sharers = [(mfn_compiler::TILE_SHARERS, f64::from(tile_sharers))];
-            let constants: &[(&str, f64)] = if k.shares_tiles(subgroups) { &sharers } else { &[] };
-            made.push((i, compute_pipeline(device, &k.name, &layouts[&layout_key(k)], &module, constants, cache)));
+            // Kernels whose variant has the constants: the threads sharing (0 where none do, or
+            // where this kernel does not) and the cap on an invocation's units.
+            let constants = match shared[i] {
+                Some(share) => vec![(mfn_compiler::TILE_SHARERS, f64::from(tile_sharers)), (mfn_compiler::UNIT_CAP, f64::from(share.unit_cap))],
+                None if k.shares_tiles(subgroups) => vec![(mfn_compiler::TILE_SHARERS, 0.0)],
+                None => Vec::new(),
+            };
+            made.push((i, compute_pipeline(device, &k.name, &layouts[&layout_key(k)], &module, &constants, cache)));
         }
         scopes.check("session creation (pipelines)")?;
         Ok(made)
@@ -630,6 +647,41 @@ const COUNTER_BYTES: u64 = 64;
 
 /// Most threads that share tiles: one counter each in a slot.
 const MAX_TILE_SHARERS: u32 = (TILE_SLOT / COUNTER_BYTES) as u32;
+
+/// Loop iterations an invocation of a kernel that shares its tiles may spend on its units: lavapipe
+/// ends every loop of an invocation once its loops have run 65535 iterations in all
+/// (`LP_MAX_TGSI_LOOP_ITERATIONS`, whatever the loop), and the shared-tile loop also runs up to
+/// [`MAX_TILE_SHARERS`] iterations that find a range empty. Without a cap, an invocation that
+/// took the tiles of a large batch (64 samples of MobileFaceNet's 64 -> 128 GEMM at 56x56: 25088
+/// tiles of 41 iterations) would leave the last ones half computed, silently.
+const LOOP_BUDGET: u32 = 60_000;
+
+/// How a kernel shares its tiles in a session.
+#[derive(Clone, Copy, Debug)]
+struct Shared {
+    /// Units an invocation takes at most ([`mfn_compiler::UNIT_CAP`]).
+    unit_cap: u32,
+    /// Workgroups dispatched per sample: one per thread, or as many as the capped invocations
+    /// need to take every unit between them.
+    workgroups: u32,
+}
+
+impl Shared {
+    /// How kernel `k`, whose grid has `grid` workgroups a sample, shares its tiles among
+    /// `sharers` threads (`None`: it does not, e.g. where sharers is 0).
+    ///
+    /// The units of a sample are at most the grid's workgroups times the subgroups of one (a
+    /// subgroup's tile or share), or its invocations (a depthwise band each); a dispatched
+    /// workgroup has as many subgroups or invocations, each taking up to `unit_cap` units, so
+    /// `grid / unit_cap` workgroups a sample take them all.
+    fn of(k: &mfn_compiler::Kernel, grid: u32, subgroups: bool, sharers: u32) -> Option<Shared> {
+        if sharers == 0 || !k.shares_tiles(subgroups) || k.unit_iterations == 0 {
+            return None;
+        }
+        let unit_cap = LOOP_BUDGET / k.unit_iterations;
+        (unit_cap > 0).then(|| Shared { unit_cap, workgroups: sharers.max(grid.div_ceil(unit_cap)) })
+    }
+}
 
 /// Which kernels [`create_pipelines`] builds, and how.
 #[derive(Clone, Copy)]

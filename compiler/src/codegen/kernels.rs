@@ -33,6 +33,37 @@ impl KernelKey {
     }
 }
 
+/// The most loop iterations one unit of work of a kernel that can share its tiles takes (see
+/// [`crate::Kernel::unit_iterations`]): the shared-tile loop's own iteration and every back-edge of
+/// the loops inside a unit, counted as if no loop were unrolled; 0 for other templates.
+/// - `pointwise_vec4` (subgroup variant, a tile of a subgroup): the loop over pairs of groups of 4
+///   input channels, and 8 stores of 4 channels in a loop of 4;
+/// - `pointwise` (subgroup variant, a grid workgroup's subgroup share): the loop over groups of 4
+///   input channels, and 4 stores of a 4 by 4 loop nest;
+/// - `conv2d` (subgroup variant): input channels of a group, by rows of taps, by taps, and up to
+///   8 stores in a loop of 4;
+/// - the depthwise 3x3 kernels (a band an invocation): no loop inside a band.
+pub fn unit_iterations(key: &KernelKey) -> u32 {
+    let get = |name: &str| {
+        key.constants.iter().find_map(|(n, c)| match c {
+            Const::U32(v) if *n == name => Some(*v),
+            _ => None,
+        })
+    };
+    let c_in = get("C_IN").unwrap_or(0);
+    match key.template {
+        Template::PointwiseVec4 => 1 + c_in.div_ceil(4) / 2 + 8 * 4,
+        Template::Pointwise => 1 + c_in.div_ceil(4) + 4 * (4 + 4 * 4),
+        Template::Conv2d => {
+            let c_in_group = c_in / get("GROUP").unwrap_or(1).max(1);
+            let (kh, kw) = (get("KH").unwrap_or(1), get("KW").unwrap_or(1));
+            1u32.saturating_add(c_in_group.saturating_mul(1 + kh.saturating_mul(1 + kw))).saturating_add(8 * 4)
+        }
+        Template::Depthwise3x3 | Template::Depthwise3x3Vec4 => 1,
+        _ => 0,
+    }
+}
+
 /// What a binding of a lowered node holds.
 #[derive(Clone, Debug)]
 pub enum Bind {

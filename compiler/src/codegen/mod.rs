@@ -141,5 +141,6 @@ fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Ke
         _ => None,
     });
     let workgroup_size = workgroup_size.unwrap_or(WORKGROUP);
-    Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings(), textures: key.template.textures() })
+    let unit_iterations = kernels::unit_iterations(key);
+    Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings(), textures: key.template.textures(), unit_iterations })
 }
