@@ -9,7 +9,7 @@
 //! ```sh
 //! cargo run --release --example paired_ab -- [OPTION] [MODEL] [BATCH] [PAIRS]
 //! ```
-//! OPTION is `shared-tiles` (default), `warm-cores` or `subgroups`; MODEL an .onnx or .mfn path
+//! OPTION is `shared-tiles` (default), `warm-cores`, `subgroups` or `chains`; MODEL an .onnx or .mfn path
 //! or `synthetic[:VARIANT]` (default: the pretrained model in ../shared where present, else the
 //! generated MobileFaceNet); BATCH defaults to 1, PAIRS to 300. The two sessions' outputs must be
 //! bit-identical: the options change speed, never results.
@@ -42,17 +42,31 @@ fn main() -> Result<()> {
     let on = SessionOptions { max_batch: batch, ..Default::default() };
     if let Some(file) = option.strip_prefix("patch=") {
         let patched = patched(&model, file)?;
-        return pairs_of(&Session::new(&model, &on)?, &Session::new(&patched, &on)?, &model, batch, pairs, false);
+        let (a, b) = (Session::new(&model, &on)?, Session::new(&patched, &on)?);
+        a.wait_for_chains();
+        b.wait_for_chains();
+        return pairs_of(&a, &b, &model, batch, pairs, false);
     }
     let off = match option.as_str() {
         "shared-tiles" => SessionOptions { tile_sharers: Some(0), ..on.clone() },
         "warm-cores" => SessionOptions { warm_cores: false, ..on.clone() },
         "subgroups" => SessionOptions { subgroups: false, ..on.clone() },
-        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups)"),
+        "chains" => SessionOptions { chains: false, ..on.clone() },
+        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups, chains, patch=FILE)"),
     };
     let a = Session::new(&model, &off)?;
     let b = Session::new(&model, &on)?;
-    println!("A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {})", b.tile_sharers(), b.warm_cores(), b.subgroups());
+    // The steady state: with the chains' pipelines, which a session builds after its first run.
+    a.wait_for_chains();
+    b.wait_for_chains();
+    println!(
+        "A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {}, {} dispatches at batch {batch}, A {})",
+        b.tile_sharers(),
+        b.warm_cores(),
+        b.subgroups(),
+        b.dispatch_count(batch),
+        a.dispatch_count(batch)
+    );
     pairs_of(&a, &b, &model, batch, pairs, true)
 }
 
@@ -105,6 +119,9 @@ fn pairs_of(a: &Session, b: &Session, model: &mfn_compiler::Program, batch: usiz
         ratios.push(y / x);
     }
     let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / pairs as f64).exp();
+    if a.chain_retries() + b.chain_retries() > 0 {
+        println!("runs again without chains (a chain's link gave up waiting): A {}, B {}", a.chain_retries(), b.chain_retries());
+    }
     println!(
         "batch {batch}, {pairs} pairs: A median {:.2} ms, B median {:.2} ms; B/A geometric mean {geomean:.3}, median {:.3}",
         median(&mut ta),

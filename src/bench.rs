@@ -68,6 +68,8 @@ struct BatchResult {
     profile: Option<Vec<KernelTime>>,
     /// GPU memory of the session: activation and weight bytes.
     memory: (u64, u64),
+    /// Dispatches of a submission (fewer than the program's steps where kernels run in chains).
+    dispatches: usize,
 }
 
 /// Session creation and first run with an empty and with a filled pipeline cache.
@@ -150,6 +152,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let t = Instant::now();
         session.run(&input)?;
         let first_run_ms = ms(t);
+        // The chains' pipelines, which the session builds after its first run (CPU adapters).
+        session.wait_for_chains();
         for _ in 0..args.warmup {
             session.run(&input)?;
         }
@@ -162,7 +166,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let profile_batch = batch.min(session.max_batch());
         let profile = session.profile(&input[..profile_batch * per_sample])?.map(|times| kernel_times(&program, &times, profile_batch));
         let memory = session.memory();
-        let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory };
+        let dispatches = session.dispatch_count(batch.min(session.max_batch()));
+        let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory, dispatches };
         drop(session);
         if args.json {
             println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm, sharers), &what));
@@ -199,7 +204,10 @@ fn cache_start(program: &Program, gpu: &GpuArgs) -> Result<Option<CacheStart>> {
         let input = vec![0.0; program.input.elements()];
         let t = Instant::now();
         warm.run(&input)?;
-        Ok(Some(CacheStart { cold_session_ms, warm_session_ms, warm_first_run_ms: ms(t), saved, loaded }))
+        let warm_first_run_ms = ms(t);
+        // Not beside the next measurements: the chains it builds after its first run.
+        warm.wait_for_chains();
+        Ok(Some(CacheStart { cold_session_ms, warm_session_ms, warm_first_run_ms, saved, loaded }))
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -255,6 +263,7 @@ fn print_result(r: &BatchResult, compile_ms: f64) {
         r.session_ms,
         r.first_run_ms
     );
+    println!("           {} dispatches a submission (--no-chains: one a kernel)", r.dispatches);
     let mib = |b: u64| b as f64 / 1048576.0;
     println!("           GPU memory {:.1} MiB = activations {:.1} (for {} samples a submission) + weights {:.1}", mib(r.memory.0 + r.memory.1), mib(r.memory.0), r.max_batch, mib(r.memory.1));
 }
@@ -394,7 +403,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
     };
     format!(
         "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"tile_sharers\":{},\"model\":{},\"profile\":{}}}",
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"dispatches\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"tile_sharers\":{},\"model\":{},\"profile\":{}}}",
         r.batch,
         n(s.median),
         n(s.min),
@@ -408,6 +417,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
         n(r.session_ms),
         n(r.first_run_ms),
         r.max_batch,
+        r.dispatches,
         r.memory.0,
         r.memory.1,
         cache_json,

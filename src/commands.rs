@@ -14,7 +14,7 @@ use crate::GpuArgs;
 
 pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
     // The library's defaults, environment included ($MFN_BACKEND, $MFN_ADAPTER, $MFN_WARM_CORES,
-    // $MFN_TILE_SHARERS); the command line overrides them.
+    // $MFN_TILE_SHARERS, $MFN_CHAINS); the command line overrides them.
     let defaults = SessionOptions::default();
     let env = defaults.adapter;
     SessionOptions {
@@ -26,6 +26,8 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
         warm_cores: !gpu.no_warm_cores && defaults.warm_cores,
         loop_bounding: gpu.loop_bounding,
         tile_sharers: if gpu.no_shared_tiles { Some(0) } else { defaults.tile_sharers },
+        chains: !gpu.no_chains && defaults.chains,
+        chain_wait: defaults.chain_wait,
     }
 }
 

@@ -50,6 +50,11 @@ pub struct GpuArgs {
     /// as the driver runs, unless $MFN_TILE_SHARERS is 0).
     #[arg(long)]
     no_shared_tiles: bool,
+    /// Where the tiles are shared, dispatch every kernel on its own instead of running the
+    /// kernels of a bottleneck block as one chain in one dispatch (default: chains, for batches
+    /// whose tiles fit the driver's loop budget, unless $MFN_CHAINS is 0).
+    #[arg(long)]
+    no_chains: bool,
     /// Build the kernels with wgpu's loop bounding, for an .mfn file from a source you do not
     /// trust (the compiler's kernels do not need it; pipeline creation takes longer with it).
     #[arg(long)]

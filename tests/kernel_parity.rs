@@ -606,6 +606,50 @@ fn shared_tiles_stay_within_the_drivers_loop_budget() {
     }
 }
 
+/// Chains (the kernels of a bottleneck block in one dispatch, each link waiting for its tiles)
+/// change no result: the stem, two bottlenecks, a stride-2 depthwise and a bottleneck and a
+/// small-map GEMM past it, at a batch that every chain takes (1), one that only some take (30),
+/// and one that none takes (240: the kernels' own pipelines, built on first need); with links that
+/// give up
+/// waiting at once (`chain_wait` 0: every batch runs again without chains); on 2, 3 and 16
+/// threads; all bit-identical to the grid's tiles.
+#[test]
+fn chains_change_no_result() {
+    let mut net = Net::new(21, &[8, 20, 20]);
+    net.conv(ConvSpec::new(16, 3).same(1)).bottleneck(2, false).bottleneck(2, true);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).pad(Pad::Explicit([1, 1, 1, 1]))).bottleneck(2, false);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).pad(Pad::Explicit([1, 1, 1, 1]))).conv(ConvSpec::new(24, 1));
+    let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
+    let steps = program.steps.len();
+    for batch in [1, 30, 240] {
+        let input = Rng::new(batch as u64).normal_vec(batch * 8 * 20 * 20, 1.0);
+        let grid = SessionOptions { max_batch: batch, tile_sharers: Some(0), ..Default::default() };
+        let Some(session) = common::session_with(&program, &grid) else { return };
+        let want = session.run(&input).expect("runs");
+        let configurations: &[(Option<u32>, u32)] = if batch < 240 { &[(None, 2048), (Some(3), 2048), (Some(16), 2048), (None, 0)] } else { &[(None, 2048)] };
+        for &(sharers, wait) in configurations {
+            let options = SessionOptions { max_batch: batch, tile_sharers: sharers, chain_wait: wait, ..Default::default() };
+            let session = common::session_with(&program, &options).expect("a session");
+            session.wait_for_chains();
+            let got = session.run(&input).expect("runs");
+            let dispatches = session.dispatch_count(batch);
+            eprintln!("batch {batch}, sharers {sharers:?}, wait {wait}: {dispatches} dispatches for {steps} steps, {} runs again", session.chain_retries());
+            let cpu = session.adapter_info().device_type == mfn_runtime::wgpu::DeviceType::Cpu;
+            // On lavapipe: every chain at batch 1, some at 30, none at 240.
+            if cpu && batch == 1 {
+                assert!(session.chained() > 0 && dispatches < steps, "no chain at batch 1 on {}", session.adapter());
+            }
+            if cpu && batch == 240 {
+                assert_eq!(dispatches, steps, "a chain at batch 240");
+            }
+            if cpu && wait == 0 && dispatches < steps {
+                assert_eq!(session.chain_retries(), 1, "a chain that gave up did not run again");
+            }
+            assert!(got == want, "batch {batch}, sharers {sharers:?}, wait {wait}: the outputs differ from the grid's");
+        }
+    }
+}
+
 /// Checks every case and fails with the list of those that went wrong.
 fn run_cases(cases: Vec<Case>) {
     assert!(!cases.is_empty());

@@ -2,7 +2,8 @@
 //! process's memory flat.
 //!
 //! Memory is the resident set (`VmRSS` of /proc/self/status), read after a warm-up (pipelines
-//! compiled, allocator pools filled) and again after the runs. On lavapipe the GPU's memory is
+//! compiled, the chains' too, which a session on a CPU adapter builds after its first run;
+//! allocator pools filled) and again after the runs. On lavapipe the GPU's memory is
 //! the process's memory, so leaked buffers, bind groups or command buffers show up there too.
 //! The bound, [`GROWTH_BOUND_KIB`] = 4 MiB, is a leak detector, not a budget: one run uploads a
 //! 147 KiB input and reads back 0.5 KiB, so leaking the input staging buffer would grow the
@@ -31,6 +32,7 @@ fn rss_kib() -> u64 {
 /// bit, and the resident set may grow by at most [`GROWTH_BOUND_KIB`] after the warm-up.
 fn soak(session: &Session, input: &[f32], warmup: usize, runs: usize) {
     let first = session.run(input).expect("first run");
+    session.wait_for_chains();
     let same = |out: &[f32]| out.len() == first.len() && out.iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits());
     for i in 0..warmup {
         assert!(same(&session.run(input).expect("run")), "warm-up run {i}: output differs from the first run");

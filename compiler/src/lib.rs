@@ -22,6 +22,7 @@ pub mod emit;
 pub mod error;
 #[cfg(feature = "frontend")]
 pub mod eval;
+pub mod chain;
 pub mod format;
 pub mod inspect;
 #[cfg(feature = "frontend")]

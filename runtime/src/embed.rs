@@ -214,6 +214,7 @@ impl Session {
             }
             Input::Texture { kernel, texture, warps } => Some(self.bind_texture(kernel, texture, warps)?),
         };
+        // A dispatch a kernel, never a chain: the session could not see a chain give up.
         self.clear_tile_counters(encoder);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
         if let Some((pipeline, bind_group)) = &texture_step {

@@ -20,6 +20,7 @@
 mod adapter;
 mod embed;
 mod cache;
+mod chain;
 mod error;
 mod limits;
 mod preprocess;

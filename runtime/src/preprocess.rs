@@ -147,7 +147,7 @@ impl Session {
         let mut outputs: Vec<Vec<f32>> = self.outputs().iter().map(|o| Vec::with_capacity(images.len() * o.elements())).collect();
         self.gpu_call(|| {
             self.each_chunk(images, warps, format, |batch, record| {
-                for (all, part) in outputs.iter_mut().zip(self.record_and_read(batch, Scopes::push(&self.device), record)?) {
+                for (all, part) in outputs.iter_mut().zip(self.record_and_read(batch, Scopes::push(&self.device), None, record)?) {
                     all.extend(part);
                 }
                 Ok(())

@@ -52,6 +52,19 @@ pub struct SessionOptions {
     /// adapter (results are identical either way). Default: `None`, or `$MFN_TILE_SHARERS` where
     /// set.
     pub tile_sharers: Option<u32>,
+    /// Where the kernels share their tiles ([`SessionOptions::tile_sharers`]), run the kernels of
+    /// a bottleneck block as one dispatch, a chain of links each of which waits for all of its
+    /// tiles before the next starts ([`mfn_compiler::chain`]): the driver's threads are then woken
+    /// and joined once a chain instead of once a kernel. Same tiles, same sums: the results are
+    /// identical. A chain runs batches whose tiles fit the driver's loop budget
+    /// ([`mfn_compiler::Kernel::unit_iterations`]), larger ones a dispatch a kernel; a batch in
+    /// which a link waited too long for another thread runs again without chains. Default: on,
+    /// unless `$MFN_CHAINS` is `0`.
+    pub chains: bool,
+    /// Iterations a chain's link waits for the other threads' tiles at most, 8 polls each (about
+    /// 1 to 2 us an iteration on lavapipe), before it gives up and the batch runs again without
+    /// chains; it counts against the driver's loop budget with the tiles. Default: 2048.
+    pub chain_wait: u32,
 }
 
 impl Default for SessionOptions {
@@ -65,6 +78,8 @@ impl Default for SessionOptions {
             warm_cores: std::env::var("MFN_WARM_CORES").map_or(true, |v| v.trim() != "0"),
             loop_bounding: false,
             tile_sharers: std::env::var("MFN_TILE_SHARERS").ok().and_then(|v| v.trim().parse().ok()),
+            chains: std::env::var("MFN_CHAINS").map_or(true, |v| v.trim() != "0"),
+            chain_wait: crate::chain::DEFAULT_CHAIN_WAIT,
         }
     }
 }
@@ -85,20 +100,101 @@ struct Build<'a> {
     loop_bounding: bool,
     /// Threads sharing the kernels' tiles, 0 for none ([`SessionOptions::tile_sharers`]).
     tile_sharers: u32,
+    /// Run kernels that share their tiles in chains ([`SessionOptions::chains`]), their links
+    /// waiting at most this many iterations ([`SessionOptions::chain_wait`]).
+    chains: Option<u32>,
 }
 
 pub(crate) struct Dispatch {
+    /// The kernel's index, its pipeline's in [`Session::pipelines`].
     pub pipeline: usize,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 2],
+}
+
+/// What a run dispatches, in turn.
+pub(crate) enum Segment {
+    /// One step ([`Session::dispatches`]).
+    Step(usize),
+    /// Steps that run as chain `chain` ([`Session::chains`]) in submissions of at most
+    /// `max_batch` samples, one workgroup per thread and sample (else a dispatch a step).
+    Chain { steps: std::ops::Range<usize>, chain: usize, bind_group: wgpu::BindGroup, workgroups: u32, max_batch: usize },
+}
+
+/// The chains' pipelines, built on a thread of their own once the session has run a few times,
+/// while it goes on running a dispatch a kernel: a chain is as long to build as its kernels
+/// together, and neither the session's creation nor its first runs (a process that embeds an
+/// image or two, a test) need wait or share the CPU with the build.
+pub(crate) struct Chains {
+    pipelines: Arc<std::sync::OnceLock<Vec<wgpu::ComputePipeline>>>,
+    build: Mutex<ChainBuild>,
+    loop_bounding: bool,
+    /// Runs so far (the build starts after [`RUNS_BEFORE_CHAINS`]).
+    runs: std::sync::atomic::AtomicUsize,
+    /// Set when the session is dropped: the build stops before its next pipeline.
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs of a session before it builds its chains' pipelines.
+const RUNS_BEFORE_CHAINS: usize = 3;
+
+enum ChainBuild {
+    /// Before the first run ends: what to build.
+    Waiting(Vec<OwnedJob>),
+    Building(std::thread::JoinHandle<()>),
+    Done,
+}
+
+impl Chains {
+    /// Counts a run, and starts building the chains' pipelines after [`RUNS_BEFORE_CHAINS`].
+    fn ran(&self, device: &wgpu::Device) {
+        if self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= RUNS_BEFORE_CHAINS {
+            self.start(device);
+        }
+    }
+
+    /// Starts building the chains' pipelines on `device`, unless begun already.
+    fn start(&self, device: &wgpu::Device) {
+        let mut build = self.build.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*build, ChainBuild::Waiting(_)) {
+            return;
+        }
+        if let ChainBuild::Waiting(jobs) = std::mem::replace(&mut *build, ChainBuild::Done) {
+            let (device, built, loop_bounding, dropped) = (device.clone(), Arc::clone(&self.pipelines), self.loop_bounding, Arc::clone(&self.dropped));
+            *build = ChainBuild::Building(std::thread::spawn(move || {
+                let jobs: Vec<Job> = jobs.iter().map(OwnedJob::job).collect();
+                // A chain that cannot be built leaves the session to its kernels' dispatches.
+                if let Ok(pipelines) = create_pipelines(&device, &jobs, loop_bounding, None, Some(&dropped)) {
+                    let _ = built.set(pipelines);
+                }
+            }));
+        }
+    }
+
+    /// Builds the chains' pipelines now, or waits for the thread building them.
+    fn wait(&self, device: &wgpu::Device) {
+        self.start(device);
+        let mut build = self.build.lock().unwrap_or_else(|p| p.into_inner());
+        if let ChainBuild::Building(thread) = std::mem::replace(&mut *build, ChainBuild::Done) {
+            let _ = thread.join();
+        }
+    }
 }
 
 pub struct Session {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    /// The kernels' pipelines, by kernel.
     pub(crate) pipelines: Vec<wgpu::ComputePipeline>,
+    /// The program's steps, a dispatch each.
     pub(crate) dispatches: Vec<Dispatch>,
+    /// What a run dispatches: the steps, some of them in chains.
+    segments: Vec<Segment>,
+    /// The chains' pipelines, once built.
+    chains: Chains,
+    /// The chains' status word (0, or 1 where a link gave up waiting), zeroed before every run.
+    chain_status: Option<wgpu::Buffer>,
     pub(crate) activations: Vec<wgpu::Buffer>,
     readback: wgpu::Buffer,
     pub(crate) input: (usize, Vec<usize>),
@@ -120,6 +216,10 @@ pub struct Session {
     /// cleared at the start of every encoder; `None` where no dispatch shares.
     pub(crate) tile_counters: Option<wgpu::Buffer>,
     tile_sharers: u32,
+    /// Steps that run in chains at batch 1.
+    chained: usize,
+    /// Runs of a chain whose link gave up waiting (each ran again without chains).
+    chain_retries: std::sync::atomic::AtomicUsize,
 }
 
 impl Session {
@@ -132,9 +232,16 @@ impl Session {
         let subgroups = options.subgroups && crate::limits::subgroups_usable(program, adapter.features(), &info);
         let subgroup_feature = if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() };
         let cache_feature = if options.pipeline_cache.is_some() { wgpu::Features::PIPELINE_CACHE } else { wgpu::Features::empty() };
+        let mut required_limits = req.limits(&adapter.limits());
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        if cpu && options.chains {
+            // A chain binds the storage buffers of all its links.
+            let adapter_limit = adapter.limits().max_storage_buffers_per_shader_stage;
+            required_limits.max_storage_buffers_per_shader_stage = required_limits.max_storage_buffers_per_shader_stage.max(adapter_limit);
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("mfn"),
-            required_limits: req.limits(&adapter.limits()),
+            required_limits,
             // Per-kernel profiling where the adapter can time dispatches, the pipeline cache,
             // subgroups for the subgroup variants, and f16 where the program stores f16.
             required_features: (adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | cache_feature)) | subgroup_feature | needed,
@@ -148,9 +255,8 @@ impl Session {
         device.set_device_lost_callback(move |reason, message| {
             *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
-        let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let tile_sharers = options.tile_sharers.unwrap_or(if cpu { driver_threads() } else { 0 });
-        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding, tile_sharers };
+        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding, tile_sharers, chains: options.chains.then_some(options.chain_wait) };
         let mut session = Self::build(program, device, queue, info, req.max_batch, how)?;
         session.lost = lost;
         if options.warm_cores && session.info.device_type == wgpu::DeviceType::Cpu {
@@ -169,7 +275,7 @@ impl Session {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
         let subgroups = crate::limits::subgroups_usable(program, device.features(), &info);
-        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0 })
+        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0, chains: None })
     }
 
     fn build(
@@ -180,7 +286,7 @@ impl Session {
         max_batch: usize,
         how: Build<'_>,
     ) -> Result<Session> {
-        let Build { cache_dir, subgroups, loop_bounding, tile_sharers } = how;
+        let Build { cache_dir, subgroups, loop_bounding, tile_sharers, chains } = how;
         // A single thread has nothing to share, nor a program whose kernels (in the variants that
         // run) have no counters; a slot holds the counters of at most 16 threads (a counter out of
         // its binding would never grow).
@@ -223,56 +329,109 @@ impl Session {
                 Shared::of(k, grid, subgroups, tile_sharers).filter(|s| s.workgroups <= per_dim)
             })
             .collect();
-        let pipelines = create_pipelines(&device, program, &layouts, Variant { subgroups, loop_bounding, tile_sharers }, &shared, disk_cache.as_ref().map(|c| &c.cache))?;
+        // Steps that run as one dispatch where the tiles are shared (SessionOptions::chains).
+        let budget = chains.filter(|_| tile_sharers > 0).map(|wait| crate::chain::Budget {
+            loop_iterations: LOOP_BUDGET,
+            lanes: info.subgroup_min_size.max(1),
+            wait,
+            max_storage: device.limits().max_storage_buffers_per_shader_stage,
+        });
+        let plan = crate::chain::Plan::new(&device, program, &|k| shared[k].is_some(), subgroups, budget.as_ref());
+        let kernel_job = |i: usize| {
+            let k = &program.kernels[i];
+            let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
+            // The threads sharing (0 where the kernel's variant has the constant but does not
+            // share) and the cap on an invocation's units.
+            let constants = match shared[i] {
+                Some(share) => vec![(mfn_compiler::TILE_SHARERS.to_string(), f64::from(tile_sharers)), (mfn_compiler::UNIT_CAP.to_string(), f64::from(share.unit_cap))],
+                None if k.shares_tiles(subgroups) => vec![(mfn_compiler::TILE_SHARERS.to_string(), 0.0)],
+                None => Vec::new(),
+            };
+            Job { label: k.name.clone(), wgsl: wgsl.as_str().into(), layout: &layouts[&layout_key(k)], constants }
+        };
+        let jobs: Vec<Job> = (0..program.kernels.len()).map(kernel_job).collect();
+        let pipelines = create_pipelines(&device, &jobs, loop_bounding, disk_cache.as_ref().map(|c| &c.cache), None)?;
+        drop(jobs);
+        // The chains' pipelines, built on a thread of their own (Chains).
+        let chain_jobs = plan.jobs(tile_sharers, chains.unwrap_or(0));
+        let build = if chain_jobs.is_empty() { ChainBuild::Done } else { ChainBuild::Waiting(chain_jobs) };
         // One slot (a multiple of the largest offset alignment WebGPU allows) for each dispatch of
         // a kernel with tile counters.
-        let sharing = |step: &&mfn_compiler::Step| program.kernels[step.kernel].tile_counters().is_some();
-        let slots = program.steps.iter().filter(sharing).count() as u64;
+        let mut slots = vec![None; program.steps.len()];
+        let mut used = 0;
+        for (s, step) in program.steps.iter().enumerate() {
+            if program.kernels[step.kernel].tile_counters().is_some() {
+                slots[s] = Some(used);
+                used += 1;
+            }
+        }
         // Bound even where the grid gives the tiles (the counters then stay untouched).
-        let counters = (slots > 0).then(|| {
+        let counters = (used > 0).then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tile counters"),
-                size: TILE_SLOT * slots,
+                size: TILE_SLOT * used,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         });
-        let mut slot = 0;
+        let chain_status = (!plan.links.is_empty()).then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some("chain status"), size: 16, usage: storage, mapped_at_creation: false })
+        });
         let pipeline_cache = disk_cache.map(DiskCache::save);
-        let dispatches = program
+        // The bind group entries of step `s`, from binding `base` on.
+        let entries = |s: usize, base: u32| -> Vec<wgpu::BindGroupEntry> {
+            let step = &program.steps[s];
+            let mut entries: Vec<wgpu::BindGroupEntry> = step
+                .bindings
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let resource = match *r {
+                        Resource::Activation(b) => activations[b].as_entire_binding(),
+                        Resource::Weight(w) => weights[w].binding(),
+                        Resource::Unused => unused.as_entire_binding(),
+                    };
+                    wgpu::BindGroupEntry { binding: base + i as u32, resource }
+                })
+                .collect();
+            if let (Some(binding), Some(counters), Some(slot)) = (program.kernels[step.kernel].tile_counters(), &counters, slots[s]) {
+                let slice = wgpu::BufferBinding { buffer: counters, offset: TILE_SLOT * slot, size: std::num::NonZeroU64::new(TILE_SLOT) };
+                entries.push(wgpu::BindGroupEntry { binding: base + binding, resource: wgpu::BindingResource::Buffer(slice) });
+            }
+            entries
+        };
+        let dispatches: Vec<Dispatch> = program
             .steps
             .iter()
-            .map(|step| {
+            .enumerate()
+            .map(|(s, step)| {
                 let kernel = &program.kernels[step.kernel];
-                let mut entries: Vec<wgpu::BindGroupEntry> = step
-                    .bindings
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        let resource = match *r {
-                            Resource::Activation(b) => activations[b].as_entire_binding(),
-                            Resource::Weight(w) => weights[w].binding(),
-                            Resource::Unused => unused.as_entire_binding(),
-                        };
-                        wgpu::BindGroupEntry { binding: i as u32, resource }
-                    })
-                    .collect();
-                let mut workgroups = split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups);
-                if let (Some(binding), Some(counters)) = (kernel.tile_counters(), &counters) {
-                    if let Some(share) = shared[step.kernel] {
-                        // A workgroup per thread and sample (more where the units are many): the
-                        // kernel takes its tiles from the counters.
-                        workgroups = [share.workgroups, 1];
-                    }
-                    let slice = wgpu::BufferBinding { buffer: counters, offset: TILE_SLOT * slot, size: std::num::NonZeroU64::new(TILE_SLOT) };
-                    slot += 1;
-                    entries.push(wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::Buffer(slice) });
-                }
-                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&kernel.name), layout: &layouts[&layout_key(kernel)], entries: &entries });
+                // A workgroup per thread and sample (more where the units are many) where the
+                // kernel takes its tiles from the counters.
+                let workgroups = match shared[step.kernel] {
+                    Some(share) => [share.workgroups, 1],
+                    None => split_workgroups(step.workgroups, per_dim).unwrap_or(step.workgroups),
+                };
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&kernel.name), layout: &layouts[&layout_key(kernel)], entries: &entries(s, 0) });
                 Dispatch { pipeline: step.kernel, bind_group, workgroups }
             })
             .collect();
-        let out_bytes: u64 = program.outputs.iter().map(|o| padded(element * o.elements() * max_batch)).sum();
+        let mut segments = Vec::with_capacity(plan.groups.len());
+        let mut chained = 0;
+        for ((g, max_batch), chain) in plan.groups.iter().zip(&plan.chain_of_group) {
+            let (Some(c), Some(status)) = (*chain, &chain_status) else {
+                segments.push(Segment::Step(g.start));
+                continue;
+            };
+            let bases = mfn_compiler::chain::binding_bases(&plan.links[c]);
+            let mut all: Vec<wgpu::BindGroupEntry> = g.clone().zip(&bases).flat_map(|(s, &base)| entries(s, base)).collect();
+            all.push(wgpu::BindGroupEntry { binding: bases.last().copied().unwrap_or(0), resource: status.as_entire_binding() });
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("mfn chain"), layout: &plan.layouts[c], entries: &all });
+            segments.push(Segment::Chain { steps: g.clone(), chain: c, bind_group, workgroups: tile_sharers, max_batch: *max_batch });
+            chained += g.len();
+        }
+        // The outputs, then the chains' status word.
+        let out_bytes: u64 = program.outputs.iter().map(|o| padded(element * o.elements() * max_batch)).sum::<u64>() + 16;
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: out_bytes,
@@ -286,6 +445,15 @@ impl Session {
             info,
             pipelines,
             dispatches,
+            segments,
+            chains: Chains {
+                pipelines: Arc::new(std::sync::OnceLock::new()),
+                build: Mutex::new(build),
+                loop_bounding,
+                runs: std::sync::atomic::AtomicUsize::new(0),
+                dropped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            },
+            chain_status,
             activations,
             readback,
             input: (program.input.buffer, program.input.shape.clone()),
@@ -301,6 +469,8 @@ impl Session {
             warm: None,
             tile_counters: counters.filter(|_| tile_sharers > 0),
             tile_sharers,
+            chained,
+            chain_retries: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -318,10 +488,44 @@ impl Session {
         self.tile_sharers
     }
 
+    /// Steps of the program that a run of one sample dispatches in chains, several kernels a
+    /// dispatch ([`SessionOptions::chains`]), once their pipelines are built
+    /// ([`Session::wait_for_chains`]); 0 where every kernel has a dispatch of its own.
+    pub fn chained(&self) -> usize {
+        if self.chains.pipelines.get().is_some() { self.chained } else { 0 }
+    }
+
+    /// Dispatches of a run of `batch` samples: the program's steps, fewer where some run in
+    /// chains (once their pipelines are built).
+    pub fn dispatch_count(&self, batch: usize) -> usize {
+        let ready = self.chains.pipelines.get().is_some();
+        let per = |s: &Segment| match s {
+            Segment::Chain { steps, max_batch, .. } if !ready || batch > *max_batch => steps.len(),
+            _ => 1,
+        };
+        self.segments.iter().map(per).sum()
+    }
+
+    /// Builds the chains' pipelines now, or waits for the thread that builds them after the
+    /// first run while the session runs its kernels a dispatch each ([`SessionOptions::chains`]):
+    /// for measurements of the steady state. Returns at once where there are none.
+    pub fn wait_for_chains(&self) {
+        self.chains.wait(&self.device);
+    }
+
+    /// Runs in which a chain's link gave up waiting for another thread's tiles (each ran again
+    /// without chains: [`SessionOptions::chains`]).
+    pub fn chain_retries(&self) -> usize {
+        self.chain_retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Zeroes the tile counters, first in every encoder that runs the model's dispatches.
     pub(crate) fn clear_tile_counters(&self, encoder: &mut wgpu::CommandEncoder) {
         if let Some(counters) = &self.tile_counters {
             encoder.clear_buffer(counters, 0, None);
+        }
+        if let Some(status) = &self.chain_status {
+            encoder.clear_buffer(status, 0, None);
         }
     }
 
@@ -400,9 +604,7 @@ impl Session {
     }
 
     fn run_chunk(&self, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let scopes = Scopes::push(&self.device);
-        self.queue.write_buffer(&self.activations[self.input.0], 0, &encode(input, self.precision));
-        self.record_and_read(batch, scopes, &|_| {})
+        self.record_and_read(batch, Scopes::push(&self.device), Some(&encode(input, self.precision)), &|_| {})
     }
 
     /// `work` (GPU work of a public call), refused at once on a device known to be lost, and with
@@ -430,27 +632,67 @@ impl Session {
         LossWatch { device: self.device.clone(), adapter: self.info.name.clone(), lost: Arc::clone(&self.lost) }
     }
 
-    /// Records `prologue` (which may fill the input buffer) and every dispatch of the model into
-    /// one compute pass, submits once and reads every output back.
-    pub(crate) fn record_and_read(&self, batch: usize, scopes: Scopes, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
+    /// Writes `input` (where given) to the input buffer, records `prologue` (which may fill it
+    /// instead) and every dispatch of the model into one compute pass, submits once and reads every
+    /// output back. Where a chain's link gave up waiting for another thread, does all of it again
+    /// without chains.
+    pub(crate) fn record_and_read(&self, batch: usize, scopes: Scopes, input: Option<&[u8]>, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
+        let (outputs, gave_up) = self.submit_and_read(batch, scopes, input, prologue, true)?;
+        self.chains.ran(&self.device);
+        if !gave_up {
+            return Ok(outputs);
+        }
+        self.chain_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.submit_and_read(batch, Scopes::push(&self.device), input, prologue, false)?.0)
+    }
+
+    /// [`Session::record_and_read`]'s one submission, with its chains where `chains` (those that
+    /// run `batch` samples) and whether one of them gave up.
+    fn submit_and_read(&self, batch: usize, scopes: Scopes, input: Option<&[u8]>, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>), chains: bool) -> Result<(Vec<Vec<f32>>, bool)> {
+        let built = self.chains.pipelines.get().filter(|_| chains);
+        let runs_chain = |segment: &Segment| built.is_some() && matches!(segment, Segment::Chain { max_batch, .. } if batch <= *max_batch);
+        let chained = self.segments.iter().any(runs_chain);
+        if let Some(input) = input {
+            self.queue.write_buffer(&self.activations[self.input.0], 0, input);
+        }
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn run") });
         self.clear_tile_counters(&mut encoder);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mfn"), timestamp_writes: None });
             prologue(&mut pass);
-            for d in &self.dispatches {
-                pass.set_pipeline(&self.pipelines[d.pipeline]);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], batch as u32);
+            let mut dispatch = |pipeline: &wgpu::ComputePipeline, bind_group: &wgpu::BindGroup, [x, y]: [u32; 2]| {
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, bind_group, &[]);
+                pass.dispatch_workgroups(x, y, batch as u32);
+            };
+            for segment in &self.segments {
+                match (segment, built) {
+                    (Segment::Chain { chain, bind_group, workgroups, .. }, Some(built)) if runs_chain(segment) => dispatch(&built[*chain], bind_group, [*workgroups, 1]),
+                    (Segment::Chain { steps, .. }, _) => {
+                        for d in &self.dispatches[steps.clone()] {
+                            dispatch(&self.pipelines[d.pipeline], &d.bind_group, d.workgroups);
+                        }
+                    }
+                    (Segment::Step(s), _) => {
+                        let d = &self.dispatches[*s];
+                        dispatch(&self.pipelines[d.pipeline], &d.bind_group, d.workgroups);
+                    }
+                }
             }
         }
-        // The outputs one after the other in the readback buffer, each padded to whole words.
+        // The outputs one after the other in the readback buffer, each padded to whole words,
+        // then the chains' status word.
         let element = self.precision.bytes();
         let mut offset = 0;
         for o in &self.outputs {
             let bytes = padded(element * batch * o.elements());
             encoder.copy_buffer_to_buffer(&self.activations[o.buffer], 0, &self.readback, offset, bytes);
             offset += bytes;
+        }
+        let status = offset;
+        if let (true, Some(buffer)) = (chained, &self.chain_status) {
+            encoder.copy_buffer_to_buffer(buffer, 0, &self.readback, status, 16);
+            offset += 16;
         }
         self.queue.submit([encoder.finish()]);
         let all = map_read(&self.device, &self.readback, offset, scopes)?;
@@ -461,7 +703,16 @@ impl Session {
             outputs.push(decode(&all[at..at + element * n], self.precision));
             at += padded(element * n) as usize;
         }
-        Ok(outputs)
+        let gave_up = chained && all[status as usize..status as usize + 4] != [0; 4];
+        Ok((outputs, gave_up))
+    }
+
+}
+
+impl Drop for Session {
+    /// Stops the build of the chains' pipelines before its next pipeline.
+    fn drop(&mut self) {
+        self.chains.dropped.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -528,31 +779,46 @@ pub(crate) fn compute_pipeline(
     })
 }
 
-/// The pipelines of `program`'s kernels (their subgroup variants where `subgroups`), created on
-/// as many threads as the machine has cores: shader translation and the driver's compilation take
-/// most of a session's creation (on lavapipe 5 to 150 ms a kernel). Error scopes are per thread,
-/// so each thread catches its own errors.
-fn create_pipelines(
-    device: &wgpu::Device,
-    program: &Program,
-    layouts: &std::collections::HashMap<LayoutKey, wgpu::BindGroupLayout>,
-    how: Variant,
-    shared: &[Option<Shared>],
-    cache: Option<&wgpu::PipelineCache>,
-) -> Result<Vec<wgpu::ComputePipeline>> {
-    let Variant { subgroups, loop_bounding, tile_sharers } = how;
-    debug_assert_eq!(shared.len(), program.kernels.len());
-    let kernels = &program.kernels;
+/// A pipeline to build: a kernel's, or a chain's.
+struct Job<'a> {
+    label: String,
+    wgsl: std::borrow::Cow<'a, str>,
+    layout: &'a wgpu::BindGroupLayout,
+    /// Pipeline constants (the WGSL overrides the runtime sets).
+    constants: Vec<(String, f64)>,
+}
+
+/// A [`Job`] that owns its WGSL and layout (for the thread that builds the chains).
+pub(crate) struct OwnedJob {
+    pub label: String,
+    pub wgsl: String,
+    pub layout: wgpu::BindGroupLayout,
+    pub constants: Vec<(String, f64)>,
+}
+
+impl OwnedJob {
+    fn job(&self) -> Job<'_> {
+        Job { label: self.label.clone(), wgsl: self.wgsl.as_str().into(), layout: &self.layout, constants: self.constants.clone() }
+    }
+}
+
+/// The pipelines of `jobs`, in order, created on as many threads as the machine has cores: shader
+/// translation and the driver's compilation take most of a session's creation (on lavapipe 5 to
+/// 150 ms a kernel). Error scopes are per thread, so each thread catches its own errors.
+/// `cancel`: stop (with an error) before the next pipeline once it is set.
+fn create_pipelines(device: &wgpu::Device, jobs: &[Job], loop_bounding: bool, cache: Option<&wgpu::PipelineCache>, cancel: Option<&std::sync::atomic::AtomicBool>) -> Result<Vec<wgpu::ComputePipeline>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, kernels.len().max(1));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, jobs.len().max(1));
     let work = || -> Result<Vec<(usize, wgpu::ComputePipeline)>> {
         let scopes = Scopes::push(device);
         let mut made = Vec::new();
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(k) = kernels.get(i) else { break };
-            let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
-            let source = wgpu::ShaderModuleDescriptor { label: Some(&k.name), source: wgpu::ShaderSource::Wgsl(wgsl.as_str().into()) };
+            let Some(job) = jobs.get(i) else { break };
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(RuntimeError::Gpu { stage: "pipelines", message: "cancelled".into() });
+            }
+            let source = wgpu::ShaderModuleDescriptor { label: Some(&job.label), source: wgpu::ShaderSource::Wgsl(job.wgsl.as_ref().into()) };
             let module = if loop_bounding {
                 device.create_shader_module(source)
             } else {
@@ -564,25 +830,19 @@ fn create_pipelines(
                 // (Kernel::tile_counters), whose every iteration takes one of a finite number of
                 // tiles from a counter that only grows or finds one more of its SHARERS ranges
                 // empty (SessionOptions::loop_bounding keeps the check for kernels of other
-                // origins).
+                // origins); a chain's links wait at most CHAIN_WAIT iterations.
                 unsafe { device.create_shader_module_trusted(source, checks) }
             };
-            // Kernels whose variant has the constants: the threads sharing (0 where none do, or
-            // where this kernel does not) and the cap on an invocation's units.
-            let constants = match shared[i] {
-                Some(share) => vec![(mfn_compiler::TILE_SHARERS, f64::from(tile_sharers)), (mfn_compiler::UNIT_CAP, f64::from(share.unit_cap))],
-                None if k.shares_tiles(subgroups) => vec![(mfn_compiler::TILE_SHARERS, 0.0)],
-                None => Vec::new(),
-            };
-            made.push((i, compute_pipeline(device, &k.name, &layouts[&layout_key(k)], &module, &constants, cache)));
+            let constants: Vec<(&str, f64)> = job.constants.iter().map(|(name, v)| (name.as_str(), *v)).collect();
+            made.push((i, compute_pipeline(device, &job.label, job.layout, &module, &constants, cache)));
         }
         scopes.check("session creation (pipelines)")?;
         Ok(made)
     };
     let parts: Vec<Result<Vec<(usize, wgpu::ComputePipeline)>>> =
         std::thread::scope(|s| (0..threads).map(|_| s.spawn(work)).collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect());
-    // Every index was taken by exactly one thread: in index order they are the kernels' pipelines.
-    let mut made = Vec::with_capacity(kernels.len());
+    // Every index was taken by exactly one thread: in index order they are the jobs' pipelines.
+    let mut made = Vec::with_capacity(jobs.len());
     for part in parts {
         made.extend(part?);
     }
@@ -637,16 +897,18 @@ impl Resident {
     }
 }
 
-/// Bytes of a dispatch's tile counters, a multiple of every storage-buffer offset alignment WebGPU
-/// allows.
-const TILE_SLOT: u64 = 1024;
-
 /// Bytes between two threads' counters: a cache line (the templates' SPREAD of 16 `u32`s), so
 /// that threads taking tiles from their own ranges do not contend for one line.
 const COUNTER_BYTES: u64 = 64;
 
-/// Most threads that share tiles: one counter each in a slot.
-const MAX_TILE_SHARERS: u32 = (TILE_SLOT / COUNTER_BYTES) as u32;
+/// Most threads that share tiles: one counter each in a slot, the count of a chain link's finished
+/// units after them (the templates' DONE, at 16 * SPREAD).
+pub(crate) const MAX_TILE_SHARERS: u32 = 16;
+
+/// Bytes of a dispatch's tile counters: a cache line for each of [`MAX_TILE_SHARERS`] threads and
+/// one for a chain link's finished units, rounded up to a multiple of every storage-buffer offset
+/// alignment WebGPU allows (256).
+const TILE_SLOT: u64 = ((MAX_TILE_SHARERS as u64 + 1) * COUNTER_BYTES).div_ceil(256) * 256;
 
 /// Loop iterations an invocation of a kernel that shares its tiles may spend on its units: lavapipe
 /// ends every loop of an invocation once its loops have run 65535 iterations in all
@@ -681,14 +943,6 @@ impl Shared {
         let unit_cap = LOOP_BUDGET / k.unit_iterations;
         (unit_cap > 0).then(|| Shared { unit_cap, workgroups: sharers.max(grid.div_ceil(unit_cap)) })
     }
-}
-
-/// Which kernels [`create_pipelines`] builds, and how.
-#[derive(Clone, Copy)]
-struct Variant {
-    subgroups: bool,
-    loop_bounding: bool,
-    tile_sharers: u32,
 }
 
 /// Kernels with the same bindings share a bind group layout: (bindings, textures, tile counters).
