@@ -129,7 +129,7 @@ pub(crate) struct Chains {
     pipelines: Arc<std::sync::OnceLock<Vec<wgpu::ComputePipeline>>>,
     build: Mutex<ChainBuild>,
     loop_bounding: bool,
-    /// Runs so far (the build starts after [`RUNS_BEFORE_CHAINS`]).
+    /// Runs so far that a chain would have taken (the build starts after [`RUNS_BEFORE_CHAINS`]).
     runs: std::sync::atomic::AtomicUsize,
     /// Set when the session is dropped: the build stops before its next pipeline.
     dropped: Arc<std::sync::atomic::AtomicBool>,
@@ -146,7 +146,9 @@ enum ChainBuild {
 }
 
 impl Chains {
-    /// Counts a run, and starts building the chains' pipelines after [`RUNS_BEFORE_CHAINS`].
+    /// Counts a run that a chain would have taken, and starts building the chains' pipelines after
+    /// [`RUNS_BEFORE_CHAINS`] of them (a session that only runs batches too large for any chain
+    /// never builds them).
     fn ran(&self, device: &wgpu::Device) {
         if self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= RUNS_BEFORE_CHAINS {
             self.start(device);
@@ -638,7 +640,9 @@ impl Session {
     /// without chains.
     pub(crate) fn record_and_read(&self, batch: usize, scopes: Scopes, input: Option<&[u8]>, prologue: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<Vec<Vec<f32>>> {
         let (outputs, gave_up) = self.submit_and_read(batch, scopes, input, prologue, true)?;
-        self.chains.ran(&self.device);
+        if self.segments.iter().any(|s| matches!(s, Segment::Chain { max_batch, .. } if batch <= *max_batch)) {
+            self.chains.ran(&self.device);
+        }
         if !gave_up {
             return Ok(outputs);
         }
