@@ -612,7 +612,8 @@ fn shared_tiles_stay_within_the_drivers_loop_budget() {
 /// and one that none takes (240: the kernels' own pipelines, built on first need); with links that
 /// give up
 /// waiting at once (`chain_wait` 0: every batch runs again without chains); on 2, 3 and 16
-/// threads; all bit-identical to the grid's tiles.
+/// threads; and a chain of five convolutions binding more buffers than wgpu allows by default; all
+/// bit-identical to the grid's tiles.
 #[test]
 fn chains_change_no_result() {
     let mut net = Net::new(21, &[8, 20, 20]);
@@ -621,6 +622,23 @@ fn chains_change_no_result() {
     net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).pad(Pad::Explicit([1, 1, 1, 1]))).conv(ConvSpec::new(24, 1));
     let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
     let steps = program.steps.len();
+    // Five links of 6 and 5 storage buffers (3x3 convolutions, depthwise between them): 29 with
+    // the status word, past wgpu's default of 28 buffers a stage, which a chain may exceed only
+    // on a device that asked for more.
+    let mut wide = Net::new(22, &[8, 12, 12]);
+    wide.conv(ConvSpec::new(8, 3).same(1)).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1));
+    wide.conv(ConvSpec::new(8, 3).same(1)).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)).conv(ConvSpec::new(8, 3).same(1));
+    let wide = mfn_compiler::compile(&wide.finish(), &Default::default()).expect("compiles");
+    let input = Rng::new(3).normal_vec(2 * 8 * 12 * 12, 1.0);
+    let grid = SessionOptions { max_batch: 2, tile_sharers: Some(0), ..Default::default() };
+    let Some(session) = common::session_with(&wide, &grid) else { return };
+    let want = session.run(&input).expect("runs");
+    let session = common::session_with(&wide, &SessionOptions { max_batch: 2, ..Default::default() }).expect("a session");
+    session.wait_for_chains();
+    assert!(session.run(&input).expect("runs") == want, "the five-link chain's outputs differ from the grid's");
+    if session.adapter_info().device_type == mfn_runtime::wgpu::DeviceType::Cpu {
+        assert_eq!(session.dispatch_count(2), 1, "the five convolutions are not one chain");
+    }
     for batch in [1, 30, 240] {
         let input = Rng::new(batch as u64).normal_vec(batch * 8 * 20 * 20, 1.0);
         let grid = SessionOptions { max_batch: batch, tile_sharers: Some(0), ..Default::default() };

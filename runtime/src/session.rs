@@ -238,8 +238,10 @@ impl Session {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         if cpu && options.chains {
             // A chain binds the storage buffers of all its links.
-            let adapter_limit = adapter.limits().max_storage_buffers_per_shader_stage;
-            required_limits.max_storage_buffers_per_shader_stage = required_limits.max_storage_buffers_per_shader_stage.max(adapter_limit);
+            let (limits, adapter_limits) = (&mut required_limits, adapter.limits());
+            limits.max_storage_buffers_per_shader_stage = limits.max_storage_buffers_per_shader_stage.max(adapter_limits.max_storage_buffers_per_shader_stage);
+            limits.max_buffers_and_acceleration_structures_per_shader_stage =
+                limits.max_buffers_and_acceleration_structures_per_shader_stage.max(adapter_limits.max_buffers_and_acceleration_structures_per_shader_stage);
         }
         let desc = wgpu::DeviceDescriptor {
             label: Some("mfn"),
@@ -336,7 +338,7 @@ impl Session {
             loop_iterations: LOOP_BUDGET,
             lanes: info.subgroup_min_size.max(1),
             wait,
-            max_storage: device.limits().max_storage_buffers_per_shader_stage,
+            max_storage: device.limits().max_storage_buffers_per_shader_stage.min(device.limits().max_buffers_and_acceleration_structures_per_shader_stage),
         });
         let plan = crate::chain::Plan::new(&device, program, &|k| shared[k].is_some(), subgroups, budget.as_ref());
         let kernel_job = |i: usize| {
