@@ -2,7 +2,11 @@
 // G[c] = sum_{i,j} K[c,i,j] * F[c,i,j]. One invocation per channel of one sample sums its HW
 // products in a register, then applies the fused epilogue. (A workgroup per channel reducing in
 // workgroup memory needs log2(WG) barriers for HW = 49 products; on lavapipe, where barriers are
-// costly, that was the slower kernel: see README, performance.)
+// costly, that was the slower kernel: see README, performance.) The loop adds UNROLL products an
+// iteration, in order (the same sums as one a time): lavapipe ends every loop of an invocation
+// once its loops have run 65,535 iterations in all, which one product an iteration would reach on
+// a 256x256 map, leaving the sum half done without a word; the runtime refuses longer loops there
+// (`Kernel::unit_iterations`).
 // Layouts: x [C, HW], w [C, HW], y [C] per sample (workgroup_id.z); p = [bias; C] ++ [slope; C].
 
 // mfn:constants
@@ -16,6 +20,8 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
+/// Products an iteration of the loop adds.
+const UNROLL: u32 = 8u;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -48,6 +54,11 @@ fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
     return v;
 }
 
+/// Pixel k of the channel at x0 times weight k of the filter at w0.
+fn product(x0: u32, w0: u32, k: u32) -> f32 {
+    return f32(x[x0 + k]) * f32(w[w0 + k]);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -56,8 +67,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let x0 = (wid.z * C + c) * HW;
     let w0 = c * HW;
     var acc = 0.0;
-    for (var k = 0u; k < HW; k++) {
-        acc += f32(x[x0 + k]) * f32(w[w0 + k]);
+    var k = 0u;
+    for (; k + UNROLL <= HW; k += UNROLL) {
+        acc += product(x0, w0, k);
+        acc += product(x0, w0, k + 1u);
+        acc += product(x0, w0, k + 2u);
+        acc += product(x0, w0, k + 3u);
+        acc += product(x0, w0, k + 4u);
+        acc += product(x0, w0, k + 5u);
+        acc += product(x0, w0, k + 6u);
+        acc += product(x0, w0, k + 7u);
+    }
+    for (; k < HW; k++) {
+        acc += product(x0, w0, k);
     }
     let i = wid.z * C + c;
     y[i] = stored(epilogue(acc, channel(c), i));

@@ -1,5 +1,9 @@
 // Fully connected layer y[m] = sum_k w[m, k] x[k] + b[m] (Gemm, MatMul): one invocation per
-// output of one sample, with the fused epilogue.
+// output of one sample, with the fused epilogue. The loop adds UNROLL products an iteration, in
+// order (the same sums as one a time): lavapipe ends every loop of an invocation once its loops
+// have run 65,535 iterations in all, which one product an iteration would reach at K = 65,535,
+// leaving the sum half done without a word; the runtime refuses longer loops there
+// (`Kernel::unit_iterations`).
 // Layouts: x [K], w [M, K], y [M] per sample (workgroup_id.z); p = [bias; M] ++ [slope; M].
 
 // mfn:constants
@@ -13,6 +17,8 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
+/// Products an iteration of the loop adds.
+const UNROLL: u32 = 8u;
 const ACT_RELU: u32 = 1u;
 const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
@@ -45,15 +51,32 @@ fn epilogue(acc: f32, ch: Channel, i: u32) -> f32 {
     return v;
 }
 
+/// Input k of the sample at x0 times weight k of the row at w0.
+fn product(x0: u32, w0: u32, k: u32) -> f32 {
+    return f32(x[x0 + k]) * f32(w[w0 + k]);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let m = (wid.x + wid.y * nwg.x) * WG + lid;
     if m >= M { return; }
     let x0 = wid.z * K;
+    let w0 = m * K;
     var acc = 0.0;
-    for (var k = 0u; k < K; k++) {
-        acc += f32(x[x0 + k]) * f32(w[m * K + k]);
+    var k = 0u;
+    for (; k + UNROLL <= K; k += UNROLL) {
+        acc += product(x0, w0, k);
+        acc += product(x0, w0, k + 1u);
+        acc += product(x0, w0, k + 2u);
+        acc += product(x0, w0, k + 3u);
+        acc += product(x0, w0, k + 4u);
+        acc += product(x0, w0, k + 5u);
+        acc += product(x0, w0, k + 6u);
+        acc += product(x0, w0, k + 7u);
+    }
+    for (; k < K; k++) {
+        acc += product(x0, w0, k);
     }
     let i = wid.z * M + m;
     y[i] = stored(epilogue(acc, channel(m), i));

@@ -9,7 +9,7 @@
 mod common;
 
 use mfn_compiler::Program;
-use mfn_runtime::SessionOptions;
+use mfn_runtime::{Session, SessionOptions};
 use mfn_models::builder::{Attr, Dim, GraphBuilder};
 use mfn_models::rng::Rng;
 
@@ -603,6 +603,39 @@ fn shared_tiles_stay_within_the_drivers_loop_budget() {
     for (i, r) in results.iter().enumerate().skip(1) {
         let differ = r.iter().zip(&results[0]).filter(|(a, b)| a != b).count();
         assert!(differ == 0, "run {i}: {differ} of {} outputs differ from the grid's", r.len());
+    }
+}
+
+/// Reductions of one invocation past lavapipe's loop budget: a MatMul over 70,000 inputs and a
+/// GlobalAveragePool of a 260x260 map (67,600 pixels). On lavapipe, which ends every loop of an
+/// invocation after 65,535 iterations in all, their loops of one product an iteration came out
+/// wrong without a word (relative errors 0.34 and 0.12 here); 8 an iteration reach 524,280. Past
+/// that (a MatMul over 600,000 inputs), the session is refused there with an error naming the
+/// kernel, where it would otherwise compute a wrong result.
+#[test]
+fn long_reductions_stay_within_the_drivers_loop_budget() {
+    let mut net = Net::new(93, &[70_000, 1, 1]);
+    net.flatten().matmul(4);
+    let cases = vec![
+        Case::new("MatMul over 70,000 inputs", &mut net, &["linear"]),
+        Case::new("GlobalAveragePool of 260x260", Net::new(94, &[2, 260, 260]).global_average_pool(), &["gdconv"]).batch(2),
+    ];
+    run_cases(cases);
+    let mut net = Net::new(95, &[600_000, 1, 1]);
+    net.flatten().matmul(1);
+    let program = mfn_compiler::compile(&net.finish(), &Default::default()).expect("compiles");
+    let linear = &program.kernels[0];
+    assert_eq!(linear.unit_iterations, 75_000, "the loop's iterations");
+    let Some(adapter) = common::adapter() else { return };
+    let name = adapter.get_info().name;
+    match Session::new(&program, &SessionOptions::default()) {
+        Err(e) if name.contains("llvmpipe") => {
+            let text = e.to_string();
+            assert!(text.contains("loop iterations") && text.contains(&linear.name) && text.contains("75000"), "{text}");
+        }
+        Ok(_) if name.contains("llvmpipe") => panic!("lavapipe took a kernel whose loop outlasts its budget"),
+        Ok(_) => {}
+        Err(e) => panic!("{name} refused a long loop: {e}"),
     }
 }
 
@@ -1256,3 +1289,4 @@ fn concat_activations() {
     cases.push(Case::new("rank 3, last axis", &mut net, &["concat"]));
     run_cases(cases);
 }
+

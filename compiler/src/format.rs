@@ -19,8 +19,9 @@ pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// 6: so can the depthwise 3x3 kernels and the subgroup pointwise and conv2d kernels, and the
 /// counters are 64 bytes apart. 7: kernels that share their tiles say how many loop iterations a
 /// unit takes ([`crate::Kernel::unit_iterations`]) and cap the units an invocation takes. 8: they
-/// can run as links of a chain ([`crate::chain`]).
-pub const VERSION: u32 = 8;
+/// can run as links of a chain ([`crate::chain`]). 9: every kernel with loops says how many
+/// iterations an invocation's unit takes, and `linear` and `gdconv` add 8 products an iteration.
+pub const VERSION: u32 = 9;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]

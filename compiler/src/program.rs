@@ -93,10 +93,11 @@ pub struct Kernel {
     /// i for binding i; the others are storage buffers. Such a binding is always a
     /// [`Weight::texture`].
     pub textures: u32,
-    /// Where the kernel can share its tiles ([`Kernel::tile_counters`]): the most loop iterations
-    /// (back-edges of its loops, the shared-tile loop's included) one unit of work takes; 0 for
-    /// other kernels. CPU drivers may cap the iterations of an invocation's loops in all (lavapipe
-    /// ends every loop after 65535, silently): the runtime sets [`UNIT_CAP`] from it, so that no
+    /// The most loop iterations (back-edges of its loops, the shared-tile loop's included) one
+    /// unit of work takes: a tile where the kernel can share its tiles ([`Kernel::tile_counters`]),
+    /// else all an invocation runs; 0 for kernels without loops. CPU drivers may cap the iterations
+    /// of an invocation's loops in all (lavapipe ends every loop after 65535, silently): there the
+    /// runtime refuses a kernel whose unit alone takes more, sets [`UNIT_CAP`] from it, so that no
     /// invocation takes more units than that allows, and dispatches enough workgroups that the
     /// capped invocations take every unit between them.
     pub unit_iterations: u32,

@@ -5,6 +5,10 @@ use mfn_compiler::Program;
 
 use crate::error::{Result, RuntimeError};
 
+/// The loop iterations after which lavapipe (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`) ends every
+/// loop of an invocation.
+pub(crate) const LAVAPIPE_LOOP_LIMIT: u32 = 65_535;
+
 pub(crate) struct Requirements {
     pub max_batch: usize,
     binding_bytes: u64,
@@ -88,6 +92,15 @@ impl Requirements {
         limit("workgroup size x", workgroup_size.into(), limits.max_compute_workgroup_size_x.into())?;
         limit("invocations per workgroup", workgroup_size.into(), limits.max_compute_invocations_per_workgroup.into())?;
         limit("workgroups per dimension", workgroups_per_dim.into(), limits.max_compute_workgroups_per_dimension.into())?;
+        if adapter.contains("llvmpipe") {
+            // Lavapipe ends every loop of an invocation once its loops have run this many
+            // iterations in all, silently: a kernel whose one unit loops longer would compute a
+            // wrong result (a dot product of more than about half a million terms, a 3x3
+            // convolution of more than about 5,000 input channels in a group).
+            for k in &program.kernels {
+                limit(&format!("loop iterations of one invocation of kernel {} ({})", k.name, k.template), k.unit_iterations.into(), LAVAPIPE_LOOP_LIMIT.into())?;
+            }
+        }
         let binding_bytes = (per_sample * max_batch as u64).max(weight_bytes);
         Ok(Requirements { max_batch, binding_bytes, storage_buffers, sampled_textures, texture_dimension, workgroup_size, workgroups_per_dim })
     }

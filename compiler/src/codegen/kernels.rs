@@ -33,16 +33,22 @@ impl KernelKey {
     }
 }
 
-/// The most loop iterations one unit of work of a kernel that can share its tiles takes (see
-/// [`crate::Kernel::unit_iterations`]): the shared-tile loop's own iteration and every back-edge of
-/// the loops inside a unit, counted as if no loop were unrolled; 0 for other templates.
+/// The most loop iterations one unit of work of a kernel takes (see
+/// [`crate::Kernel::unit_iterations`]): for a kernel that can share its tiles, the shared-tile
+/// loop's own iteration and every back-edge of the loops inside a unit; for the others, every
+/// back-edge of an invocation's loops; counted as if no loop were unrolled; 0 for templates without
+/// loops.
 /// - `pointwise_vec4` (subgroup variant, a tile of a subgroup): the loop over pairs of groups of 4
 ///   input channels, and 8 stores of 4 channels in a loop of 4;
 /// - `pointwise` (subgroup variant, a grid workgroup's subgroup share): the loop over groups of 4
 ///   input channels, and 4 stores of a 4 by 4 loop nest;
 /// - `conv2d` (subgroup variant): input channels of a group, by rows of taps, by taps, and up to
 ///   8 stores in a loop of 4;
-/// - the depthwise 3x3 kernels (a band an invocation): no loop inside a band.
+/// - the depthwise 3x3 kernels (a band an invocation): no loop inside a band;
+/// - `linear` and `gdconv`: the reduction, 8 products an iteration and the rest one a time;
+/// - `depthwise` and `depthwise_vec4`: rows of taps, by the row's loads and by taps by the
+///   invocation's 8 outputs, and the stores;
+/// - `maxpool`: the window's rows by its columns.
 pub fn unit_iterations(key: &KernelKey) -> u32 {
     let get = |name: &str| {
         key.constants.iter().find_map(|(n, c)| match c {
@@ -60,8 +66,23 @@ pub fn unit_iterations(key: &KernelKey) -> u32 {
             1u32.saturating_add(c_in_group.saturating_mul(1 + kh.saturating_mul(1 + kw))).saturating_add(8 * 4)
         }
         Template::Depthwise3x3 | Template::Depthwise3x3Vec4 => 1,
+        Template::Linear => unrolled(get("K").unwrap_or(0)),
+        Template::GdConv => unrolled(get("HW").unwrap_or(0)),
+        Template::Depthwise | Template::DepthwiseVec4 => {
+            let (kh, kw, sw) = (get("KH").unwrap_or(1), get("KW").unwrap_or(1), get("SW").unwrap_or(1));
+            // 8 outputs an invocation: a row reads the 7 * SW + KW inputs under them.
+            let row = (7u32.saturating_mul(sw)).saturating_add(kw).saturating_add(kw.saturating_mul(1 + 8));
+            kh.saturating_mul(1 + row).saturating_add(8)
+        }
+        Template::MaxPool => get("KH").unwrap_or(1).saturating_mul(1 + get("KW").unwrap_or(1)),
         _ => 0,
     }
+}
+
+/// Iterations of the loops of `linear.wgsl` and `gdconv.wgsl` over `n` products: 8 an iteration,
+/// then one a time.
+fn unrolled(n: u32) -> u32 {
+    n / 8 + n % 8
 }
 
 /// What a binding of a lowered node holds.
