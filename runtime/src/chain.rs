@@ -13,8 +13,8 @@ use crate::session::{storage_entry, texture_entry, OwnedJob, MAX_TILE_SHARERS};
 /// of MobileFaceNet before the first one fits; longer chains only make fewer, larger pipelines.
 const MAX_LINKS: usize = 5;
 
-/// Iterations of a link's wait for the units of the other threads by default (8 polls each, 1 to 2
-/// us on lavapipe): a few milliseconds, against waits of a unit's length (microseconds) where no
+/// Iterations of a link's wait for the units of the other threads by default (32 polls each): a
+/// few milliseconds on lavapipe, against waits of a unit's length (microseconds) where no
 /// thread is preempted. A link that waits longer gives up, and the batch runs again without
 /// chains ([`crate::SessionOptions::chain_wait`]).
 pub(crate) const DEFAULT_CHAIN_WAIT: u32 = 2048;

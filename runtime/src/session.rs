@@ -61,9 +61,9 @@ pub struct SessionOptions {
     /// which a link waited too long for another thread runs again without chains. Default: on,
     /// unless `$MFN_CHAINS` is `0`.
     pub chains: bool,
-    /// Iterations a chain's link waits for the other threads' tiles at most, 8 polls each (about
-    /// 1 to 2 us an iteration on lavapipe), before it gives up and the batch runs again without
-    /// chains; it counts against the driver's loop budget with the tiles. Default: 2048.
+    /// Iterations a chain's link waits for the other threads' tiles at most, 32 polls each, before
+    /// it gives up and the batch runs again without chains; it counts against the driver's loop
+    /// budget with the tiles. Default: 2048 (several milliseconds on lavapipe).
     pub chain_wait: u32,
 }
 
@@ -158,10 +158,8 @@ impl Chains {
     /// Starts building the chains' pipelines on `device`, unless begun already.
     fn start(&self, device: &wgpu::Device) {
         let mut build = self.build.lock().unwrap_or_else(|p| p.into_inner());
-        if !matches!(*build, ChainBuild::Waiting(_)) {
-            return;
-        }
-        if let ChainBuild::Waiting(jobs) = std::mem::replace(&mut *build, ChainBuild::Done) {
+        if let ChainBuild::Waiting(jobs) = &mut *build {
+            let jobs = std::mem::take(jobs);
             let (device, built, loop_bounding, dropped) = (device.clone(), Arc::clone(&self.pipelines), self.loop_bounding, Arc::clone(&self.dropped));
             *build = ChainBuild::Building(std::thread::spawn(move || {
                 let jobs: Vec<Job> = jobs.iter().map(OwnedJob::job).collect();
@@ -917,12 +915,14 @@ pub(crate) const MAX_TILE_SHARERS: u32 = 16;
 const TILE_SLOT: u64 = ((MAX_TILE_SHARERS as u64 + 1) * COUNTER_BYTES).div_ceil(256) * 256;
 
 /// Loop iterations an invocation of a kernel that shares its tiles may spend on its units: lavapipe
-/// ends every loop of an invocation once its loops have run 65535 iterations in all
+/// ends every loop of an invocation once its loops have run
+/// [`LAVAPIPE_LOOP_LIMIT`](crate::limits::LAVAPIPE_LOOP_LIMIT) iterations in all
 /// (`LP_MAX_TGSI_LOOP_ITERATIONS`, whatever the loop), and the shared-tile loop also runs up to
 /// [`MAX_TILE_SHARERS`] iterations that find a range empty. Without a cap, an invocation that
 /// took the tiles of a large batch (64 samples of MobileFaceNet's 64 -> 128 GEMM at 56x56: 25088
 /// tiles of 41 iterations) would leave the last ones half computed, silently.
 const LOOP_BUDGET: u32 = 60_000;
+const _: () = assert!(LOOP_BUDGET + MAX_TILE_SHARERS < crate::limits::LAVAPIPE_LOOP_LIMIT);
 
 /// How a kernel shares its tiles in a session.
 #[derive(Clone, Copy, Debug)]
