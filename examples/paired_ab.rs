@@ -9,7 +9,8 @@
 //! ```sh
 //! cargo run --release --example paired_ab -- [OPTION] [MODEL] [BATCH] [PAIRS]
 //! ```
-//! OPTION is `shared-tiles` (default), `warm-cores`, `subgroups` or `chains`; MODEL an .onnx or .mfn path
+//! OPTION is `shared-tiles` (default), `warm-cores`, `subgroups` or `chains` (or one of the two
+//! below); MODEL an .onnx or .mfn path
 //! or `synthetic[:VARIANT]` (default: the pretrained model in ../shared where present, else the
 //! generated MobileFaceNet); BATCH defaults to 1, PAIRS to 300. The two sessions' outputs must be
 //! bit-identical: the options change speed, never results.
@@ -18,6 +19,9 @@
 //! program with FILE's replacements applied to every kernel's WGSL (both variants), A the program
 //! as compiled. FILE holds `FROM`, a line `-----`, `TO`, and further replacements after a line
 //! `=====`; the largest difference between A's and B's outputs is reported.
+//!
+//! OPTION `program=FILE.mfn` measures a change of the compiler: B runs the packed program FILE
+//! (`mfn pack` of another build, for the same model), A the model as this build compiles it.
 
 use std::time::Instant;
 
@@ -47,12 +51,22 @@ fn main() -> Result<()> {
         b.wait_for_chains();
         return pairs_of(&a, &b, &model, batch, pairs, false);
     }
+    if let Some(file) = option.strip_prefix("program=") {
+        let other = mfn_compiler::Program::from_mfn(&std::fs::read(file).with_context(|| format!("program file {file}"))?)
+            .with_context(|| format!("program file {file}"))?;
+        ensure!(other.input.shape == model.input.shape, "{file} takes input {:?}, the model {:?}", other.input.shape, model.input.shape);
+        println!("B: the program of {file}");
+        let (a, b) = (Session::new(&model, &on)?, Session::new(&other, &on)?);
+        a.wait_for_chains();
+        b.wait_for_chains();
+        return pairs_of(&a, &b, &model, batch, pairs, false);
+    }
     let off = match option.as_str() {
         "shared-tiles" => SessionOptions { tile_sharers: Some(0), ..on.clone() },
         "warm-cores" => SessionOptions { warm_cores: false, ..on.clone() },
         "subgroups" => SessionOptions { subgroups: false, ..on.clone() },
         "chains" => SessionOptions { chains: false, ..on.clone() },
-        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups, chains, patch=FILE)"),
+        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups, chains, patch=FILE, program=FILE.mfn)"),
     };
     let a = Session::new(&model, &off)?;
     let b = Session::new(&model, &on)?;

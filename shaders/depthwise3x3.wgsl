@@ -9,7 +9,10 @@
 // The accumulators are named variables: on lavapipe, which runs invocations as SIMD lanes, a
 // local array indexed in a loop becomes per-lane memory traffic. The input rows are one call
 // each with a constant row number (see `depthwise3x3_vec4.wgsl`).
-// Layouts: x [C, H_IN, W_IN], y [C, H_OUT, W_OUT] per sample (workgroup_id.z); w is a texture
+// Layouts: x [C, IN_PLANE], y [C, OUT_PLANE] per sample (workgroup_id.z), a channel's rows at the
+// start of its plane (a plane is the map's pixels, or more where the compiler pads the map to a
+// multiple of 4 pixels for the vec4 pointwise kernels: compiler/src/codegen/layout.rs; the
+// padding is neither read nor written here); w is a texture
 // of 3 RGBA texels a row and C rows, texel r of row c holding row r of channel c's filter (and a
 // zero): on lavapipe a texel fetch is a few vector gathers, a storage-buffer load a loop over the
 // SIMD lanes (256 channels at 14x14, batch 16: about 1.1 times as fast);
@@ -44,6 +47,8 @@ const WG: u32 = 64u;
 alias out_t = vec4<stored>;
 const LANE: out_t = out_t(0.0, 1.0, 2.0, 3.0);
 const OUT_VEC: u32 = 4u;
+const IN_PLANE: u32 = 64u;
+const OUT_PLANE: u32 = 64u;
 // mfn:end-constants
 
 /// Output rows one invocation computes.
@@ -166,7 +171,7 @@ fn put4(v: vec4<f32>, ch: Channel, i: u32, valid: vec4<bool>) {
 
 /// Writes outputs ox .. ox + 3 of row `oy` of channel `c` from `acc` (those inside the map).
 fn put(acc: vec4<f32>, c: u32, ch: Channel, oy: u32, ox: u32, sample: u32, live: bool) {
-    let row = ((sample * C + c) * H_OUT + oy) * W_OUT;
+    let row = (sample * C + c) * OUT_PLANE + oy * W_OUT;
     let valid = (vec4(ox) + vec4(0u, 1u, 2u, 3u) < vec4(W_OUT)) & vec4(live && oy < H_OUT);
     put4(acc, ch, row + ox, valid);
 }
@@ -249,7 +254,7 @@ fn band(t0: u32, sample: u32) {
     let c = t / (OY_CHUNKS * OX_CHUNKS);
     let oy0 = ((t / OX_CHUNKS) % OY_CHUNKS) * ROWS;
     let ox0 = (t % OX_CHUNKS) * 8u;
-    let x0 = (sample * C + c) * H_IN * W_IN;
+    let x0 = (sample * C + c) * IN_PLANE;
     let f = Filter(textureLoad(w, vec2(0u, c), 0).xyz, textureLoad(w, vec2(1u, c), 0).xyz, textureLoad(w, vec2(2u, c), 0).xyz);
     // Every input row the band reads, one call each (a constant row: see `row_taps`).
     var a = Acc();

@@ -7,12 +7,15 @@
 // once its loops have run 65,535 iterations in all, which one product an iteration would reach on
 // a 256x256 map, leaving the sum half done without a word; the runtime refuses longer loops there
 // (`Kernel::unit_iterations`).
-// Layouts: x [C, HW], w [C, HW], y [C] per sample (workgroup_id.z); p = [bias; C] ++ [slope; C].
+// Layouts: x [C, PLANE] per sample (workgroup_id.z), a channel's HW pixels at the start of its
+// plane (PLANE > HW where the compiler pads the map for the vec4 pointwise kernels:
+// compiler/src/codegen/layout.rs), w [C, HW], y [C] per sample; p = [bias; C] ++ [slope; C].
 
 // mfn:constants
 alias stored = f32;
 const C: u32 = 4u;
 const HW: u32 = 49u;
+const PLANE: u32 = 52u;
 const ACT: u32 = 0u;
 const CLIP_MIN: f32 = 0.0;
 const CLIP_MAX: f32 = 6.0;
@@ -64,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let c = (wid.x + wid.y * nwg.x) * WG + lid;
     if c >= C { return; }
-    let x0 = (wid.z * C + c) * HW;
+    let x0 = (wid.z * C + c) * PLANE;
     let w0 = c * HW;
     var acc = 0.0;
     var k = 0u;

@@ -21,9 +21,11 @@
 // lines of its row i), 8 loads close enough together for their misses to overlap (64->128 at
 // 56x56, batch 16, on a 2-core AMD EPYC: 72 -> 50-64 ms). On shorter rows that only costs time
 // (14x14 maps: 3 to 10% slower).
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0; w is a texture
-// of 32 RGBA texels a row and C_OUT / 32 * C_IN / 4 rows (both rounded up), texel j of row
-// b * CI4 + g holding the weights of output channel 32b + j for input channels 4g .. 4g + 3
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0: the map's pixels,
+// or its planes padded to a multiple of 4 where the map's pixels are not (7x7: 52; see
+// compiler/src/codegen/layout.rs), the padding computed like any pixel and never read as one; w is
+// a texture of 32 RGBA texels a row and C_OUT / 32 * C_IN / 4 rows (both rounded up), texel j of
+// row b * CI4 + g holding the weights of output channel 32b + j for input channels 4g .. 4g + 3
 // (zero-padded): on lavapipe textureLoad fetches a texel with vector gathers, where a storage
 // buffer load is a loop over the SIMD lanes (batch 16, 128 -> 256 at 14x14: 1.1 to 1.2 times as
 // fast); p = [bias; C_OUT] ++ [prelu slope; C_OUT].

@@ -970,6 +970,41 @@ fn inverted_residual_blocks() {
     run_cases(cases);
 }
 
+/// Maps whose pixels are not a multiple of 4 (MobileFaceNet's 7x7), stored with their planes
+/// padded to one (`codegen::layout`) so that their pointwise convolutions take the vec4 kernel:
+/// a stride-2 depthwise conv into the padded map, bottlenecks whose residual is padded, channel
+/// counts that are not multiples of 4, the GDConv and GlobalAveragePool reading padded planes,
+/// and a batch split in submissions (the padding of a reused buffer holds what an earlier value
+/// left there, which no pixel may read). Where the map is a graph output, nothing before it on
+/// that map can be padded: the scalar kernels as before.
+#[test]
+fn padded_planes() {
+    let dw = |stride| ConvSpec::new(0, 3).group(Group::Depthwise).stride(stride).same(1).no_bias();
+    let stage = |net: &mut Net| {
+        net.conv(ConvSpec::new(13, 1)).act(Activation::PRelu).conv(dw(2)).bn().act(Activation::PRelu);
+        net.conv(ConvSpec::new(12, 1).no_bias()).bn().bottleneck(2, false).bottleneck(3, true);
+    };
+    let padded = ["pointwise_vec4", "depthwise3x3", "pointwise_vec4", "pointwise_vec4", "depthwise3x3", "pointwise_vec4", "pointwise_vec4", "depthwise3x3", "pointwise_vec4"];
+    let gd = ConvSpec::new(0, 0).kernel(7, 7).group(Group::Depthwise).no_bias();
+    let mut cases = Vec::new();
+    let mut net = Net::new(76, &[8, 14, 14]);
+    stage(&mut net);
+    net.conv(ConvSpec::new(20, 1)).act(Activation::PRelu).conv(gd).bn().flatten();
+    let templates: Vec<_> = padded.iter().copied().chain(["pointwise_vec4", "gdconv"]).collect();
+    cases.push(Case::new("7x7 stage and GDConv", &mut net, &templates).batch(3).max_batch(2));
+    let mut net = Net::new(77, &[8, 10, 10]);
+    stage(&mut net);
+    net.global_average_pool().flatten();
+    let templates: Vec<_> = padded.iter().copied().chain(["gdconv"]).collect();
+    cases.push(Case::new("5x5 stage and GlobalAveragePool", &mut net, &templates).batch(2));
+    let mut net = Net::new(78, &[8, 14, 14]);
+    stage(&mut net);
+    let unpadded: Vec<_> = padded.iter().map(|&t| if t == "pointwise_vec4" { "pointwise" } else { t }).collect();
+    let unpadded: Vec<_> = ["pointwise_vec4"].into_iter().chain(unpadded[1..].iter().copied()).collect();
+    cases.push(Case::new("7x7 stage as the graph output", &mut net, &unpadded).batch(2));
+    run_cases(cases);
+}
+
 /// The global depthwise convolution: kernel = the whole (square or not) feature map, on a channel
 /// count that is not a multiple of 4, on more channels than a workgroup has invocations (one
 /// invocation a channel: several workgroups, the last partly idle), with more taps than a

@@ -1,9 +1,10 @@
 //! Lowering of one IR node to a kernel specialisation: which template, its constants (the typed
 //! cache key), what each binding holds, and how many workgroups a sample needs.
 
+use super::layout::Planes;
 use super::template::{Const, Template};
 use crate::error::{CompileError, Result};
-use crate::ir::{numel, Act, Epilogue, Graph, Node, Op, ValueId};
+use crate::ir::{numel, Act, Conv, Epilogue, Graph, Node, Op, ValueId};
 
 /// Workgroup size of every kernel.
 pub const WORKGROUP: u32 = 64;
@@ -245,6 +246,23 @@ fn pack_conv2d(w: &[f32], c_out: usize, tile: usize) -> Vec<f32> {
     packed
 }
 
+/// Whether a pointwise convolution's weights fit the vec4 kernel's texture (see MAX_TEXTURE_SIDE):
+/// its rows are tiles of 32 output channels by groups of 4 input channels.
+pub(super) fn pointwise_vec4_fits(c_in: usize, c_out: usize) -> bool {
+    c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * c_in.div_ceil(4) <= MAX_TEXTURE_SIDE
+}
+
+/// Whether a convolution takes one of the depthwise 3x3 kernels: 3x3 filters, left padding 1,
+/// strides of 1 or 2, one filter per channel, its filters' texture within MAX_TEXTURE_SIDE rows.
+pub(super) fn depthwise3x3_fits(conv: &Conv, c_in: usize, c_out: usize) -> bool {
+    conv.is_depthwise(c_in, c_out)
+        && conv.prologue.is_none()
+        && conv.kernel == [3, 3]
+        && conv.pads[1] == 1
+        && matches!(conv.stride, [1 | 2, 1 | 2])
+        && c_out <= MAX_TEXTURE_SIDE
+}
+
 fn threads_to_groups(threads: usize) -> u32 {
     threads.div_ceil(WORKGROUP as usize) as u32
 }
@@ -262,7 +280,8 @@ fn layer_binds(graph: &Graph, node: &Node, params: Vec<f32>, residual: bool) -> 
     ]
 }
 
-pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
+/// The kernel of `node`, its activations laid out as `planes` says.
+pub fn lower(graph: &Graph, node: &Node, planes: &Planes) -> Result<Lowered> {
     let x = graph.shape(node.inputs[0]).to_vec();
     let y = graph.shape(node.output).to_vec();
     let bias = || graph.const_f32(node.inputs[2]).unwrap_or_default().to_vec();
@@ -270,11 +289,13 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
         Op::Conv(conv) => {
             let e = &conv.epilogue;
             let mut params = channel_params(&bias(), e.act.as_ref());
-            let (c_in, c_out, hw_out) = (x[1], y[1], y[2] * y[3]);
+            // A pointwise kernel computes every pixel of its output's planes (padding included:
+            // see `layout`; its input and residual are padded alike).
+            let (c_in, c_out, hw_out) = (x[1], y[1], planes.plane(graph, node.output));
             // Where the weights fit a texture (see MAX_TEXTURE_SIDE): the vec4 kernel's rows are
             // tiles of 32 output channels by groups of 4 input channels, the other's a texel per 4
             // output channels by a row per input channel.
-            let vec4 = hw_out.is_multiple_of(4) && c_out.div_ceil(POINTWISE_VEC4_CO_TILE) * c_in.div_ceil(4) <= MAX_TEXTURE_SIDE;
+            let vec4 = hw_out.is_multiple_of(4) && pointwise_vec4_fits(c_in, c_out);
             let fits = vec4 || (c_in <= MAX_TEXTURE_SIDE && c_out.div_ceil(POINTWISE_CO_TILE) <= MAX_TEXTURE_SIDE);
             let pointwise = conv.is_pointwise() && conv.prologue.is_none() && fits;
             // The template, its constants and its workgroups (per sample).
@@ -309,7 +330,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
                 }
                 let (kw, pad_l) = (conv.kernel[1], conv.pads[1]);
                 let rows_of_vec4 = x[3].is_multiple_of(4) && y[3].is_multiple_of(4);
-                if depthwise && conv.kernel == [3, 3] && pad_l == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) && c_out <= MAX_TEXTURE_SIDE {
+                if depthwise3x3_fits(conv, c_in, c_out) {
                     // Four output rows by 8 outputs an invocation.
                     k.retain(|(name, _)| !matches!(*name, "KH" | "KW" | "PAD_L"));
                     let threads = c_out * y[2].div_ceil(DEPTHWISE3X3_ROWS) * y[3].div_ceil(8);
@@ -336,6 +357,9 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             if matches!(template, Template::Conv2d | Template::Depthwise3x3) {
                 constants.extend(out_vec(y[3]));
             }
+            if template == Template::Depthwise3x3 {
+                constants.extend([("IN_PLANE", u(planes.plane(graph, node.inputs[0]))), ("OUT_PLANE", u(planes.plane(graph, node.output)))]);
+            }
             let mut binds = layer_binds(graph, node, params, e.residual);
             if let Bind::Data(name, w) = &mut binds[1] {
                 if template == Template::PointwiseVec4 {
@@ -351,7 +375,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
             Ok(Lowered { key: KernelKey { template, constants }, binds, workgroups: groups })
         }
         Op::GdConv(e) => {
-            let mut constants = vec![("C", u(x[1])), ("HW", u(x[2] * x[3]))];
+            let mut constants = vec![("C", u(x[1])), ("HW", u(x[2] * x[3])), ("PLANE", u(planes.plane(graph, node.inputs[0])))];
             constants.extend(epilogue_constants(e));
             constants.push(("WG", Const::U32(WORKGROUP)));
             let binds = layer_binds(graph, node, channel_params(&bias(), e.act.as_ref()), e.residual);
@@ -359,7 +383,7 @@ pub fn lower(graph: &Graph, node: &Node) -> Result<Lowered> {
         }
         Op::GlobalAveragePool => {
             let (c, hw) = (x[1], x[2] * x[3]);
-            let mut constants = vec![("C", u(c)), ("HW", u(hw))];
+            let mut constants = vec![("C", u(c)), ("HW", u(hw)), ("PLANE", u(planes.plane(graph, node.inputs[0])))];
             constants.extend(epilogue_constants(&Epilogue::default()));
             constants.push(("WG", Const::U32(WORKGROUP)));
             let binds = vec![

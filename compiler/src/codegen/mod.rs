@@ -2,6 +2,7 @@
 //! identical specialisations emitted once, every kernel validated by naga.
 
 pub mod kernels;
+mod layout;
 mod plan;
 pub mod template;
 
@@ -35,7 +36,8 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
             CompileError::BadOutput { name: names(&graph.outputs), message }
         });
     }
-    let plan = plan::plan(graph)?;
+    let planes = layout::planes(graph);
+    let plan = plan::plan(graph, &planes)?;
     let mut kernels: Vec<Kernel> = Vec::new();
     let mut by_key: HashMap<String, usize> = HashMap::new();
     let mut weights: Vec<Weight> = Vec::new();
@@ -44,7 +46,7 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
         if node.op == Op::Reshape {
             continue;
         }
-        let lowered = kernels::lower(graph, node)?;
+        let lowered = kernels::lower(graph, node, &planes)?;
         let id = lowered.key.id();
         let kernel = match by_key.get(&id) {
             Some(&k) => k,

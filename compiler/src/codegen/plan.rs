@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::layout::Planes;
 use crate::error::{CompileError, Result};
-use crate::ir::{numel, Graph, Op, ValueId};
+use crate::ir::{Graph, Op, ValueId};
 
 pub struct MemoryPlan {
     /// Buffer of every activation value (aliases included).
@@ -30,7 +31,8 @@ fn root(aliases: &HashMap<ValueId, ValueId>, mut v: ValueId) -> ValueId {
     v
 }
 
-pub fn plan(graph: &Graph) -> Result<MemoryPlan> {
+/// The plan of `graph`, its values taking the room `planes` gives them.
+pub fn plan(graph: &Graph, planes: &Planes) -> Result<MemoryPlan> {
     let mut aliases = HashMap::new();
     for node in &graph.nodes {
         if node.op == Op::Reshape {
@@ -46,7 +48,7 @@ pub fn plan(graph: &Graph) -> Result<MemoryPlan> {
     for &o in &graph.outputs {
         last_use.insert(root(&aliases, o), usize::MAX);
     }
-    let per_sample = |v: ValueId| numel(&graph.shape(v)[1..]);
+    let per_sample = |v: ValueId| planes.per_sample(graph, v);
     let mut plan = MemoryPlan { buffer_of: HashMap::new(), sizes: Vec::new(), unshared: 0 };
     let mut free: Vec<usize> = Vec::new();
     for &input in &graph.inputs {
