@@ -34,8 +34,9 @@
 // cache (whole pretrained model on lavapipe, 2-core AMD EPYC, batch 1: 0.94 to 0.96 of the time
 // of block after block; batch 16 unchanged).
 // Shared tiles (CPU adapters): where the runtime sets SHARERS to the driver's thread count, the
-// dispatch has SHARERS x 1 x N workgroups and the tiles of 8 pixel vec4s (a subgroup's) are taken
-// from counters instead of given by the grid. Lavapipe hands each of its threads a fixed,
+// dispatch has SHARERS x 1 x N workgroups and the tiles of 8 pixel vec4s (a subgroup's; they run
+// on into the next sample where a sample's end leaves lanes over) are taken from counters instead
+// of given by the grid. Lavapipe hands each of its threads a fixed,
 // contiguous share of a dispatch's workgroups; on machines whose cores run at unequal speeds (a
 // virtual machine's vCPUs: 1.3 to 1.65 times apart, measured) the fast thread then waits for the
 // slow one at every dispatch. Here thread i's first workgroup takes the tiles of range i (a
@@ -295,8 +296,8 @@ fn settle(total: u32) {
     gave_up = true;
 }
 
-/// One tile of `lanes` pixel vec4s (q: the invocation's) of output channels block * CO_TILE ..
-/// + CO_TILE - 1, for sample `sample`; `live`: the invocation has a tile.
+/// One tile of `lanes` pixel vec4s of output channels block * CO_TILE .. + CO_TILE - 1: the
+/// invocation's is pixel vec4 q of sample `sample`; `live`: the invocation has one.
 fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
     let sample_at = sample * C_IN * HW4;
     let x_at = sample_at + min(q, HW4 - 1u);
@@ -340,16 +341,19 @@ fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
         @builtin(subgroup_size) lanes: u32) {
-    // Shared tiles: a subgroup's `lanes` pixel vec4s of one block of output channels of one
-    // sample; the list runs sample after sample, pixel vec4s after pixel vec4s, block after block
-    // within those (the blocks of the same pixels one after another). Range r is its r-th
-    // SHARERS-th; this workgroup starts on the range of the thread that runs it (lavapipe gives
-    // thread r the r-th contiguous share of the workgroups, in the order x, then z).
+    // Shared tiles: a subgroup's `lanes` pixel vec4s of one block of output channels, consecutive
+    // in the batch's pixel vec4s, sample after sample (the tile's last lanes may take the next
+    // sample's first pixels: where a sample's pixel vec4s are not a multiple of `lanes`, 49 at
+    // 14x14 and 13 at 7x7 for 8 lanes, tiles within a sample would leave 7 and 3 lanes in 56 and
+    // 16 idle); the list runs tile after tile, block after block within a tile (the blocks of the
+    // same pixels one after another). Range r is its r-th SHARERS-th; this workgroup starts on the
+    // range of the thread that runs it (lavapipe gives thread r the r-th contiguous share of the
+    // workgroups, in the order x, then z).
     // SHARERS itself, kept from 0 so that the divisions below stay valid where the constant is 0
     // (naga rejects a division by a constant zero).
     let ranges = max(SHARERS, 1u);
-    let per_block = (HW4 + lanes - 1u) / lanes;
-    let total = nwg.z * CO_BLOCKS * per_block;
+    let pixels = nwg.z * HW4;
+    let total = CO_BLOCKS * ((pixels + lanes - 1u) / lanes);
     let workgroups = nwg.x * nwg.z;
     var r = (wid.x + wid.z * nwg.x) * ranges / workgroups;
     // Ranges found empty; every iteration takes a tile or finds one more range empty (on the grid,
@@ -391,10 +395,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 continue;
             }
             units += 1u;
-            sample = at / (CO_BLOCKS * per_block);
-            let rest = at % (CO_BLOCKS * per_block);
-            block = rest % CO_BLOCKS;
-            q = (rest / CO_BLOCKS) * lanes + lane;
+            block = at % CO_BLOCKS;
+            // The lane's pixel vec4 in the batch; past its last, the lane computes the last
+            // sample's and stores nothing.
+            let flat = (at / CO_BLOCKS) * lanes + lane;
+            live = flat < pixels;
+            sample = min(flat / HW4, nwg.z - 1u);
+            q = flat % HW4;
         }
         tile(block, q, sample, lane, live);
         if CHAINED && lane == 0u {
