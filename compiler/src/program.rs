@@ -56,7 +56,10 @@ pub struct Program {
     pub kernels: Vec<Kernel>,
     /// Dispatches, in order.
     pub steps: Vec<Step>,
-    /// Activation buffers of the memory plan (reused by liveness), in f32 elements per sample.
+    /// Activation buffers of the memory plan (reused by liveness), in f32 elements per sample. A
+    /// value is `[C, plane]` a sample: its pixels, or for maps whose pixels are not a multiple of
+    /// 4, planes padded to one where every kernel reading or writing it allows
+    /// (`codegen::layout`); graph inputs and outputs are never padded.
     pub buffers: Vec<usize>,
     /// Constant buffers (weights and per-channel parameters), uploaded once.
     pub weights: Vec<Weight>,

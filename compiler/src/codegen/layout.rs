@@ -38,10 +38,6 @@ impl Planes {
             None => numel(&graph.shape(v)[1..]),
         }
     }
-
-    pub fn is_padded(&self, v: ValueId) -> bool {
-        self.padded.contains_key(&v)
-    }
 }
 
 /// How a node's activations may be padded: `None` where its kernel takes no plane stride; else
