@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::kernels::{depthwise3x3_fits, pointwise_vec4_fits};
-use crate::ir::{numel, Graph, Node, Op, ValueId};
+use crate::ir::{numel, Epilogue, Graph, Node, Op, ValueId};
 
 /// Smallest map that is padded: a smaller one would compute a larger share of padding pixels
 /// (a 3x3 map 12 pixels for 9).
@@ -44,7 +44,7 @@ impl Planes {
 /// the sets of its activations that must be padded alike (each padded or not independently of
 /// the other sets).
 fn together(graph: &Graph, node: &Node) -> Option<Vec<Vec<ValueId>>> {
-    let residual = |e: &crate::ir::Epilogue| if e.residual { node.inputs.last().copied() } else { None };
+    let residual = |e: &Epilogue| if e.residual { node.inputs.last().copied() } else { None };
     match &node.op {
         Op::Conv(conv) => {
             let (c_in, c_out) = (graph.shape(node.inputs[0])[1], graph.shape(node.output)[1]);
