@@ -8,7 +8,8 @@
 //! 1. [`onnx`]: protobuf -> typed [`ir::Graph`] with concrete shapes (batch specialised);
 //! 2. [`passes`]: an ordered list of small rewrites (BN folding, fusion, GDConv lowering, ...);
 //! 3. [`codegen`]: one kernel per fused node from the WGSL templates in `shaders/`, validated by
-//!    naga, identical specialisations emitted once, plus a liveness-based buffer plan.
+//!    naga, identical specialisations emitted once, plus a liveness-based buffer plan (with the
+//!    planes of maps whose pixels are not a multiple of 4 padded where the kernels allow).
 //!
 //! [`eval`] is a naive f32 CPU evaluator of the IR, the oracle of the tests.
 
