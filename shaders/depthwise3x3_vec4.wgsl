@@ -257,42 +257,12 @@ override UNIT_CAP: u32 = 4294967295u;
 
 /// Chains (CPU adapters, `mfn_compiler::chain`): where the runtime runs this kernel as a link of a
 /// chain of kernels in one dispatch it sets CHAINED. Every unit then counts itself done at DONE
-/// (past the threads' counters of the slot), and the kernel returns once all of the dispatch's
-/// units are done, since the next link reads what this one writes.
+/// (past the threads' counters of the slot), and the chain waits until `units_total` of them are
+/// done before it calls the next link, which reads what this one writes.
 override CHAINED: bool = false;
-/// Iterations a link waits for the other units at most (set by the runtime), each polling 32 times:
-/// lavapipe counts every loop iteration of an invocation against a budget of 65,535.
-override CHAIN_WAIT: u32 = 0u;
 const DONE: u32 = 16u * SPREAD;
-/// Whether this invocation gave up waiting (see `settle`): the chain then ends, and the runtime
-/// runs the batch again without chains.
-var<private> gave_up: bool;
-
-/// Whether at least `total` units are done; an atomic add reads the count (a plain load could be
-/// hoisted out of the waiting loop).
-fn finished(total: u32) -> bool {
-    return atomicAdd(&tiles[DONE], 0u) >= total;
-}
-
-/// `finished`, asked 4 and 16 times (in one iteration of a loop).
-fn finished4(total: u32) -> bool {
-    return finished(total) || finished(total) || finished(total) || finished(total);
-}
-fn finished16(total: u32) -> bool {
-    return finished4(total) || finished4(total) || finished4(total) || finished4(total);
-}
-
-/// Waits until `total` units are done, or gives up after CHAIN_WAIT iterations (`gave_up`). Every
-/// unit is taken before an invocation gets here, and whoever took one finishes it without
-/// waiting on anything, so the units get done; the bound is for the driver's loop budget.
-fn settle(total: u32) {
-    for (var i = 0u; i < CHAIN_WAIT; i++) {
-        if finished16(total) || finished16(total) {
-            return;
-        }
-    }
-    gave_up = true;
-}
+/// The units of the dispatch (set by `main`), for a chain's wait.
+var<private> units_total: u32;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -340,7 +310,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             atomicAdd(&tiles[DONE], 1u);
         }
     }
-    if CHAINED {
-        settle(total);
-    }
+    units_total = total;
 }

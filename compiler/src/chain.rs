@@ -6,31 +6,29 @@
 //! work each at batch 1. In a chain, the links are the kernels' own WGSL in one module: link i's
 //! module-scope names prefixed `c<i>_`, its bindings moved past those of the links before it, its
 //! entry point a plain function, which the chain's entry point calls in turn. Every link but the
-//! last has its [`CHAINED`] constant set: it counts its units done, and once every unit is taken
-//! it waits until all are done before it returns, since the next link reads what it wrote.
-//! Whoever takes a unit finishes it without waiting on anything, so the wait ends however the
-//! driver schedules the workgroups; but lavapipe also ends an invocation's loops once they have run
-//! 65,535 iterations in all (see `Kernel::unit_iterations`), which a spinning wait would spend, so
-//! a link waits at most [`CHAIN_WAIT`] iterations of several polls each, and one that gives up
-//! (its `gave_up`) ends the chain and sets the chain's status word: the runtime then runs that
-//! batch again without chains. The runtime also uses a chain only for batches whose units fit
-//! that budget with one invocation taking them all ([`crate::Kernel::unit_iterations`]).
+//! last has its [`CHAINED`] constant set: it counts its units done, and once it has returned (every
+//! unit taken) the entry point waits until all are done before it calls the next link, which reads
+//! what this one wrote. Whoever takes a unit finishes it without waiting on anything, so the wait
+//! ends however the driver schedules the workgroups; but lavapipe also ends an invocation's loops
+//! once they have run 65,535 iterations in all (see `Kernel::unit_iterations`), which a spinning
+//! wait would spend, so the wait is at most [`CHAIN_WAIT`] iterations of 32 polls each, and one
+//! that gives up ends the chain and sets the chain's status word: the runtime then runs that batch
+//! again without chains. The runtime also uses a chain only for batches whose units fit that
+//! budget with one invocation taking them all ([`crate::Kernel::unit_iterations`]).
 //!
 //! The composition is textual and relies on the templates' layout: module-scope declarations start
 //! at column 0 (after their attributes), struct members are declared one a line, the entry point
-//! is `main` with `@builtin` parameters, and the shared-tile templates declare `CHAINED`,
-//! `CHAIN_WAIT` and `gave_up`.
+//! is `main` with `@builtin` parameters, and the shared-tile templates declare `CHAINED`, their
+//! counters `tiles`, the slot `DONE` where their units count themselves done, and
+//! `units_total`, the units of the dispatch, which `main` sets.
 
 /// The pipeline constant through which the runtime makes a shared-tile kernel a link that waits
 /// for its units before it returns (WGSL `override CHAINED: bool`).
 pub const CHAINED: &str = "CHAINED";
 
-/// The pipeline constant that bounds a link's wait: iterations of the waiting loop, each polling
-/// the count of finished units several times (WGSL `override CHAIN_WAIT: u32`).
+/// The pipeline constant of a chain that bounds each wait for a link's units: iterations of the
+/// waiting loop, each polling the count of finished units 32 times (WGSL `override CHAIN_WAIT: u32`).
 pub const CHAIN_WAIT: &str = "CHAIN_WAIT";
-
-/// A link's private flag, set where it gave up waiting.
-const GAVE_UP: &str = "gave_up";
 
 /// The chain's status word (a binding past the links'): 0, or 1 where a link gave up.
 const STATUS: &str = "chain_status";
@@ -100,11 +98,12 @@ pub fn chain(links: &[Link]) -> String {
             args.push(format!("b_{builtin}"));
         }
         calls.push(format!("    {}({});", link_name(i, "main"), args.join(", ")));
-        if i + 1 < links.len() {
-            // A link that gave up waiting for its units: the chain ends and says so.
-            calls.push(format!("    if {} {{\n        atomicStore(&{STATUS}[0], 1u);\n        return;\n    }}", link_name(i, GAVE_UP)));
-        }
         bodies.push_str(&format!("// ---- link {i}\n{body}\n"));
+        if i + 1 < links.len() {
+            // Where the wait for the link's units gives up, the chain ends and says so.
+            calls.push(format!("    if !{}() {{\n        atomicStore(&{STATUS}[0], 1u);\n        return;\n    }}", link_name(i, "settle")));
+            bodies.push_str(&settle(&link_name(i, "")));
+        }
     }
     let params: Vec<String> = builtins.iter().map(|(b, ty)| format!("@builtin({b}) b_{b}: {ty}")).collect();
     let mut out = String::new();
@@ -115,9 +114,36 @@ pub fn chain(links: &[Link]) -> String {
     out.push_str(&format!("// mfn chain of {} kernels in one dispatch (see mfn_compiler::chain)\n", links.len()));
     out.push_str(&bodies);
     let status = bases.last().copied().unwrap_or(0);
-    out.push_str(&format!("// ---- the chain\n@group(0) @binding({status}) var<storage, read_write> {STATUS}: array<atomic<u32>>;\n\n"));
+    out.push_str(&format!("// ---- the chain\n@group(0) @binding({status}) var<storage, read_write> {STATUS}: array<atomic<u32>>;\n"));
+    out.push_str(&format!("/// Iterations a wait for a link's units takes at most (set by the runtime).\noverride {CHAIN_WAIT}: u32 = 0u;\n\n"));
     out.push_str(&format!("@compute @workgroup_size({CHAIN_WORKGROUP})\nfn main({}) {{\n{}\n}}\n", params.join(", "), calls.join("\n")));
     out
+}
+
+/// The wait for the units of the link whose module-scope names start with `prefix`: whether all of
+/// them are done (its `units_total` at its `DONE` counter) within CHAIN_WAIT iterations of 32
+/// polls. An atomic add reads the count (a plain load could be hoisted out of the loop).
+fn settle(prefix: &str) -> String {
+    format!(
+        "fn {prefix}finished() -> bool {{
+    return atomicAdd(&{prefix}tiles[{prefix}DONE], 0u) >= {prefix}units_total;
+}}
+fn {prefix}finished4() -> bool {{
+    return {prefix}finished() || {prefix}finished() || {prefix}finished() || {prefix}finished();
+}}
+fn {prefix}finished16() -> bool {{
+    return {prefix}finished4() || {prefix}finished4() || {prefix}finished4() || {prefix}finished4();
+}}
+fn {prefix}settle() -> bool {{
+    for (var i = 0u; i < {CHAIN_WAIT}; i++) {{
+        if {prefix}finished16() || {prefix}finished16() {{
+            return true;
+        }}
+    }}
+    return false;
+}}
+"
+    )
 }
 
 /// The names a module declares at module scope: the first identifier after `fn`, `const`,

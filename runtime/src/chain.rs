@@ -176,8 +176,8 @@ impl<'a> Plan<'a> {
                 for i in 0..links.len() {
                     constants.push((link_name(i, TILE_SHARERS), f64::from(sharers)));
                     constants.push((link_name(i, CHAINED), if i + 1 < links.len() { 1.0 } else { 0.0 }));
-                    constants.push((link_name(i, CHAIN_WAIT), f64::from(wait)));
                 }
+                constants.push((CHAIN_WAIT.to_string(), f64::from(wait)));
                 OwnedJob { label: format!("chain {c}"), wgsl: mfn_compiler::chain::chain(links), layout: layout.clone(), constants }
             })
             .collect()
