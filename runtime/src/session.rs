@@ -710,7 +710,6 @@ impl Session {
         let gave_up = chained && all[status as usize..status as usize + 4] != [0; 4];
         Ok((outputs, gave_up))
     }
-
 }
 
 impl Drop for Session {
