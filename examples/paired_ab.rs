@@ -9,7 +9,7 @@
 //! ```sh
 //! cargo run --release --example paired_ab -- [OPTION] [MODEL] [BATCH] [PAIRS]
 //! ```
-//! OPTION is `shared-tiles` (default), `warm-cores`, `subgroups` or `chains` (or one of the two
+//! OPTION is `shared-tiles` (default), `warm-cores`, `subgroups`, `chains` or `wide-loads` (or one of the two
 //! below); MODEL an .onnx or .mfn path
 //! or `synthetic[:VARIANT]` (default: the pretrained model in ../shared where present, else the
 //! generated MobileFaceNet); BATCH defaults to 1, PAIRS to 300. The two sessions' outputs must be
@@ -66,7 +66,8 @@ fn main() -> Result<()> {
         "warm-cores" => SessionOptions { warm_cores: false, ..on.clone() },
         "subgroups" => SessionOptions { subgroups: false, ..on.clone() },
         "chains" => SessionOptions { chains: false, ..on.clone() },
-        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups, chains, patch=FILE, program=FILE.mfn)"),
+        "wide-loads" => SessionOptions { wide_loads: false, ..on.clone() },
+        other => bail!("unknown option '{other}' (shared-tiles, warm-cores, subgroups, chains, wide-loads, patch=FILE, program=FILE.mfn)"),
     };
     let a = Session::new(&model, &off)?;
     let b = Session::new(&model, &on)?;
@@ -74,10 +75,11 @@ fn main() -> Result<()> {
     a.wait_for_chains();
     b.wait_for_chains();
     println!(
-        "A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {}, {} dispatches at batch {batch}, A {})",
+        "A: {option} off; B: on (tile sharers {}, warm cores {}, subgroups {}, wide loads {}, {} dispatches at batch {batch}, A {})",
         b.tile_sharers(),
         b.warm_cores(),
         b.subgroups(),
+        b.wide_loads(),
         b.dispatch_count(batch),
         a.dispatch_count(batch)
     );

@@ -116,6 +116,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut subgroups = false;
     let mut warm = 0;
     let mut sharers = 0;
+    let mut wide = false;
     let mut results = Vec::new();
     if !args.json {
         println!("model: {what} ({} storage)", program.precision.wgsl());
@@ -137,6 +138,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             subgroups = session.subgroups();
             warm = session.warm_cores();
             sharers = session.tile_sharers();
+            wide = session.wide_loads();
             if !args.json {
                 let variants = if subgroups { "their subgroup variants" } else { "the plain kernels (no subgroups of 8 or more, or --no-subgroups)" };
                 println!("adapter: {adapter}; kernels with a subgroup variant run {variants}");
@@ -145,6 +147,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 }
                 if sharers > 0 {
                     println!("shared tiles: the GEMMs', convolutions' and depthwise kernels' tiles are shared among {sharers} driver threads (CPU adapter; --no-shared-tiles for fixed shares)");
+                }
+                if wide {
+                    println!("wide loads: the kernels that allow it read activations as 64-bit integers (CPU adapter with SHADER_INT64; --no-wide-loads for vectors of floats)");
                 }
             }
         }
@@ -170,7 +175,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory, dispatches };
         drop(session);
         if args.json {
-            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm, sharers), &what));
+            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm, sharers, wide), &what));
         } else {
             print_result(&r, compile_ms);
         }
@@ -368,7 +373,7 @@ fn json_number(v: f64) -> String {
 }
 
 /// `adapter`: its description, whether the subgroup variants ran, and the warm-core threads.
-fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool, usize, u32), model: &str) -> String {
+fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool, usize, u32, bool), model: &str) -> String {
     let s = &r.stats;
     let n = json_number;
     let profile = match &r.profile {
@@ -403,7 +408,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
     };
     format!(
         "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"dispatches\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"tile_sharers\":{},\"model\":{},\"profile\":{}}}",
+         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"dispatches\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"tile_sharers\":{},\"wide_loads\":{},\"model\":{},\"profile\":{}}}",
         r.batch,
         n(s.median),
         n(s.min),
@@ -425,6 +430,7 @@ fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapt
         adapter.1,
         adapter.2,
         adapter.3,
+        adapter.4,
         json_string(model),
         profile
     )

@@ -14,7 +14,7 @@ use crate::GpuArgs;
 
 pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions {
     // The library's defaults, environment included ($MFN_BACKEND, $MFN_ADAPTER, $MFN_WARM_CORES,
-    // $MFN_TILE_SHARERS, $MFN_CHAINS); the command line overrides them.
+    // $MFN_TILE_SHARERS, $MFN_CHAINS, $MFN_WIDE_LOADS); the command line overrides them.
     let defaults = SessionOptions::default();
     let env = defaults.adapter;
     SessionOptions {
@@ -28,6 +28,7 @@ pub(crate) fn session_options(gpu: &GpuArgs, max_batch: usize) -> SessionOptions
         tile_sharers: if gpu.no_shared_tiles { Some(0) } else { defaults.tile_sharers },
         chains: !gpu.no_chains && defaults.chains,
         chain_wait: defaults.chain_wait,
+        wide_loads: !gpu.no_wide_loads && defaults.wide_loads,
     }
 }
 

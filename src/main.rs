@@ -55,6 +55,11 @@ pub struct GpuArgs {
     /// whose tiles fit the driver's loop budget, unless $MFN_CHAINS is 0).
     #[arg(long)]
     no_chains: bool,
+    /// On a CPU adapter with 64-bit integers (lavapipe), read activations as vectors of floats
+    /// instead of 64-bit integers bitcast back (default: 64-bit, where the kernels allow, unless
+    /// $MFN_WIDE_LOADS is 0; same results).
+    #[arg(long)]
+    no_wide_loads: bool,
     /// Build the kernels with wgpu's loop bounding, for an .mfn file from a source you do not
     /// trust (the compiler's kernels do not need it; pipeline creation takes longer with it).
     #[arg(long)]

@@ -701,6 +701,47 @@ fn chains_change_no_result() {
     }
 }
 
+/// Wide loads (activations read, and the GEMMs' outputs written, as 64-bit integers on CPU
+/// adapters with `SHADER_INT64`: `mfn_compiler::wide`) change no result: GEMMs at 14x14 and on
+/// padded 7x7 planes, with and without residuals and with a channel count that is not a multiple
+/// of 8, at batches 1 and 3, with chains and without, in f32 and (where the adapter has f16) in
+/// f16; bit-identical to the vectors of floats. On lavapipe the wide form must run.
+#[test]
+fn wide_loads_change_no_result() {
+    let mut net = Net::new(31, &[12, 14, 14]);
+    net.conv(ConvSpec::new(16, 1)).act(Activation::PRelu).bottleneck(2, false).bottleneck(2, true);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1).no_bias()).bn().conv(ConvSpec::new(20, 1)).bottleneck(2, false);
+    net.conv(ConvSpec::new(8, 1)).conv(ConvSpec::new(0, 0).kernel(7, 7).group(Group::Depthwise).no_bias()).flatten();
+    let onnx = net.finish();
+    let Some(adapter) = common::adapter() else { return };
+    let f16 = adapter.features().contains(mfn_runtime::wgpu::Features::SHADER_F16);
+    for precision in [mfn_compiler::Precision::F32, mfn_compiler::Precision::F16] {
+        if precision == mfn_compiler::Precision::F16 && !f16 {
+            eprintln!("{}: no SHADER_F16, f16 not checked", adapter.get_info().name);
+            continue;
+        }
+        let program = mfn_compiler::compile(&onnx, &mfn_compiler::CompileOptions { precision, ..Default::default() }).expect("compiles");
+        assert!(program.kernels.iter().any(|k| k.subgroup_wgsl.as_ref().is_some_and(|w| mfn_compiler::wide::wide_loads(w, precision).is_some())), "no kernel with wide loads");
+        for batch in [1, 3] {
+            let input = Rng::new(batch as u64 + 40).normal_vec(batch * 12 * 14 * 14, 1.0);
+            for chains in [true, false] {
+                let plain = SessionOptions { max_batch: batch, wide_loads: false, chains, ..Default::default() };
+                let Some(session) = common::session_with(&program, &plain) else { return };
+                assert!(!session.wide_loads(), "wide loads where the options say not");
+                let want = session.run(&input).expect("runs");
+                let session = common::session_with(&program, &SessionOptions { wide_loads: true, ..plain }).expect("a session");
+                session.wait_for_chains();
+                if session.adapter_info().name.contains("llvmpipe") {
+                    assert!(session.wide_loads(), "lavapipe has SHADER_INT64, but the wide loads did not run");
+                }
+                let got = session.run(&input).expect("runs");
+                let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                assert!(differ == 0, "{precision:?}, batch {batch}, chains {chains}: {differ} of {} outputs differ with wide loads", got.len());
+            }
+        }
+    }
+}
+
 /// Checks every case and fails with the list of those that went wrong.
 fn run_cases(cases: Vec<Case>) {
     assert!(!cases.is_empty());

@@ -35,6 +35,7 @@ pub mod passes;
 mod program;
 #[cfg(feature = "frontend")]
 pub mod stats;
+pub mod wide;
 
 #[cfg(feature = "frontend")]
 pub use error::CompileError;

@@ -103,17 +103,17 @@ fn groups(program: &Program, shares: &dyn Fn(usize) -> bool, budget: &Budget) ->
     groups
 }
 
-/// The links of the chain of `steps`: each kernel's WGSL (`subgroups`: its subgroup variant where
-/// it has one) and, as read-write, its storage bindings of a buffer that a step of the chain
-/// writes (a buffer is never bound both read-only and writable in one dispatch).
-fn links(program: &Program, steps: Range<usize>, subgroups: bool) -> Vec<Link<'_>> {
+/// The links of the chain of `steps`: each kernel's WGSL (`sources`, by kernel index: the form
+/// that runs) and, as read-write, its storage bindings of a buffer that a step of the chain writes
+/// (a buffer is never bound both read-only and writable in one dispatch).
+fn links<'a>(program: &Program, steps: Range<usize>, sources: &'a [std::borrow::Cow<'a, str>]) -> Vec<Link<'a>> {
     let chain = &program.steps[steps];
     let written: Vec<Resource> = chain.iter().filter_map(|s| s.bindings.last().copied()).collect();
     chain
         .iter()
         .map(|step| {
             let k = &program.kernels[step.kernel];
-            let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
+            let wgsl: &str = &sources[step.kernel];
             let read_write = step
                 .bindings
                 .iter()
@@ -139,8 +139,9 @@ pub(crate) struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     /// The chains of `program` on `device` within `budget` (`None`: none), of the kernels that
-    /// share their tiles (`shares`, by kernel index) in the variant that runs (`subgroups`).
-    pub fn new(device: &wgpu::Device, program: &'a Program, shares: &dyn Fn(usize) -> bool, subgroups: bool, budget: Option<&Budget>) -> Plan<'a> {
+    /// share their tiles (`shares`, by kernel index) in the form that runs (`sources`, by kernel
+    /// index).
+    pub fn new(device: &wgpu::Device, program: &Program, shares: &dyn Fn(usize) -> bool, sources: &'a [std::borrow::Cow<'a, str>], budget: Option<&Budget>) -> Plan<'a> {
         let groups = match budget {
             Some(budget) => groups(program, shares, budget),
             None => (0..program.steps.len()).map(|s| (s..s + 1, 0)).collect(),
@@ -151,7 +152,7 @@ impl<'a> Plan<'a> {
                 plan.chain_of_group.push(None);
                 continue;
             }
-            let links = links(program, g.clone(), subgroups);
+            let links = links(program, g.clone(), sources);
             let same = |other: &Vec<Link>| other.len() == links.len() && other.iter().zip(&links).all(|(a, b)| a.wgsl == b.wgsl && a.read_write == b.read_write);
             let index = plan.links.iter().position(same).unwrap_or_else(|| {
                 plan.layouts.push(layout(device, &links));

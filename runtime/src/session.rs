@@ -65,6 +65,11 @@ pub struct SessionOptions {
     /// it gives up and the batch runs again without chains; it counts against the driver's loop
     /// budget with the tiles. Default: 2048 (several milliseconds on lavapipe).
     pub chain_wait: u32,
+    /// On a CPU adapter with 64-bit integers (`SHADER_INT64`: lavapipe), read the activations of
+    /// the kernels that allow it as 64-bit integers, bitcast back ([`mfn_compiler::wide`]): the
+    /// same bits in half the components, where every component of a load costs the driver a
+    /// bounds check and an insert. Same results. Default: on, unless `$MFN_WIDE_LOADS` is `0`.
+    pub wide_loads: bool,
 }
 
 impl Default for SessionOptions {
@@ -80,6 +85,7 @@ impl Default for SessionOptions {
             tile_sharers: std::env::var("MFN_TILE_SHARERS").ok().and_then(|v| v.trim().parse().ok()),
             chains: std::env::var("MFN_CHAINS").map_or(true, |v| v.trim() != "0"),
             chain_wait: crate::chain::DEFAULT_CHAIN_WAIT,
+            wide_loads: std::env::var("MFN_WIDE_LOADS").map_or(true, |v| v.trim() != "0"),
         }
     }
 }
@@ -103,6 +109,8 @@ struct Build<'a> {
     /// Run kernels that share their tiles in chains ([`SessionOptions::chains`]), their links
     /// waiting at most this many iterations ([`SessionOptions::chain_wait`]).
     chains: Option<u32>,
+    /// Read activations as 64-bit integers where the kernels allow ([`SessionOptions::wide_loads`]).
+    wide_loads: bool,
 }
 
 pub(crate) struct Dispatch {
@@ -208,6 +216,8 @@ pub struct Session {
     pub(crate) pipeline_cache: Option<PipelineCacheStatus>,
     weight_bytes: u64,
     subgroups: bool,
+    /// Whether some kernel reads its activations as 64-bit integers ([`SessionOptions::wide_loads`]).
+    wide_loads: bool,
     /// Why the device was lost, once it was (set by the loss callback of a session's own device).
     lost: Arc<Mutex<Option<String>>>,
     /// Idle-priority threads that keep the CPUs busy during runs on a CPU adapter.
@@ -234,6 +244,8 @@ impl Session {
         let cache_feature = if options.pipeline_cache.is_some() { wgpu::Features::PIPELINE_CACHE } else { wgpu::Features::empty() };
         let mut required_limits = req.limits(&adapter.limits());
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let wide_loads = options.wide_loads && cpu && adapter.features().contains(wgpu::Features::SHADER_INT64);
+        let int64_feature = if wide_loads { wgpu::Features::SHADER_INT64 } else { wgpu::Features::empty() };
         if cpu && options.chains {
             // A chain binds the storage buffers of all its links.
             let (limits, adapter_limits) = (&mut required_limits, adapter.limits());
@@ -245,8 +257,9 @@ impl Session {
             label: Some("mfn"),
             required_limits,
             // Per-kernel profiling where the adapter can time dispatches, the pipeline cache,
-            // subgroups for the subgroup variants, and f16 where the program stores f16.
-            required_features: (adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | cache_feature)) | subgroup_feature | needed,
+            // subgroups for the subgroup variants, 64-bit integers for wide loads, and f16 where
+            // the program stores f16.
+            required_features: (adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | cache_feature)) | subgroup_feature | int64_feature | needed,
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
@@ -258,7 +271,7 @@ impl Session {
             *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
         let tile_sharers = options.tile_sharers.unwrap_or(if cpu { driver_threads() } else { 0 });
-        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding, tile_sharers, chains: options.chains.then_some(options.chain_wait) };
+        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding, tile_sharers, chains: options.chains.then_some(options.chain_wait), wide_loads };
         let mut session = Self::build(program, device, queue, info, req.max_batch, how)?;
         session.lost = lost;
         if options.warm_cores && session.info.device_type == wgpu::DeviceType::Cpu {
@@ -272,12 +285,15 @@ impl Session {
     /// and `info` (its adapter's) gives subgroups of at least 8 invocations. The device's loss
     /// callback stays the host's (wgpu keeps one): when a call fails, the session probes the
     /// device and reports a lost one as [`RuntimeError::DeviceLost`]. The kernels are built
-    /// without loop bounding, as by default in [`Session::new`] ([`SessionOptions::loop_bounding`]).
+    /// without loop bounding, as by default in [`Session::new`] ([`SessionOptions::loop_bounding`]),
+    /// and read their activations as 64-bit integers where the adapter is a CPU and the device has
+    /// `SHADER_INT64` ([`SessionOptions::wide_loads`]).
     pub fn with_device(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
         let subgroups = crate::limits::subgroups_usable(program, device.features(), &info);
-        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0, chains: None })
+        let wide_loads = info.device_type == wgpu::DeviceType::Cpu && device.features().contains(wgpu::Features::SHADER_INT64);
+        Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0, chains: None, wide_loads })
     }
 
     fn build(
@@ -288,7 +304,7 @@ impl Session {
         max_batch: usize,
         how: Build<'_>,
     ) -> Result<Session> {
-        let Build { cache_dir, subgroups, loop_bounding, tile_sharers, chains } = how;
+        let Build { cache_dir, subgroups, loop_bounding, tile_sharers, chains, wide_loads } = how;
         // A single thread has nothing to share, nor a program whose kernels (in the variants that
         // run) have no counters; a slot holds the counters of at most 16 threads (a counter out of
         // its binding would never grow).
@@ -338,10 +354,23 @@ impl Session {
             wait,
             max_storage: device.limits().max_storage_buffers_per_shader_stage.min(device.limits().max_buffers_and_acceleration_structures_per_shader_stage),
         });
-        let plan = crate::chain::Plan::new(&device, program, &|k| shared[k].is_some(), subgroups, budget.as_ref());
+        // The source each kernel runs: its subgroup variant where those run, in the wide form of
+        // its loads where that is used and the kernel has one.
+        let sources: Vec<std::borrow::Cow<str>> = program
+            .kernels
+            .iter()
+            .map(|k| {
+                let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
+                match mfn_compiler::wide::wide_loads(wgsl, precision).filter(|_| wide_loads) {
+                    Some(wide) => wide.into(),
+                    None => wgsl.as_str().into(),
+                }
+            })
+            .collect();
+        let plan = crate::chain::Plan::new(&device, program, &|k| shared[k].is_some(), &sources, budget.as_ref());
         let kernel_job = |i: usize| {
             let k = &program.kernels[i];
-            let wgsl = k.subgroup_wgsl.as_ref().filter(|_| subgroups).unwrap_or(&k.wgsl);
+            let wgsl: &str = &sources[i];
             // The threads sharing (0 where the kernel's variant has the constant but does not
             // share) and the cap on an invocation's units.
             let constants = match shared[i] {
@@ -349,7 +378,7 @@ impl Session {
                 None if k.shares_tiles(subgroups) => vec![(mfn_compiler::TILE_SHARERS.to_string(), 0.0)],
                 None => Vec::new(),
             };
-            Job { label: k.name.clone(), wgsl: wgsl.as_str().into(), layout: &layouts[&layout_key(k)], constants }
+            Job { label: k.name.clone(), wgsl: wgsl.into(), layout: &layouts[&layout_key(k)], constants }
         };
         let jobs: Vec<Job> = (0..program.kernels.len()).map(kernel_job).collect();
         let pipelines = create_pipelines(&device, &jobs, loop_bounding, disk_cache.as_ref().map(|c| &c.cache), None)?;
@@ -467,6 +496,7 @@ impl Session {
             pipeline_cache,
             weight_bytes,
             subgroups: subgroups && program.kernels.iter().any(|k| k.subgroup_wgsl.is_some()),
+            wide_loads: sources.iter().any(|s| matches!(s, std::borrow::Cow::Owned(_))),
             lost: Arc::new(Mutex::new(None)),
             warm: None,
             tile_counters: counters.filter(|_| tile_sharers > 0),
@@ -550,6 +580,12 @@ impl Session {
     /// [`SessionOptions::subgroups`]).
     pub fn subgroups(&self) -> bool {
         self.subgroups
+    }
+
+    /// Whether some of the session's kernels read their activations as 64-bit integers (see
+    /// [`SessionOptions::wide_loads`]).
+    pub fn wide_loads(&self) -> bool {
+        self.wide_loads
     }
 
     /// Most samples in one submission (larger batches are split).

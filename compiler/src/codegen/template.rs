@@ -225,11 +225,22 @@ pub fn capabilities() -> naga::valid::Capabilities {
     naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::SUBGROUP
 }
 
+/// What the wide form of a kernel's loads ([`crate::wide`]) may use besides: 64-bit integers, and
+/// f16 packing for f16 programs.
+pub fn wide_capabilities() -> naga::valid::Capabilities {
+    capabilities() | naga::valid::Capabilities::SHADER_INT64 | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+}
+
 /// Parses and validates WGSL with naga.
 pub fn validate(name: &str, wgsl: &str) -> Result<()> {
+    validate_with(name, wgsl, capabilities())
+}
+
+/// Parses and validates WGSL with naga, allowing `capabilities`.
+pub fn validate_with(name: &str, wgsl: &str, capabilities: naga::valid::Capabilities) -> Result<()> {
     let invalid = |message: String| CompileError::InvalidWgsl { kernel: name.into(), message };
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| invalid(e.emit_to_string(wgsl)))?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities())
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
         .validate(&module)
         .map_err(|e| invalid(e.emit_to_string(wgsl)))?;
     Ok(())
