@@ -30,6 +30,12 @@ pub const CHAINED: &str = "CHAINED";
 /// waiting loop, each polling the count of finished units 32 times (WGSL `override CHAIN_WAIT: u32`).
 pub const CHAIN_WAIT: &str = "CHAIN_WAIT";
 
+/// The pipeline constant of the subgroup GEMM that makes it touch the cache lines of its next
+/// iteration's inputs (WGSL `override TOUCHING: bool = true`): a chain's links never do. A chain
+/// runs batches that fit the driver's loop budget, a few samples, whose inputs the caches hold, and
+/// there touching only costs time (`shaders/pointwise_vec4_subgroup.wgsl`).
+pub const TOUCHING: &str = "TOUCHING";
+
 /// The chain's status word (a binding past the links'): 0, or 1 where a link gave up.
 const STATUS: &str = "chain_status";
 
@@ -81,6 +87,8 @@ pub fn chain(links: &[Link]) -> String {
                 if !enables.iter().any(|e| e == line) {
                     enables.push(line.to_string());
                 }
+            } else if line == format!("override {TOUCHING}: bool = true;") {
+                text.push_str(&format!("const {TOUCHING}: bool = false;\n"));
             } else {
                 text.push_str(line);
                 text.push('\n');

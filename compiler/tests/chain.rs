@@ -40,3 +40,32 @@ fn chains_of_the_generated_model_are_valid_wgsl() {
         }
     }
 }
+
+/// A chain's GEMM links do not touch their next inputs' cache lines (`mfn_compiler::chain::TOUCHING`:
+/// chains run a few samples, whose inputs the caches hold), the same kernels dispatched alone do;
+/// and chains of the kernels' wide forms (`mfn_compiler::wide`, which the runtime runs on CPU
+/// adapters with 64-bit integers) are valid WGSL too.
+#[test]
+fn chained_gemms_do_not_touch_and_wide_forms_chain() {
+    let onnx = mfn_models::mobilefacenet(mfn_models::Variant::Mfn112x112, 2024).write_to_bytes().expect("model serialises");
+    let program = mfn_compiler::compile(&onnx, &Default::default()).expect("compiles");
+    let touching = format!("override {}: bool = true;", mfn_compiler::chain::TOUCHING);
+    let links = sharing_links(&program);
+    let gemms: Vec<usize> = (0..links.len()).filter(|&i| links[i].wgsl.contains(&touching)).collect();
+    assert!(gemms.len() >= 10, "{} GEMM links", gemms.len());
+    let wgsl = chain(&links[..6]);
+    for (i, link) in links[..6].iter().enumerate() {
+        let constant = link_name(i, mfn_compiler::chain::TOUCHING);
+        if link.wgsl.contains(&touching) {
+            assert!(wgsl.contains(&format!("const {constant}: bool = false;")), "link {i} touches:\n{wgsl}");
+        }
+        assert!(!wgsl.contains(&format!("override {constant}")), "link {i}");
+    }
+    let wide: Vec<String> = links.iter().map(|l| mfn_compiler::wide::wide_loads(l.wgsl, program.precision).unwrap_or_else(|| l.wgsl.to_string())).collect();
+    assert!(wide.iter().zip(&links).filter(|(w, l)| w.as_str() != l.wgsl).count() >= gemms.len(), "GEMMs without a wide form");
+    let wide_links: Vec<Link> = wide.iter().zip(&links).map(|(w, l)| Link { wgsl: w, ..*l }).collect();
+    for window in wide_links.windows(3).step_by(3) {
+        let wgsl = chain(window);
+        template::validate_with("wide chain", &wgsl, template::wide_capabilities()).unwrap_or_else(|e| panic!("{e}\n{wgsl}"));
+    }
+}
