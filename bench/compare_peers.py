@@ -128,7 +128,8 @@ def mfn_engine(x, args, outputs):
         "options": f"mfn bench --json, adapter {rows[1]['adapter']}; cold start {rows[1]['cold_start_ms']:.0f} ms; "
         f"{rows[1].get('warm_cores', 0)} warm-core threads (MFN_WARM_CORES=0 or --no-warm-cores: none); "
         f"tiles shared among {rows[1].get('tile_sharers', 0)} driver threads (MFN_TILE_SHARERS=0 or --no-shared-tiles: fixed shares); "
-        f"{rows[1].get('dispatches', '?')} dispatches at batch 1, {rows[16].get('dispatches', '?')} at 16 (MFN_CHAINS=0 or --no-chains: one a kernel)",
+        f"{rows[1].get('dispatches', '?')} dispatches at batch 1, {rows[16].get('dispatches', '?')} at 16 (MFN_CHAINS=0 or --no-chains: one a kernel); "
+        f"wide loads {'on' if rows[1].get('wide_loads') else 'off'} (MFN_WIDE_LOADS=0 or --no-wide-loads: off)",
     }
 
 
