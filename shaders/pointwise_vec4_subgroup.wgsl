@@ -9,18 +9,22 @@
 // and a broadcast a register shuffle, loads are what counts.
 // The accumulators are named vectors, never a local array indexed in a loop (on lavapipe, which
 // runs invocations as SIMD lanes, that becomes per-lane memory traffic), and the loop carries them
-// through 8 input channels an iteration (lavapipe masks every write to a variable that lives
-// across iterations). They are grouped by pixel and updated pixel after pixel, each taking all 8
+// through 4 input channels an iteration (lavapipe masks every write to a variable that lives
+// across iterations). They are grouped by pixel and updated pixel after pixel, each taking all 4
 // input channels at once: the 128 accumulators do not fit in registers, and this order reads and
 // writes each once per iteration instead of once per input channel (1.12 times as fast on
-// lavapipe as channel after channel, for the same sums in the same order).
-// Every input channel is a row of its own, so an iteration reads 16 cache lines one row apart.
+// lavapipe as channel after channel, for the same sums in the same order). 8 input channels an
+// iteration halve those reads and writes, but (likely) the loop's machine code, 35 KB, then
+// outgrows the CPU's 32 KB instruction cache: with 4, the whole pretrained model takes 0.915 to 0.93 of the time at
+// batch 1 and 0.97 at batch 16 on lavapipe (session 17, with the wide loads; session 9 measured
+// 0.98 for the GEMM alone).
+// Every input channel is a row of its own, so an iteration reads 8 cache lines one row apart.
 // Where rows are longer than 2 KB (TOUCH), further apart than CPUs' stride prefetchers follow,
 // the misses of lavapipe's per-lane load loops come one after another: there each iteration
-// first touches the lines of the next one (lane i of the subgroup: one float of each of the two
-// lines of its row i), 8 loads close enough together for their misses to overlap (64->128 at
-// 56x56, batch 16, on a 2-core AMD EPYC: 72 -> 50-64 ms). On shorter rows that only costs time
-// (14x14 maps: 3 to 10% slower).
+// first touches the lines of the next one (lane i of the subgroup: one float of line i / 4 of
+// row i % 4), 8 loads close enough together for their misses to overlap (64->128 at 56x56, batch
+// 16, on a 2-core AMD EPYC: 72 -> 50-64 ms). On shorter rows that only costs time (14x14 maps: 3
+// to 10% slower).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0: the map's pixels,
 // or its planes padded to a multiple of 4 where the map's pixels are not (7x7: 52; see
 // compiler/src/codegen/layout.rs), the padding computed like any pixel and never read as one; w is
@@ -181,15 +185,6 @@ fn pixel(a: Pixel, xp: vec4<f32>, k: Weights) -> Pixel {
                  dot4(a.a4, xp, k.k4), dot4(a.a5, xp, k.k5), dot4(a.a6, xp, k.k6), dot4(a.a7, xp, k.k7));
 }
 
-/// A pixel's accumulators plus two groups of input channels: every accumulator is read and
-/// written once for 8 input channels.
-fn pixel2(a: Pixel, xp: vec4<f32>, xq: vec4<f32>, k: Weights, l: Weights) -> Pixel {
-    return Pixel(dot4(dot4(a.a0, xp, k.k0), xq, l.k0), dot4(dot4(a.a1, xp, k.k1), xq, l.k1),
-                 dot4(dot4(a.a2, xp, k.k2), xq, l.k2), dot4(dot4(a.a3, xp, k.k3), xq, l.k3),
-                 dot4(dot4(a.a4, xp, k.k4), xq, l.k4), dot4(dot4(a.a5, xp, k.k5), xq, l.k5),
-                 dot4(dot4(a.a6, xp, k.k6), xq, l.k6), dot4(dot4(a.a7, xp, k.k7), xq, l.k7));
-}
-
 /// The pixels of input channel `ci` at `x_at` (the invocation's vec4 of channel 0); zero past
 /// the last channel (the padded part of a partial group).
 fn load_x(x_at: u32, ci: u32) -> vec4<f32> {
@@ -205,24 +200,14 @@ fn inputs(x_at: u32, g: u32) -> mat4x4<f32> {
     return transpose(mat4x4(load_x(x_at, c), load_x(x_at, c + 1u), load_x(x_at, c + 2u), load_x(x_at, c + 3u)));
 }
 
-/// `t` plus the group of input channels 4g .. 4g + 3. `w_at` is the invocation's first share
-/// texel of the tile (group 0).
+/// `t` plus the group of input channels 4g .. 4g + 3, pixel after pixel: on lavapipe the
+/// accumulators do not fit in registers, and taking 4 input channels into each before the next
+/// (instead of every accumulator once per input channel) cuts the traffic to where they are
+/// spilled. `w_at` is the invocation's first share texel of the tile (group 0).
 fn group(t: Tile, g: u32, x_at: u32, w_at: vec2<u32>) -> Tile {
     let k = weights(w_at + vec2(0u, g));
     let x4 = inputs(x_at, g);
     return Tile(pixel(t.p0, x4[0], k), pixel(t.p1, x4[1], k), pixel(t.p2, x4[2], k), pixel(t.p3, x4[3], k));
-}
-
-/// `t` plus the groups g and g + 1, pixel after pixel: on lavapipe the accumulators do not fit
-/// in registers, and taking 8 input channels into each before the next (instead of every
-/// accumulator once per input channel) halves the traffic to where they are spilled.
-fn group2(t: Tile, g: u32, x_at: u32, w_at: vec2<u32>) -> Tile {
-    let k = weights(w_at + vec2(0u, g));
-    let l = weights(w_at + vec2(0u, g + 1u));
-    let x4 = inputs(x_at, g);
-    let y4 = inputs(x_at, g + 1u);
-    return Tile(pixel2(t.p0, x4[0], y4[0], k, l), pixel2(t.p1, x4[1], y4[1], k, l),
-                pixel2(t.p2, x4[2], y4[2], k, l), pixel2(t.p3, x4[3], y4[3], k, l));
 }
 
 /// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q from the 4 pixels'
@@ -253,14 +238,14 @@ var<workgroup> touched: f32;
 /// where no chain has a GEMM of 28x28 or more, 1.03).
 override TOUCHING: bool = true;
 
-/// One float of each of the two cache lines that the subgroup's lanes read in input channel `ci`
-/// (clamped to the last) of the sample at `x_at`: pixel vec4s `first` and `first + 4`.
-fn touch(x_at: u32, first: u32, ci: u32) -> f32 {
+/// One float of cache line `line` (0 or 1) of the two that the subgroup's lanes read in input
+/// channel `ci` (clamped to the last) of the sample at `x_at`: pixel vec4 `first` + 4 * line.
+fn touch(x_at: u32, first: u32, ci: u32, line: u32) -> f32 {
     if !(TOUCH && TOUCHING) {
         return 0.0;
     }
     let row = x_at + min(ci, C_IN - 1u) * HW4;
-    return unpack4(x[row + first]).x + unpack4(x[row + min(first + 4u, HW4 - 1u)]).x;
+    return unpack4(x[row + min(first + 4u * line, HW4 - 1u)]).x;
 }
 
 /// Threads of the driver sharing the tiles (set by the runtime through a pipeline constant); 0:
@@ -295,17 +280,16 @@ fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
     let w_at = vec2(lane % 8u, block * CI4);
     let ok = live && q < HW4;
     // A subgroup's 8 pixel vec4s (lanes 0 .. 7) are 2 cache lines of each input channel; lane i
-    // touches channel i of the next 8 (the first 8 before the loop).
+    // touches line i / 4 of channel i % 4 of the next 4 (the first 4 before the loop).
     let first = min(q / 8u * 8u, HW4 - 1u);
-    var touches = touch(sample_at, first, lane % 8u);
+    let line = lane % 8u / 4u;
+    let row = lane % 4u;
+    var touches = touch(sample_at, first, row, line);
     let busy = subgroupAny(ok);
     var t = Tile();
-    for (var k = 0u; k + 2u <= select(0u, CI4, busy); k += 2u) {
-        touches += touch(sample_at, first, 4u * k + 8u + lane % 8u);
-        t = group2(t, k, x_at, w_at);
-    }
-    if busy && CI4 % 2u == 1u {
-        t = group(t, CI4 - 1u, x_at, w_at);
+    for (var k = 0u; k < select(0u, CI4, busy); k++) {
+        touches += touch(sample_at, first, 4u * k + 4u + row, line);
+        t = group(t, k, x_at, w_at);
     }
     if TOUCH && TOUCHING {
         touched = touches;

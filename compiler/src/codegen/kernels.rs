@@ -59,7 +59,8 @@ pub fn unit_iterations(key: &KernelKey) -> u32 {
     };
     let c_in = get("C_IN").unwrap_or(0);
     match key.template {
-        Template::PointwiseVec4 => 1 + c_in.div_ceil(4) / 2 + 8 * 4,
+        // The subgroup variant takes 4 input channels an iteration, the plain one 8: the larger.
+        Template::PointwiseVec4 => 1 + c_in.div_ceil(4) + 8 * 4,
         Template::Pointwise => 1 + c_in.div_ceil(4) + 4 * (4 + 4 * 4),
         Template::Conv2d => {
             let c_in_group = c_in / get("GROUP").unwrap_or(1).max(1);
