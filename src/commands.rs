@@ -134,12 +134,27 @@ pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::P
             std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
     }
+    // What CPU adapters with 64-bit integers run (mfn_compiler::wide), in WGSL: only there is it
+    // ever compiled, so no other language.
+    let mut wide = 0;
+    if languages.contains(&Language::Wgsl) {
+        for (_, file, wgsl) in &kernels {
+            if let Some(text) = mfn_compiler::wide::wide_loads(wgsl, program.precision) {
+                let path = out.join(format!("{file}.wide.wgsl"));
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                wide += 1;
+            }
+        }
+    }
     std::fs::write(out.join("plan.txt"), program.plan_text())?;
     let names: Vec<&str> = languages.iter().map(|l| l.name()).collect();
-    let variants = match kernels.len() - program.kernels.len() {
+    let mut variants = match kernels.len() - program.kernels.len() {
         0 => String::new(),
         n => format!(" and {n} subgroup variants (NAME.subgroup)"),
     };
+    if wide > 0 {
+        variants.push_str(&format!(", {wide} of them also in their wide form (NAME.subgroup.wide.wgsl: activations as 64-bit integers, for CPU adapters)"));
+    }
     match &model.graph {
         Some(graph) => {
             std::fs::write(out.join("graph.txt"), graph.to_string())?;

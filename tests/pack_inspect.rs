@@ -142,7 +142,17 @@ fn compile_emits_every_language() {
         }
         let spirv = std::fs::read(dir.join(format!("{}.spv", kernel.name))).expect("spv written");
         assert_eq!(&spirv[..4], &0x0723_0203u32.to_le_bytes(), "{}.spv: SPIR-V magic", kernel.name);
+        // The wide form of the loads (CPU adapters with 64-bit integers), in WGSL only.
+        let wide = dir.join(format!("{}.subgroup.wide.wgsl", kernel.name));
+        if kernel.template == "pointwise_vec4" {
+            let text = std::fs::read_to_string(&wide).unwrap_or_else(|e| panic!("{}: {e}", wide.display()));
+            assert!(text.contains("alias packed4 = vec2<u64>;") && text.contains("// mfn kernel"), "{}", wide.display());
+            assert!(!dir.join(format!("{}.subgroup.wide.spv", kernel.name)).exists());
+        } else {
+            assert!(!wide.exists(), "{} has no wide form", kernel.name);
+        }
     }
+    assert!(out.contains("wide form"), "{out}");
     let (ok, _, err) = mfn(&["compile", "synthetic:s", "--out", s(&dir), "--emit", "dxil"]);
     assert!(!ok && err.contains("dxil"), "{err}");
 }
