@@ -244,7 +244,9 @@ impl Session {
         let cache_feature = if options.pipeline_cache.is_some() { wgpu::Features::PIPELINE_CACHE } else { wgpu::Features::empty() };
         let mut required_limits = req.limits(&adapter.limits());
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let wide_loads = options.wide_loads && cpu && adapter.features().contains(wgpu::Features::SHADER_INT64);
+        // f16 programs pack and unpack halves in their wide form (WGSL's pack2x16float).
+        let f16_packing = program.precision == mfn_compiler::Precision::F32 || adapter.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
+        let wide_loads = options.wide_loads && cpu && adapter.features().contains(wgpu::Features::SHADER_INT64) && f16_packing;
         let int64_feature = if wide_loads { wgpu::Features::SHADER_INT64 } else { wgpu::Features::empty() };
         if cpu && options.chains {
             // A chain binds the storage buffers of all its links.
@@ -286,13 +288,16 @@ impl Session {
     /// callback stays the host's (wgpu keeps one): when a call fails, the session probes the
     /// device and reports a lost one as [`RuntimeError::DeviceLost`]. The kernels are built
     /// without loop bounding, as by default in [`Session::new`] ([`SessionOptions::loop_bounding`]),
-    /// and read their activations as 64-bit integers where the adapter is a CPU and the device has
-    /// `SHADER_INT64` ([`SessionOptions::wide_loads`]).
+    /// and read their activations as 64-bit integers where the adapter is a CPU, the device has
+    /// `SHADER_INT64` and the program stores f32 ([`SessionOptions::wide_loads`]; an f16 program's
+    /// wide form also needs f16 packing, which a device does not report).
     pub fn with_device(program: &Program, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, max_batch: usize) -> Result<Session> {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
         let subgroups = crate::limits::subgroups_usable(program, device.features(), &info);
-        let wide_loads = info.device_type == wgpu::DeviceType::Cpu && device.features().contains(wgpu::Features::SHADER_INT64);
+        let wide_loads = info.device_type == wgpu::DeviceType::Cpu
+            && device.features().contains(wgpu::Features::SHADER_INT64)
+            && program.precision == mfn_compiler::Precision::F32;
         Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0, chains: None, wide_loads })
     }
 
