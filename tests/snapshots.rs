@@ -34,6 +34,14 @@ fn kernels_are_unique_and_valid() {
         if let Some(variant) = &a.subgroup_wgsl {
             mfn_compiler::codegen::template::validate(&a.name, variant).expect("valid WGSL (subgroup variant)");
         }
+        // The wide form of the loads, which the runtime makes on CPU adapters (the compiler does
+        // not validate it: it would add a fifth to every compile, for a form most adapters never
+        // run; wgpu validates it where it runs).
+        for wgsl in std::iter::once(&a.wgsl).chain(&a.subgroup_wgsl) {
+            if let Some(wide) = mfn_compiler::wide::wide_loads(wgsl, program.precision) {
+                mfn_compiler::codegen::template::validate_with(&a.name, &wide, mfn_compiler::codegen::template::wide_capabilities()).expect("valid WGSL (wide loads)");
+            }
+        }
         for b in &program.kernels[i + 1..] {
             // Compared without their headers (which name them and their dispatches).
             let body = |wgsl: &str| wgsl[wgsl.find("// mfn:specialised").expect("specialised constants")..].to_string();
@@ -46,7 +54,21 @@ fn kernels_are_unique_and_valid() {
 
 #[test]
 fn templates_are_valid_wgsl_on_their_own() {
-    for t in mfn_compiler::codegen::template::Template::ALL {
-        mfn_compiler::codegen::template::validate(t.name(), t.source()).unwrap_or_else(|e| panic!("shaders/{}.wgsl: {e}", t.name()));
+    use mfn_compiler::codegen::template::{validate, validate_with, wide_capabilities, Template};
+    let mut wide = 0;
+    for t in Template::ALL {
+        validate(t.name(), t.source()).unwrap_or_else(|e| panic!("shaders/{}.wgsl: {e}", t.name()));
+        // And the wide form of its loads, in both precisions (see kernels_are_unique_and_valid).
+        for precision in [mfn_compiler::Precision::F32, mfn_compiler::Precision::F16] {
+            let source = match precision {
+                mfn_compiler::Precision::F32 => t.source().to_string(),
+                mfn_compiler::Precision::F16 => format!("enable f16;\n{}", t.source().replace("alias stored = f32;", "alias stored = f16;")),
+            };
+            if let Some(text) = mfn_compiler::wide::wide_loads(&source, precision) {
+                validate_with(t.name(), &text, wide_capabilities()).unwrap_or_else(|e| panic!("shaders/{}.wgsl, wide form ({precision:?}): {e}", t.name()));
+                wide += 1;
+            }
+        }
     }
+    assert!(wide >= 2, "{wide} wide forms");
 }

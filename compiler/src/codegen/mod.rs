@@ -126,24 +126,14 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
     Ok(program)
 }
 
-/// Validates a kernel, and the wide form of its loads where it has one ([`crate::wide`]), which
-/// runtimes make on CPU adapters.
-fn validate_with_wide_form(name: &str, wgsl: &str, precision: Precision) -> Result<()> {
-    template::validate(name, wgsl)?;
-    match crate::wide::wide_loads(wgsl, precision) {
-        Some(wide) => template::validate_with(&format!("{name} (wide loads)"), &wide, template::wide_capabilities()),
-        None => Ok(()),
-    }
-}
-
 fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Kernel> {
     let name = format!("k{index:02}_{}", key.template.name());
     let wgsl = template::specialise(key.template, "", &key.constants, precision)?;
-    validate_with_wide_form(&name, &wgsl, precision)?;
+    template::validate(&name, &wgsl)?;
     let subgroup_wgsl = match key.template.subgroup_variant() {
         Some(variant) => {
             let wgsl = template::specialise(variant, "", &key.constants, precision)?;
-            validate_with_wide_form(&format!("{name} (subgroup variant)"), &wgsl, precision)?;
+            template::validate(&format!("{name} (subgroup variant)"), &wgsl)?;
             Some(wgsl)
         }
         None => None,
