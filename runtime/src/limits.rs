@@ -52,6 +52,16 @@ pub(crate) fn subgroups_usable(program: &Program, features: wgpu::Features, info
         && info.subgroup_min_size >= mfn_compiler::MIN_SUBGROUP_SIZE
 }
 
+/// Whether a device with `features`, on the adapter of `info`, runs the wide form of the
+/// program's loads ([`mfn_compiler::wide`]): a CPU adapter (where loads cost by the component) with
+/// 64-bit integers, and for an f16 program f16 packing (`f16_packing`: the adapter's
+/// `SHADER_F16_IN_F32`).
+pub(crate) fn wide_loads_usable(program: &Program, features: wgpu::Features, info: &wgpu::AdapterInfo, f16_packing: bool) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu
+        && features.contains(wgpu::Features::SHADER_INT64)
+        && (program.precision == mfn_compiler::Precision::F32 || f16_packing)
+}
+
 impl Requirements {
     /// The needs of `program` at the largest batch (at most `wanted`) its buffers allow.
     pub fn of(program: &Program, wanted: usize, limits: &wgpu::Limits, adapter: &str) -> Result<Requirements> {

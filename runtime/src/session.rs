@@ -244,9 +244,8 @@ impl Session {
         let cache_feature = if options.pipeline_cache.is_some() { wgpu::Features::PIPELINE_CACHE } else { wgpu::Features::empty() };
         let mut required_limits = req.limits(&adapter.limits());
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        // f16 programs pack and unpack halves in their wide form (WGSL's pack2x16float).
-        let f16_packing = program.precision == mfn_compiler::Precision::F32 || adapter.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
-        let wide_loads = options.wide_loads && cpu && adapter.features().contains(wgpu::Features::SHADER_INT64) && f16_packing;
+        let f16_packing = adapter.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
+        let wide_loads = options.wide_loads && crate::limits::wide_loads_usable(program, adapter.features(), &info, f16_packing);
         let int64_feature = if wide_loads { wgpu::Features::SHADER_INT64 } else { wgpu::Features::empty() };
         if cpu && options.chains {
             // A chain binds the storage buffers of all its links.
@@ -295,9 +294,7 @@ impl Session {
         let req = Requirements::of(program, max_batch, &device.limits(), &info.name)?;
         crate::limits::features(program, device.features(), &info.name)?;
         let subgroups = crate::limits::subgroups_usable(program, device.features(), &info);
-        let wide_loads = info.device_type == wgpu::DeviceType::Cpu
-            && device.features().contains(wgpu::Features::SHADER_INT64)
-            && program.precision == mfn_compiler::Precision::F32;
+        let wide_loads = crate::limits::wide_loads_usable(program, device.features(), &info, false);
         Self::build(program, device, queue, info, req.max_batch, Build { cache_dir: None, subgroups, loop_bounding: false, tile_sharers: 0, chains: None, wide_loads })
     }
 
