@@ -44,18 +44,19 @@ fn main() -> Result<()> {
     ensure!(batch > 0 && pairs > 0, "BATCH and PAIRS must be at least 1");
 
     let on = SessionOptions { max_batch: batch, ..Default::default() };
-    if let Some(file) = option.strip_prefix("patch=") {
-        let patched = patched(&model, file)?;
-        let (a, b) = (Session::new(&model, &on)?, Session::new(&patched, &on)?);
-        a.wait_for_chains();
-        b.wait_for_chains();
-        return pairs_of(&a, &b, &model, batch, pairs, false);
-    }
-    if let Some(file) = option.strip_prefix("program=") {
+    // B another program: the model patched, or a packed program.
+    let other = if let Some(file) = option.strip_prefix("patch=") {
+        Some(patched(&model, file)?)
+    } else if let Some(file) = option.strip_prefix("program=") {
         let other = mfn_compiler::Program::from_mfn(&std::fs::read(file).with_context(|| format!("program file {file}"))?)
             .with_context(|| format!("program file {file}"))?;
         ensure!(other.input.shape == model.input.shape, "{file} takes input {:?}, the model {:?}", other.input.shape, model.input.shape);
         println!("B: the program of {file}");
+        Some(other)
+    } else {
+        None
+    };
+    if let Some(other) = other {
         let (a, b) = (Session::new(&model, &on)?, Session::new(&other, &on)?);
         a.wait_for_chains();
         b.wait_for_chains();
