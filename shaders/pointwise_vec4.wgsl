@@ -13,7 +13,7 @@
 // through 8 input channels an iteration (lavapipe masks every write to a variable that lives
 // across iterations).
 // Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0: the map's pixels,
-// or its planes padded to a multiple of 4 where the map's pixels are not (7x7: 52; see
+// or its planes padded to a multiple of 8 where the map's pixels are not (7x7: 56; see
 // compiler/src/codegen/layout.rs), the padding computed like any pixel and never read as one; w is
 // a texture of 32 RGBA texels a row and C_OUT / 32 * C_IN / 4 rows (both rounded up), texel j of
 // row b * CI4 + g holding the weights of output channel 32b + j for input channels 4g .. 4g + 3

@@ -25,8 +25,9 @@
 // row i % 4), 8 loads close enough together for their misses to overlap (64->128 at 56x56, batch
 // 16, on a 2-core AMD EPYC: 72 -> 50-64 ms). On shorter rows that only costs time (14x14 maps: 3
 // to 10% slower).
-// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 4 == 0: the map's pixels,
-// or its planes padded to a multiple of 4 where the map's pixels are not (7x7: 52; see
+// Layouts: x [C_IN, HW], y [C_OUT, HW] per sample (workgroup_id.z), HW % 8 == 0 (so that the
+// pixel vec4s pair up within rows, see `put`): the map's pixels, or its planes padded to a
+// multiple of 8 where the map's pixels are not (14x14: 200, 7x7: 56; see
 // compiler/src/codegen/layout.rs), the padding computed like any pixel and never read as one; w is
 // a texture of 32 RGBA texels a row and C_OUT / 32 * C_IN / 4 rows (both rounded up), texel j of
 // row b * CI4 + g holding the weights of output channel 32b + j for input channels 4g .. 4g + 3
@@ -65,7 +66,8 @@ const WG: u32 = 64u;
 // How activations are read and written: as here, vectors of the stored type; on CPU adapters
 // with 64-bit integers, the runtime replaces this block with one that moves the same bits as
 // vec2<u64> (mfn_compiler::wide), 2 components a lane instead of 4 (lavapipe checks and inserts
-// every component of a load lane by lane: the whole model at batch 1 in 0.95 of the time).
+// every component of a load lane by lane: the whole model at batch 1 in 0.95 of the time); the
+// pairs of pixel vec4s that `put` writes (packed8: two of packed4, made with pack4) as vec4<u64>.
 // mfn:loads
 alias packed4 = vec4<stored>;
 fn unpack4(v: packed4) -> vec4<f32> {
@@ -74,11 +76,19 @@ fn unpack4(v: packed4) -> vec4<f32> {
 fn pack4(v: vec4<f32>) -> packed4 {
     return packed4(v);
 }
+alias packed8 = mat2x4<stored>;
+fn unpack8(v: packed8) -> mat2x4<f32> {
+    return mat2x4<f32>(v);
+}
+fn pack8(v: mat2x4<f32>) -> packed8 {
+    return packed8(v);
+}
 // mfn:end-loads
 
 const CO_TILE: u32 = 32u;
 const CO_BLOCKS: u32 = (C_OUT + CO_TILE - 1u) / CO_TILE;
 const HW4: u32 = HW / 4u;
+const_assert HW % 8u == 0u;
 /// Whether the iterations touch the next one's cache lines: rows of at least 512 pixels (2 KB in f32),
 /// unless the runtime turns it off (TOUCHING).
 const TOUCH: bool = HW >= 512u;
@@ -95,8 +105,8 @@ const ACT_SIGMOID: u32 = 4u;
 @group(0) @binding(0) var<storage, read> x: array<packed4>;
 @group(0) @binding(1) var w: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<packed4>;
-@group(0) @binding(4) var<storage, read_write> y: array<packed4>;
+@group(0) @binding(3) var<storage, read> r: array<packed8>;
+@group(0) @binding(4) var<storage, read_write> y: array<packed8>;
 
 /// A channel's epilogue parameters (bias and PReLU slope).
 struct Channel {
@@ -104,13 +114,13 @@ struct Channel {
     slope: f32,
 }
 
-fn epilogue(acc: vec4<f32>, ch: Channel, i: u32) -> vec4<f32> {
+/// The epilogue up to the residual, which `put` adds.
+fn epilogue(acc: vec4<f32>, ch: Channel) -> vec4<f32> {
     var v = acc + ch.bias;
     if ACT == ACT_RELU { v = max(v, vec4(0.0)); }
     if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += unpack4(r[i]); }
     return v;
 }
 
@@ -211,13 +221,27 @@ fn group(t: Tile, g: u32, x_at: u32, w_at: vec2<u32>) -> Tile {
 }
 
 /// Writes output channels co .. co + 3 (those below C_OUT) at pixel vec4 q from the 4 pixels'
-/// accumulators of those channels; `bias` and `slope` hold their parameters.
-fn put(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, co: u32, bias: vec4<f32>, slope: vec4<f32>, q: u32, sample: u32, ok: bool) {
+/// accumulators of those channels; `bias` and `slope` hold their parameters. The two lanes of a
+/// pair (`odd`: the second), which hold pixel vec4s q and q + 1 of the same rows (HW % 8 == 0),
+/// write a channel each, its 8 pixels of both lanes as one element of y: on lavapipe a store is a
+/// loop over the lanes that costs mostly by the lane, and half as many stores of twice the size
+/// (the lanes swap a vec4 by a shuffle), with the planes padded to 8 pixels for them, took 0.95 of
+/// the whole model's time at batch 1 and 0.99 at batch 16 (the residual is read the same way).
+fn put(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, co: u32, bias: vec4<f32>, slope: vec4<f32>, q: u32, sample: u32, ok: bool, odd: bool) {
     let acc = transpose(mat4x4(a0, a1, a2, a3));
-    for (var j = 0u; j < 4u; j++) {
-        let i = (sample * C_OUT + co + j) * HW4 + q;
-        if ok && co + j < C_OUT {
-            y[i] = pack4(epilogue(acc[j], Channel(bias[j], slope[j]), i));
+    for (var j = 0u; j < 4u; j += 2u) {
+        let e0 = epilogue(acc[j], Channel(bias[j], slope[j]));
+        let e1 = epilogue(acc[j + 1u], Channel(bias[j + 1u], slope[j + 1u]));
+        // The even lane writes channel co + j (its pixels, then its partner's), the odd lane
+        // channel co + j + 1 (its partner's pixels, then its own).
+        let other = subgroupShuffleXor(select(e1, e0, odd), 1u);
+        let co_j = co + j + u32(odd);
+        // Pixel vec4s q and q + 1, or q - 1 and q: the pair's first is even.
+        let at = ((sample * C_OUT + co_j) * HW4 + q) / 2u;
+        if ok && co_j < C_OUT {
+            var v = mat2x4(select(e0, other, odd), select(other, e1, odd));
+            if HAS_RESIDUAL { v += unpack8(r[at]); }
+            y[at] = pack8(v);
         }
     }
 }
@@ -302,24 +326,25 @@ fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
     let bias_hi = lanes_hi(bias);
     let slope_lo = lanes_lo(slope);
     let slope_hi = lanes_hi(slope);
-    put(t.p0.a0, t.p1.a0, t.p2.a0, t.p3.a0, co0, bias_lo[0], slope_lo[0], q, sample, ok);
-    put(t.p0.a1, t.p1.a1, t.p2.a1, t.p3.a1, co0 + 4u, bias_hi[0], slope_hi[0], q, sample, ok);
-    put(t.p0.a2, t.p1.a2, t.p2.a2, t.p3.a2, co0 + 8u, bias_lo[1], slope_lo[1], q, sample, ok);
-    put(t.p0.a3, t.p1.a3, t.p2.a3, t.p3.a3, co0 + 12u, bias_hi[1], slope_hi[1], q, sample, ok);
-    put(t.p0.a4, t.p1.a4, t.p2.a4, t.p3.a4, co0 + 16u, bias_lo[2], slope_lo[2], q, sample, ok);
-    put(t.p0.a5, t.p1.a5, t.p2.a5, t.p3.a5, co0 + 20u, bias_hi[2], slope_hi[2], q, sample, ok);
-    put(t.p0.a6, t.p1.a6, t.p2.a6, t.p3.a6, co0 + 24u, bias_lo[3], slope_lo[3], q, sample, ok);
-    put(t.p0.a7, t.p1.a7, t.p2.a7, t.p3.a7, co0 + 28u, bias_hi[3], slope_hi[3], q, sample, ok);
+    let odd = lane % 2u == 1u;
+    put(t.p0.a0, t.p1.a0, t.p2.a0, t.p3.a0, co0, bias_lo[0], slope_lo[0], q, sample, ok, odd);
+    put(t.p0.a1, t.p1.a1, t.p2.a1, t.p3.a1, co0 + 4u, bias_hi[0], slope_hi[0], q, sample, ok, odd);
+    put(t.p0.a2, t.p1.a2, t.p2.a2, t.p3.a2, co0 + 8u, bias_lo[1], slope_lo[1], q, sample, ok, odd);
+    put(t.p0.a3, t.p1.a3, t.p2.a3, t.p3.a3, co0 + 12u, bias_hi[1], slope_hi[1], q, sample, ok, odd);
+    put(t.p0.a4, t.p1.a4, t.p2.a4, t.p3.a4, co0 + 16u, bias_lo[2], slope_lo[2], q, sample, ok, odd);
+    put(t.p0.a5, t.p1.a5, t.p2.a5, t.p3.a5, co0 + 20u, bias_hi[2], slope_hi[2], q, sample, ok, odd);
+    put(t.p0.a6, t.p1.a6, t.p2.a6, t.p3.a6, co0 + 24u, bias_lo[3], slope_lo[3], q, sample, ok, odd);
+    put(t.p0.a7, t.p1.a7, t.p2.a7, t.p3.a7, co0 + 28u, bias_hi[3], slope_hi[3], q, sample, ok, odd);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
-        @builtin(subgroup_size) lanes: u32) {
+        @builtin(subgroup_size) lanes: u32, @builtin(subgroup_id) subgroup: u32) {
     // Shared tiles: a subgroup's `lanes` pixel vec4s of one block of output channels, consecutive
     // in the batch's pixel vec4s, sample after sample (the tile's last lanes may take the next
-    // sample's first pixels: where a sample's pixel vec4s are not a multiple of `lanes`, 49 at
-    // 14x14 and 13 at 7x7 for 8 lanes, tiles within a sample would leave 7 and 3 lanes in 56 and
+    // sample's first pixels: where a sample's pixel vec4s are not a multiple of `lanes`, 50 at
+    // 14x14 and 14 at 7x7 for 8 lanes, tiles within a sample would leave 6 and 2 lanes in 56 and
     // 16 idle); the list runs tile after tile, block after block within a tile (the blocks of the
     // same pixels one after another). Range r is its r-th SHARERS-th; this workgroup starts on the
     // range of the thread that runs it (lavapipe gives thread r the r-th contiguous share of the
@@ -354,7 +379,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             // loop together.
             let g = wid.x + wid.y * nwg.x;
             block = g % CO_BLOCKS;
-            q = min(g / CO_BLOCKS, PX_GROUPS - 1u) * WG + lid;
+            // The subgroup's pixel vec4s consecutive in lane order, whatever the order of the
+            // invocations in subgroups (`put` pairs neighbouring lanes).
+            q = min(g / CO_BLOCKS, PX_GROUPS - 1u) * WG + subgroup * lanes + lane;
             sample = wid.z;
             live = g < CO_BLOCKS * PX_GROUPS;
             empty = ranges;

@@ -1045,6 +1045,40 @@ fn padded_planes() {
     run_cases(cases);
 }
 
+/// The subgroup GEMM pairs neighbouring lanes' pixel vec4s in its stores and residual loads,
+/// within rows of a multiple of 8 pixels: a 14x14 map (196 pixels) is padded to 200 where every
+/// kernel on it allows, and where it cannot be (the layer on the graph input) its GEMM has no
+/// subgroup variant and runs the plain kernel. Checked against the CPU evaluator at an odd batch
+/// (shared tiles running on across samples) in submissions of 2, with and without shared tiles
+/// (on the grid, invocations take their pixels by subgroup and lane), with the same results.
+#[test]
+fn paired_stores_need_rows_of_8_pixels() {
+    let mut net = Net::new(79, &[8, 14, 14]);
+    net.conv(ConvSpec::new(16, 1)).act(Activation::PRelu);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)).conv(ConvSpec::new(24, 1)).act(Activation::PRelu);
+    net.bottleneck(2, false).global_average_pool().flatten();
+    let onnx = net.finish();
+    let program = mfn_compiler::compile(&onnx, &Default::default()).expect("compiles");
+    let gemms: Vec<_> = program.kernels.iter().filter(|k| k.template == "pointwise_vec4").collect();
+    let planes: Vec<_> = gemms.iter().map(|k| k.wgsl.lines().find(|l| l.starts_with("const HW: u32")).expect("HW")).collect();
+    assert_eq!(planes, ["const HW: u32 = 196u;", "const HW: u32 = 200u;", "const HW: u32 = 200u;", "const HW: u32 = 200u;"]);
+    let variants: Vec<bool> = gemms.iter().map(|k| k.subgroup_wgsl.is_some()).collect();
+    assert_eq!(variants, [false, true, true, true], "a subgroup variant only on rows of a multiple of 8 pixels");
+    let imported = mfn_compiler::onnx::import(&onnx, 1, None).expect("imports");
+    let input = Rng::new(79).normal_vec(3 * 8 * 14 * 14, 1.0);
+    let want = mfn_compiler::eval::run(&imported, &input).expect("evaluates");
+    let mut results = Vec::new();
+    for sharers in [None, Some(0)] {
+        let options = SessionOptions { max_batch: 2, tile_sharers: sharers, ..Default::default() };
+        let Some(session) = common::session_with(&program, &options) else { return };
+        let got = session.run(&input).expect("runs");
+        let err = rel_err(&got, &want);
+        assert!(err <= TOLERANCE, "tile sharers {sharers:?} on {}: differs from the CPU evaluator by {err:e}", session.adapter());
+        results.push(got);
+    }
+    assert!(results[0] == results[1], "shared tiles change the result");
+}
+
 /// The global depthwise convolution: kernel = the whole (square or not) feature map, on a channel
 /// count that is not a multiple of 4, on more channels than a workgroup has invocations (one
 /// invocation a channel: several workgroups, the last partly idle), with more taps than a

@@ -9,11 +9,14 @@
 //!
 //! - `packed4` and `unpack4`: 4 stored elements (`vec4<stored>`), as a `vec4<f32>`; `pack4`, where
 //!   the block has it, the other way, for stores;
+//! - `packed8`, `unpack8` and `pack8`: 8 stored elements (`mat2x4<stored>`, two of `packed4`), as a
+//!   `mat2x4<f32>`, for a block that also has `packed4`, `unpack4` and `pack4`;
 //! - `packed2` and `unpack2`: 2 stored elements (`vec2<stored>`), as a `vec2<f32>`.
 //!
 //! As written, the block declares them as the stored vectors themselves. [`wide_loads`] replaces
-//! it with the same elements as integers of the same size: 4 f32 as `vec2<u64>`, 2 f32 or 4 f16
-//! as `u64`, 2 f16 as `u32` (f16 through `pack2x16float`/`unpack2x16float`). The bits are the same,
+//! it with the same elements as integers of the same size: 8 f32 as `vec4<u64>`, 4 f32 or 8 f16
+//! as `vec2<u64>`, 2 f32 or 4 f16 as `u64`, 2 f16 as `u32` (f16 through
+//! `pack2x16float`/`unpack2x16float`). The bits are the same,
 //! so are the results. The wide form needs `SHADER_INT64`. The runtime uses it on CPU adapters
 //! that have it (`SessionOptions::wide_loads`).
 //!
@@ -37,9 +40,9 @@ pub fn wide_loads(wgsl: &str, precision: Precision) -> Option<String> {
     let mut out = String::with_capacity(wgsl.len() + 256);
     out.push_str(&wgsl[..begin]);
     out.push_str("// mfn:loads (wide: 64-bit components, mfn_compiler::wide)\n");
-    let (word4, word2) = match precision {
-        Precision::F32 => ("vec2<u64>", "u64"),
-        Precision::F16 => ("u64", "u32"),
+    let (word8, word4, word2) = match precision {
+        Precision::F32 => ("vec4<u64>", "vec2<u64>", "u64"),
+        Precision::F16 => ("vec2<u64>", "u64", "u32"),
     };
     if block.contains("alias packed4") {
         out.push_str(&format!("alias packed4 = {word4};\n"));
@@ -53,6 +56,16 @@ pub fn wide_loads(wgsl: &str, precision: Precision) -> Option<String> {
                 Precision::F16 => "fn pack4(v: vec4<f32>) -> packed4 {\n    return u64(pack2x16float(v.xy)) | (u64(pack2x16float(v.zw)) << 32u);\n}\n",
             });
         }
+    }
+    if block.contains("alias packed8") {
+        // Two of packed4, through its functions.
+        let (lo, hi) = match precision {
+            Precision::F32 => ("v.xy", "v.zw"),
+            Precision::F16 => ("v.x", "v.y"),
+        };
+        out.push_str(&format!("alias packed8 = {word8};\n"));
+        out.push_str(&format!("fn unpack8(v: packed8) -> mat2x4<f32> {{\n    return mat2x4(unpack4({lo}), unpack4({hi}));\n}}\n"));
+        out.push_str("fn pack8(v: mat2x4<f32>) -> packed8 {\n    return packed8(pack4(v[0]), pack4(v[1]));\n}\n");
     }
     if block.contains("alias packed2") {
         out.push_str(&format!("alias packed2 = {word2};\n"));
@@ -82,6 +95,9 @@ mod tests {
         assert!(wide_loads(&with_stores, Precision::F16).unwrap().contains("fn pack4(v: vec4<f32>) -> packed4 {\n    return u64(pack2x16float"));
         assert!(wide.ends_with("// mfn:end-loads\nfn main() {}\n"));
         assert!(wide_loads(&KERNEL.replace("vec4", "vec2").replace("4", "2"), Precision::F16).unwrap().contains("alias packed2 = u32;"));
+        let pairs = with_stores.replace("// mfn:end-loads", "alias packed8 = mat2x4<stored>;\n// mfn:end-loads");
+        assert!(wide_loads(&pairs, Precision::F32).unwrap().contains("alias packed8 = vec4<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.xy), unpack4(v.zw));"));
+        assert!(wide_loads(&pairs, Precision::F16).unwrap().contains("alias packed8 = vec2<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.x), unpack4(v.y));"));
     }
 
     #[test]

@@ -330,7 +330,8 @@ impl Session {
             })
             .collect();
         let weights: Vec<Resident> = program.weights.iter().map(|w| Resident::upload(&device, &queue, w)).collect();
-        let unused = device.create_buffer(&wgpu::BufferDescriptor { label: Some("unused"), size: 16, usage: storage, mapped_at_creation: false });
+        // As large as the largest element a kernel declares (the vec4 GEMM's pairs of pixel vec4s).
+        let unused = device.create_buffer(&wgpu::BufferDescriptor { label: Some("unused"), size: 32, usage: storage, mapped_at_creation: false });
         let weight_bytes = weights.iter().map(|w| w.bytes).sum();
         let disk_cache = cache_dir.and_then(|dir| DiskCache::open(&device, &info, dir));
         let mut layouts = std::collections::HashMap::new();

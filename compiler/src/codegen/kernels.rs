@@ -34,13 +34,24 @@ impl KernelKey {
     }
 }
 
+/// Whether a kernel can take its template's subgroup variant: the vec4 GEMM's pairs its lanes'
+/// pixel vec4s within rows, and needs planes of a multiple of 8 pixels (`layout` pads them where
+/// it can).
+pub fn subgroup_fits(key: &KernelKey) -> bool {
+    match key.template {
+        Template::PointwiseVec4 => key.constants.iter().any(|(n, c)| *n == "HW" && matches!(c, Const::U32(hw) if hw % 8 == 0)),
+        _ => true,
+    }
+}
+
 /// The most loop iterations one unit of work of a kernel takes (see
 /// [`crate::Kernel::unit_iterations`]): for a kernel that can share its tiles, the shared-tile
 /// loop's own iteration and every back-edge of the loops inside a unit; for the others, every
 /// back-edge of an invocation's loops; counted as if no loop were unrolled; 0 for templates without
 /// loops.
 /// - `pointwise_vec4` (subgroup variant, a tile of a subgroup): the loop over pairs of groups of 4
-///   input channels, and 8 stores of 4 channels in a loop of 4;
+///   input channels, and 8 stores of 4 channels in a loop of 4 (2 pairs of channels since the
+///   stores pair up lanes: still counted as 4);
 /// - `pointwise` (subgroup variant, a grid workgroup's subgroup share): the loop over groups of 4
 ///   input channels, and 4 stores of a 4 by 4 loop nest;
 /// - `conv2d` (subgroup variant): input channels of a group, by rows of taps, by taps, and up to

@@ -2,18 +2,27 @@
 //! maps: 49), the pointwise convolutions cannot read and write it as vec4s of 4 pixels and take
 //! the scalar kernel, whose loads carry a quarter of the work each (on lavapipe, where every load
 //! is a loop over the SIMD lanes, 11 to 17 GFLOP/s against 25 to 30 for the vec4 kernel). Such a
-//! value can instead be stored with its channels' planes padded to the next multiple of 4 pixels
-//! (`[C, plane]` per sample, 52 for 7x7), if every kernel that reads or writes it takes a plane
+//! value can instead be stored with its channels' planes padded to the next multiple of 8 pixels
+//! (`[C, plane]` per sample, 56 for 7x7), if every kernel that reads or writes it takes a plane
 //! stride: the vec4 pointwise kernel (which then computes the padding pixels too, from whatever
 //! the padding of its input holds, into the padding of its output, where no pixel of the map ever
 //! reads them), the depthwise 3x3 kernel (rows within a plane, planes PLANE apart) and the GDConv
 //! (global pooling) kernel. A pointwise convolution's input, output and residual are padded
 //! together or not at all; graph inputs and outputs, and values a Reshape reads, never are.
+//!
+//! Maps of a multiple of 4 pixels but not of 8 (14x14: 196) are padded too, to 200: the subgroup
+//! variant of the vec4 kernel pairs neighbouring pixel vec4s, 8 pixels of a row, in its stores
+//! (`pointwise_vec4_subgroup.wgsl`: on lavapipe the pairs' stores took 0.97 of the pretrained
+//! model's time at batch 1). Where such a map cannot be padded, its kernels have no subgroup
+//! variant ([`super::kernels::subgroup_fits`]).
 
 use std::collections::{HashMap, HashSet};
 
 use super::kernels::{depthwise3x3_fits, pointwise_vec4_fits};
 use crate::ir::{numel, Epilogue, Graph, Node, Op, ValueId};
+
+/// Padded planes hold a multiple of this many pixels.
+pub(super) const PLANE_MULTIPLE: usize = 8;
 
 /// Smallest map that is padded: a smaller one would compute a larger share of padding pixels
 /// (a 3x3 map 12 pixels for 9).
@@ -63,13 +72,13 @@ fn together(graph: &Graph, node: &Node) -> Option<Vec<Vec<ValueId>>> {
     }
 }
 
-/// Which values to pad: those whose maps are not a multiple of 4 pixels, that feed or come out of
+/// Which values to pad: those whose maps are not a multiple of PLANE_MULTIPLE pixels, that feed or come out of
 /// a pointwise convolution, and that only kernels with a plane stride read and write.
 pub fn planes(graph: &Graph) -> Planes {
     let rounded = |v: ValueId| {
         let shape = graph.shape(v);
         let hw = numel(shape.get(2..).unwrap_or(&[]));
-        (shape.len() == 4 && hw >= MIN_PIXELS && !hw.is_multiple_of(4)).then(|| hw.next_multiple_of(4))
+        (shape.len() == 4 && hw >= MIN_PIXELS && !hw.is_multiple_of(PLANE_MULTIPLE)).then(|| hw.next_multiple_of(PLANE_MULTIPLE))
     };
     let fixed: HashSet<ValueId> = graph
         .inputs

@@ -130,7 +130,7 @@ fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Ke
     let name = format!("k{index:02}_{}", key.template.name());
     let wgsl = template::specialise(key.template, "", &key.constants, precision)?;
     template::validate(&name, &wgsl)?;
-    let subgroup_wgsl = match key.template.subgroup_variant() {
+    let subgroup_wgsl = match key.template.subgroup_variant().filter(|_| kernels::subgroup_fits(key)) {
         Some(variant) => {
             let wgsl = template::specialise(variant, "", &key.constants, precision)?;
             template::validate(&format!("{name} (subgroup variant)"), &wgsl)?;
