@@ -339,8 +339,8 @@ fn tile(block: u32, q: u32, sample: u32, lane: u32, live: bool) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
-        @builtin(subgroup_size) lanes: u32, @builtin(subgroup_id) subgroup: u32) {
+        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) lanes: u32,
+        @builtin(subgroup_id) subgroup: u32) {
     // Shared tiles: a subgroup's `lanes` pixel vec4s of one block of output channels, consecutive
     // in the batch's pixel vec4s, sample after sample (the tile's last lanes may take the next
     // sample's first pixels: where a sample's pixel vec4s are not a multiple of `lanes`, 50 at
@@ -374,9 +374,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if SHARERS == 0u {
             // The tile is the workgroup's, the pixels the invocation's. Spare invocations compute
             // a clamped pixel vec4 and store nothing; a subgroup with no live pixel computes
-            // nothing (the last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations, has
-            // one such subgroup of 4 on lavapipe: about 1.1 times as fast), and its lanes skip the
-            // loop together.
+            // nothing (the last workgroup of a 14x14 map, 49 pixel vec4s for 64 invocations before
+            // its planes were padded to 50, had one such subgroup of 8 lanes on lavapipe: about 1.1
+            // times as fast), and its lanes skip the loop together.
             let g = wid.x + wid.y * nwg.x;
             block = g % CO_BLOCKS;
             // The subgroup's pixel vec4s consecutive in lane order, whatever the order of the
