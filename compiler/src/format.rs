@@ -21,7 +21,9 @@ pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// unit takes ([`crate::Kernel::unit_iterations`]) and cap the units an invocation takes. 8: they
 /// can run as links of a chain ([`crate::chain`]). 9: every kernel with loops says how many
 /// iterations an invocation's unit takes, and `linear` and `gdconv` add 8 products an iteration.
-pub const VERSION: u32 = 9;
+/// 10: the subgroup vec4 GEMM reads and writes pairs of pixel vec4s (elements of 32 bytes in f32),
+/// so a binding it leaves unused must hold at least that, and needs planes of a multiple of 8 pixels.
+pub const VERSION: u32 = 10;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, Error, PartialEq)]
