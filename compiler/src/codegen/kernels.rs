@@ -1,7 +1,7 @@
 //! Lowering of one IR node to a kernel specialisation: which template, its constants (the typed
 //! cache key), what each binding holds, and how many workgroups a sample needs.
 
-use super::layout::Planes;
+use super::layout::{Planes, PLANE_MULTIPLE};
 use super::template::{Const, Template};
 use crate::error::{CompileError, Result};
 use crate::ir::{numel, Act, Conv, Epilogue, Graph, Node, Op, ValueId};
@@ -32,14 +32,22 @@ impl KernelKey {
         }
         s
     }
+
+    /// The value of the key's u32 constant `name`, if it has one.
+    pub fn u32(&self, name: &str) -> Option<u32> {
+        self.constants.iter().find_map(|(n, c)| match c {
+            Const::U32(v) if *n == name => Some(*v),
+            _ => None,
+        })
+    }
 }
 
 /// Whether a kernel can take its template's subgroup variant: the vec4 GEMM's pairs its lanes'
-/// pixel vec4s within rows, and needs planes of a multiple of 8 pixels (`layout` pads them where
-/// it can).
+/// pixel vec4s within rows, and needs planes of a multiple of PLANE_MULTIPLE pixels (`layout`
+/// pads them to that where it can).
 pub fn subgroup_fits(key: &KernelKey) -> bool {
     match key.template {
-        Template::PointwiseVec4 => key.constants.iter().any(|(n, c)| *n == "HW" && matches!(c, Const::U32(hw) if hw % 8 == 0)),
+        Template::PointwiseVec4 => key.u32("HW").is_some_and(|hw| (hw as usize).is_multiple_of(PLANE_MULTIPLE)),
         _ => true,
     }
 }
@@ -50,8 +58,8 @@ pub fn subgroup_fits(key: &KernelKey) -> bool {
 /// back-edge of an invocation's loops; counted as if no loop were unrolled; 0 for templates without
 /// loops.
 /// - `pointwise_vec4` (subgroup variant, a tile of a subgroup): the loop over pairs of groups of 4
-///   input channels, and 8 stores of 4 channels in a loop of 4 (2 pairs of channels since the
-///   stores pair up lanes: still counted as 4);
+///   input channels, and 8 stores of 4 channels in a loop of 4 (the plain variant's; the subgroup
+///   variant's stores take 2 pairs of channels a loop, 2 iterations: the larger count is kept);
 /// - `pointwise` (subgroup variant, a grid workgroup's subgroup share): the loop over groups of 4
 ///   input channels, and 4 stores of a 4 by 4 loop nest;
 /// - `conv2d` (subgroup variant): input channels of a group, by rows of taps, by taps, and up to
@@ -62,32 +70,26 @@ pub fn subgroup_fits(key: &KernelKey) -> bool {
 ///   invocation's 8 outputs, and the stores;
 /// - `maxpool`: the window's rows by its columns.
 pub fn unit_iterations(key: &KernelKey) -> u32 {
-    let get = |name: &str| {
-        key.constants.iter().find_map(|(n, c)| match c {
-            Const::U32(v) if *n == name => Some(*v),
-            _ => None,
-        })
-    };
-    let c_in = get("C_IN").unwrap_or(0);
+    let c_in = key.u32("C_IN").unwrap_or(0);
     match key.template {
         // The subgroup variant takes 4 input channels an iteration, the plain one 8: the larger.
         Template::PointwiseVec4 => 1 + c_in.div_ceil(4) + 8 * 4,
         Template::Pointwise => 1 + c_in.div_ceil(4) + 4 * (4 + 4 * 4),
         Template::Conv2d => {
-            let c_in_group = c_in / get("GROUP").unwrap_or(1).max(1);
-            let (kh, kw) = (get("KH").unwrap_or(1), get("KW").unwrap_or(1));
+            let c_in_group = c_in / key.u32("GROUP").unwrap_or(1).max(1);
+            let (kh, kw) = (key.u32("KH").unwrap_or(1), key.u32("KW").unwrap_or(1));
             1u32.saturating_add(c_in_group.saturating_mul(1 + kh.saturating_mul(1 + kw))).saturating_add(8 * 4)
         }
         Template::Depthwise3x3 | Template::Depthwise3x3Vec4 => 1,
-        Template::Linear => unrolled(get("K").unwrap_or(0)),
-        Template::GdConv => unrolled(get("HW").unwrap_or(0)),
+        Template::Linear => unrolled(key.u32("K").unwrap_or(0)),
+        Template::GdConv => unrolled(key.u32("HW").unwrap_or(0)),
         Template::Depthwise | Template::DepthwiseVec4 => {
-            let (kh, kw, sw) = (get("KH").unwrap_or(1), get("KW").unwrap_or(1), get("SW").unwrap_or(1));
+            let (kh, kw, sw) = (key.u32("KH").unwrap_or(1), key.u32("KW").unwrap_or(1), key.u32("SW").unwrap_or(1));
             // 8 outputs an invocation: a row reads the 7 * SW + KW inputs under them.
             let row = (7u32.saturating_mul(sw)).saturating_add(kw).saturating_add(kw.saturating_mul(1 + 8));
             kh.saturating_mul(1 + row).saturating_add(8)
         }
-        Template::MaxPool => get("KH").unwrap_or(1).saturating_mul(1 + get("KW").unwrap_or(1)),
+        Template::MaxPool => key.u32("KH").unwrap_or(1).saturating_mul(1 + key.u32("KW").unwrap_or(1)),
         _ => 0,
     }
 }

@@ -13,7 +13,6 @@ use crate::ir::{Graph, Op};
 use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 use crate::stats;
 use kernels::{Bind, KernelKey, WORKGROUP};
-use template::Const;
 
 /// Most workgroups in one dimension of a dispatch (WebGPU's default limit); larger counts spill
 /// into the second dimension.
@@ -138,11 +137,7 @@ fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Ke
         }
         None => None,
     };
-    let workgroup_size = key.constants.iter().find_map(|(n, c)| match (n, c) {
-        (&"WG", Const::U32(wg)) => Some(*wg),
-        _ => None,
-    });
-    let workgroup_size = workgroup_size.unwrap_or(WORKGROUP);
+    let workgroup_size = key.u32("WG").unwrap_or(WORKGROUP);
     let unit_iterations = kernels::unit_iterations(key);
     Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings(), textures: key.template.textures(), unit_iterations })
 }
