@@ -42,6 +42,28 @@ const HAS_RESIDUAL: bool = false;
 const WG: u32 = 64u;
 // mfn:end-constants
 
+// How activations are read and written: as here, vectors of the stored type; on CPU adapters
+// with 64-bit integers, the runtime replaces this block with one that moves the same bits as
+// 64-bit integers (mfn_compiler::wide): a vec4 as vec2<u64>, 2 components a lane instead of 4,
+// and the first or the last element of an input vec4 alone as the u64 that holds it (on
+// lavapipe every component of a load or store is a step of a loop over the lanes: the whole
+// model at batch 1 in 0.98 of the time).
+// mfn:loads
+alias packed4 = vec4<stored>;
+fn unpack4(v: packed4) -> vec4<f32> {
+    return vec4<f32>(v);
+}
+fn pack4(v: vec4<f32>) -> packed4 {
+    return packed4(v);
+}
+fn x_first(i: u32) -> f32 {
+    return f32(x[i].x);
+}
+fn x_last(i: u32) -> f32 {
+    return f32(x[i].w);
+}
+// mfn:end-loads
+
 /// Output rows one invocation computes.
 const ROWS: u32 = 4u;
 const W_IN4: u32 = W_IN / 4u;
@@ -59,11 +81,11 @@ const ACT_PRELU: u32 = 2u;
 const ACT_CLIP: u32 = 3u;
 const ACT_SIGMOID: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
+@group(0) @binding(0) var<storage, read> x: array<packed4>;
 @group(0) @binding(1) var w: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> p: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
-@group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
+@group(0) @binding(3) var<storage, read> r: array<packed4>;
+@group(0) @binding(4) var<storage, read_write> y: array<packed4>;
 
 /// A channel's epilogue parameters, loaded once for all the outputs of the channel an
 /// invocation writes (on lavapipe every load is a per-lane loop).
@@ -82,7 +104,7 @@ fn epilogue(acc: vec4<f32>, ch: Channel, i: u32) -> vec4<f32> {
     if ACT == ACT_PRELU { v = select(v * ch.slope, v, v >= vec4(0.0)); }
     if ACT == ACT_CLIP { v = clamp(v, vec4(CLIP_MIN), vec4(CLIP_MAX)); }
     if ACT == ACT_SIGMOID { v = 1.0 / (1.0 + exp(-v)); }
-    if HAS_RESIDUAL { v += vec4<f32>(r[i]); }
+    if HAS_RESIDUAL { v += unpack4(r[i]); }
     return v;
 }
 
@@ -98,7 +120,7 @@ fn inside(q: i32, row_ok: bool) -> bool {
 
 /// The vec4 of input row `row` at vec4 column `q`, zero outside the map.
 fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
-    return select(vec4(0.0), vec4<f32>(x[at(row, q)]), inside(q, row_ok));
+    return select(vec4(0.0), unpack4(x[at(row, q)]), inside(q, row_ok));
 }
 
 /// The first (x) or the last (w) input of that vec4 alone, for the columns just left and right
@@ -106,11 +128,11 @@ fn load(row: u32, q: i32, row_ok: bool) -> vec4<f32> {
 /// component (a per-lane loop), and stride 1 then loads 2 vec4 and 2 floats a row instead of 4
 /// vec4 (the 64-channel 56x56 layer, batch 16: 1.13 to 1.2 times as fast).
 fn load_first(row: u32, q: i32, row_ok: bool) -> f32 {
-    return select(0.0, f32(x[at(row, q)].x), inside(q, row_ok));
+    return select(0.0, x_first(at(row, q)), inside(q, row_ok));
 }
 
 fn load_last(row: u32, q: i32, row_ok: bool) -> f32 {
-    return select(0.0, f32(x[at(row, q)].w), inside(q, row_ok));
+    return select(0.0, x_last(at(row, q)), inside(q, row_ok));
 }
 
 /// The filter's weights, a row each: (w[ky][0], w[ky][1], w[ky][2]).
@@ -153,7 +175,7 @@ fn row_taps(acc: vec4<f32>, left: vec4<f32>, mid: vec4<f32>, right: vec4<f32>, f
 fn put(acc: vec4<f32>, c: u32, ch: Channel, oy: u32, q: u32, sample: u32, live: bool) {
     let i = ((sample * C + c) * H_OUT + oy) * W_OUT4 + q;
     if live && oy < H_OUT && q < W_OUT4 {
-        y[i] = vec4<stored>(epilogue(acc, ch, i));
+        y[i] = pack4(epilogue(acc, ch, i));
     }
 }
 

@@ -701,29 +701,40 @@ fn chains_change_no_result() {
     }
 }
 
-/// Wide loads (activations read, and the GEMMs' outputs written, as 64-bit integers on CPU
-/// adapters with `SHADER_INT64`: `mfn_compiler::wide`) change no result: GEMMs at 14x14 and on
-/// padded 7x7 planes, with and without residuals and with a channel count that is not a multiple
-/// of 8, at batches 1 and 3, with chains and without, in f32 and (where the adapter has f16) in
-/// f16; bit-identical to the vectors of floats. On lavapipe the wide form must run.
+/// Wide loads (activations read, and the GEMMs' and vec4 depthwise kernels' outputs written, as
+/// 64-bit integers on CPU adapters with `SHADER_INT64`: `mfn_compiler::wide`) change no result:
+/// GEMMs at 14x14 and on padded 7x7 planes, with and without residuals and with a channel count
+/// that is not a multiple of 8, and the depthwise 3x3 kernel for rows of vec4s at strides 1 and 2
+/// (16x16 and 8x8 maps, rows of 4 and 2 vec4s), at batches 1 and 3, with chains and without, in
+/// f32 and (where the adapter has f16) in f16; bit-identical to the vectors of floats. On lavapipe
+/// the wide form must run.
 #[test]
 fn wide_loads_change_no_result() {
     let mut net = Net::new(31, &[12, 14, 14]);
     net.conv(ConvSpec::new(16, 1)).act(Activation::PRelu).bottleneck(2, false).bottleneck(2, true);
     net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1).no_bias()).bn().conv(ConvSpec::new(20, 1)).bottleneck(2, false);
     net.conv(ConvSpec::new(8, 1)).conv(ConvSpec::new(0, 0).kernel(7, 7).group(Group::Depthwise).no_bias()).flatten();
-    let onnx = net.finish();
+    let gemms = (net.finish(), 12 * 14 * 14);
+    let mut net = Net::new(32, &[8, 16, 16]);
+    net.conv(ConvSpec::new(16, 1)).act(Activation::PRelu).bottleneck(2, false);
+    net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)).act(Activation::PRelu).conv(ConvSpec::new(24, 1)).bottleneck(2, true).flatten();
+    let depthwise = (net.finish(), 8 * 16 * 16);
     let Some(adapter) = common::adapter() else { return };
     let f16 = adapter.features().contains(mfn_runtime::wgpu::Features::SHADER_F16);
-    for precision in [mfn_compiler::Precision::F32, mfn_compiler::Precision::F16] {
+    for ((onnx, elements), precision) in [&gemms, &depthwise].into_iter().flat_map(|m| [(m, mfn_compiler::Precision::F32), (m, mfn_compiler::Precision::F16)]) {
         if precision == mfn_compiler::Precision::F16 && !f16 {
             eprintln!("{}: no SHADER_F16, f16 not checked", adapter.get_info().name);
             continue;
         }
-        let program = mfn_compiler::compile(&onnx, &mfn_compiler::CompileOptions { precision, ..Default::default() }).expect("compiles");
-        assert!(program.kernels.iter().any(|k| k.subgroup_wgsl.as_ref().is_some_and(|w| mfn_compiler::wide::wide_loads(w, precision).is_some())), "no kernel with wide loads");
+        let program = mfn_compiler::compile(onnx, &mfn_compiler::CompileOptions { precision, ..Default::default() }).expect("compiles");
+        let wide = |k: &mfn_compiler::Kernel| mfn_compiler::wide::wide_loads(k.subgroup_wgsl.as_ref().unwrap_or(&k.wgsl), precision).is_some();
+        assert!(program.kernels.iter().any(|k| k.subgroup_wgsl.is_some() && wide(k)), "no GEMM with wide loads");
+        if std::ptr::eq(onnx, &depthwise.0) {
+            let dw: Vec<_> = program.kernels.iter().filter(|k| k.template == "depthwise3x3_vec4").collect();
+            assert!(dw.len() >= 3 && dw.iter().all(|k| wide(k)), "depthwise kernels for rows of vec4s, all wide: {:?}", program.kernels.iter().map(|k| &k.template).collect::<Vec<_>>());
+        }
         for batch in [1, 3] {
-            let input = Rng::new(batch as u64 + 40).normal_vec(batch * 12 * 14 * 14, 1.0);
+            let input = Rng::new(batch as u64 + 40).normal_vec(batch * elements, 1.0);
             for chains in [true, false] {
                 let plain = SessionOptions { max_batch: batch, wide_loads: false, chains, ..Default::default() };
                 let Some(session) = common::session_with(&program, &plain) else { return };

@@ -11,7 +11,10 @@
 //!   the block has it, the other way, for stores;
 //! - `packed8`, `unpack8` and `pack8`: 8 stored elements (`mat2x4<stored>`, two of `packed4`), as a
 //!   `mat2x4<f32>`, for a block that also has `packed4`, `unpack4` and `pack4`;
-//! - `packed2` and `unpack2`: 2 stored elements (`vec2<stored>`), as a `vec2<f32>`.
+//! - `packed2` and `unpack2`: 2 stored elements (`vec2<stored>`), as a `vec2<f32>`;
+//! - `x_first` and `x_last`, for a block that also has `packed4` and a kernel whose binding `x` is
+//!   an `array<packed4>`: the first and the last element of `x[i]` alone, one component (the
+//!   depthwise 3x3 kernel's columns left and right of an invocation's outputs).
 //!
 //! As written, the block declares them as the stored vectors themselves. [`wide_loads`] replaces
 //! it with the same elements as integers of the same size: 8 f32 as `vec4<u64>`, 4 f32 or 8 f16
@@ -22,8 +25,8 @@
 //!
 //! Measured on lavapipe (the pretrained model at batch 1, pairs of runs in one process): the
 //! subgroup GEMM's input and residual loads as `vec2<u64>` took 0.945 to 0.966 of the time, its
-//! stores as well a further 0.984 to 0.995. The depthwise 3x3 kernel's pairs as `u64` measured
-//! 0.996: not used.
+//! stores as well a further 0.984 to 0.995; the depthwise 3x3 kernel for rows of vec4s, its loads
+//! and stores, 0.981. That kernel's pairs for rows of any width as `u64` measured 0.996: not used.
 
 use crate::program::Precision;
 
@@ -67,6 +70,13 @@ pub fn wide_loads(wgsl: &str, precision: Precision) -> Option<String> {
         out.push_str(&format!("fn unpack8(v: packed8) -> mat2x4<f32> {{\n    return mat2x4(unpack4({lo}), unpack4({hi}));\n}}\n"));
         out.push_str("fn pack8(v: mat2x4<f32>) -> packed8 {\n    return packed8(pack4(v[0]), pack4(v[1]));\n}\n");
     }
+    if block.contains("fn x_first") {
+        // The 64-bit component that holds the element, and the element's half of it.
+        out.push_str(match precision {
+            Precision::F32 => "fn x_first(i: u32) -> f32 {\n    return bitcast<f32>(u32(x[i].x));\n}\nfn x_last(i: u32) -> f32 {\n    return bitcast<f32>(u32(x[i].y >> 32u));\n}\n",
+            Precision::F16 => "fn x_first(i: u32) -> f32 {\n    return unpack2x16float(u32(x[i])).x;\n}\nfn x_last(i: u32) -> f32 {\n    return unpack2x16float(u32(x[i] >> 32u)).y;\n}\n",
+        });
+    }
     if block.contains("alias packed2") {
         out.push_str(&format!("alias packed2 = {word2};\n"));
         out.push_str(match precision {
@@ -98,6 +108,15 @@ mod tests {
         let pairs = with_stores.replace("// mfn:end-loads", "alias packed8 = mat2x4<stored>;\n// mfn:end-loads");
         assert!(wide_loads(&pairs, Precision::F32).unwrap().contains("alias packed8 = vec4<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.xy), unpack4(v.zw));"));
         assert!(wide_loads(&pairs, Precision::F16).unwrap().contains("alias packed8 = vec2<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.x), unpack4(v.y));"));
+    }
+
+    #[test]
+    fn reads_one_element_alone() {
+        let block = KERNEL.replace("// mfn:end-loads", "fn x_first(i: u32) -> f32 {\n    return f32(x[i].x);\n}\n// mfn:end-loads");
+        let f32 = wide_loads(&block, Precision::F32).unwrap();
+        assert!(f32.contains("return bitcast<f32>(u32(x[i].x));") && f32.contains("return bitcast<f32>(u32(x[i].y >> 32u));"), "the u64 holding element 0, element 3: {f32}");
+        let f16 = wide_loads(&block, Precision::F16).unwrap();
+        assert!(f16.contains("return unpack2x16float(u32(x[i])).x;") && f16.contains("return unpack2x16float(u32(x[i] >> 32u)).y;"), "{f16}");
     }
 
     #[test]
