@@ -19,7 +19,9 @@
 // row b * CI4 + g holding the weights of output channel 32b + j for input channels 4g .. 4g + 3
 // (zero-padded): on lavapipe textureLoad fetches a texel with vector gathers, where a storage
 // buffer load is a loop over the SIMD lanes (batch 16, 128 -> 256 at 14x14: 1.25 times as fast);
-// p = [bias; C_OUT] ++ [prelu slope; C_OUT].
+// p is a texture of 16 RGBA texels a row and C_OUT / 32 rows (rounded up), texel j of row b
+// holding the biases of output channels 32b + j, + 8, + 16, + 24 and texel 8 + j their PReLU
+// slopes (zero-padded; f32 in either precision), as the subgroup variant takes them.
 
 // mfn:constants
 alias stored = f32;
@@ -48,7 +50,7 @@ const ACT_SIGMOID: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<stored>>;
 @group(0) @binding(1) var w: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read> p: array<f32>;
+@group(0) @binding(2) var p: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> r: array<vec4<stored>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<stored>>;
 
@@ -166,15 +168,18 @@ fn put(acc: mat4x4<f32>, co: u32, bias: vec4<f32>, slope: vec4<f32>, q: u32, sam
     }
 }
 
-/// The parameters at offset `at` of p (bias 0, slope C_OUT) of output channels co .. co + 3.
-fn params(co: u32, at: u32) -> vec4<f32> {
-    let last = C_OUT - 1u;
-    return vec4(p[at + min(co, last)], p[at + min(co + 1u, last)], p[at + min(co + 2u, last)], p[at + min(co + 3u, last)]);
+/// The parameters of output channels co .. co + 3 (co % 4 == 0) from texels `first` (0: biases,
+/// 8: slopes) + co % 8 .. + 3 of the tile's row of p, component (co % 32) / 8 of each.
+fn params(co: u32, first: u32) -> vec4<f32> {
+    let j = first + co % 8u;
+    let b = co / CO_TILE;
+    let h = co % CO_TILE / 8u;
+    return vec4(textureLoad(p, vec2(j, b), 0)[h], textureLoad(p, vec2(j + 1u, b), 0)[h], textureLoad(p, vec2(j + 2u, b), 0)[h], textureLoad(p, vec2(j + 3u, b), 0)[h]);
 }
 
 /// Writes output channels co .. co + 3 with their parameters.
 fn finish(acc: mat4x4<f32>, co: u32, q: u32, sample: u32, ok: bool) {
-    put(acc, co, params(co, 0u), params(co, C_OUT), q, sample, ok);
+    put(acc, co, params(co, 0u), params(co, 8u), q, sample, ok);
 }
 
 @compute @workgroup_size(WG)

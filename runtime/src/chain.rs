@@ -32,12 +32,14 @@ fn storage_buffers(k: &Kernel) -> u32 {
 
 /// What a chain may spend: lavapipe ends an invocation's loops after `loop_iterations` iterations
 /// in all, the subgroups have at least `lanes` invocations, a link waits at most `wait`
-/// iterations, and a shader stage binds at most `max_storage` storage buffers.
+/// iterations, and a shader stage binds at most `max_storage` storage buffers and `max_textures`
+/// sampled textures.
 pub(crate) struct Budget {
     pub loop_iterations: u32,
     pub lanes: u32,
     pub wait: u32,
     pub max_storage: u32,
+    pub max_textures: u32,
 }
 
 impl Budget {
@@ -64,14 +66,14 @@ impl Budget {
 
 /// The program's steps in dispatch order, grouped: a chain of two or more steps whose kernels all
 /// share their tiles (in the variant that runs: `shares` of the kernel's index), whose storage
-/// buffers with the chain's status word stay within the budget's per shader stage, and that runs
+/// buffers with the chain's status word, and whose textures, stay within the budget's per shader stage, and that runs
 /// at least one sample within `budget` (the most samples it runs, with it); every other step alone
 /// (and 0).
 fn groups(program: &Program, shares: &dyn Fn(usize) -> bool, budget: &Budget) -> Vec<(Range<usize>, usize)> {
     let kernel = |s: usize| &program.kernels[program.steps[s].kernel];
     let sharing = |s: usize| shares(program.steps[s].kernel);
     let mut groups: Vec<(Range<usize>, usize)> = Vec::new();
-    let mut storage = 0;
+    let (mut storage, mut textures) = (0, 0);
     for s in 0..program.steps.len() {
         let k = kernel(s);
         let joins = groups.last().is_some_and(|(g, _)| {
@@ -82,16 +84,19 @@ fn groups(program: &Program, shares: &dyn Fn(usize) -> bool, budget: &Budget) ->
                 && sharing(g.end - 1)
                 && !(is_gemm(k) && is_gemm(last))
                 && storage + storage_buffers(k) < budget.max_storage
+                && textures + k.textures.count_ones() <= budget.max_textures
                 && budget.samples(program, &(g.start..s + 1)) > 0
         });
         match groups.last_mut() {
             Some((g, _)) if joins => {
                 g.end = s + 1;
                 storage += storage_buffers(k);
+                textures += k.textures.count_ones();
             }
             _ => {
                 groups.push((s..s + 1, 0));
                 storage = storage_buffers(k);
+                textures = k.textures.count_ones();
             }
         }
     }

@@ -248,9 +248,10 @@ impl Session {
         let wide_loads = options.wide_loads && crate::limits::wide_loads_usable(program, adapter.features(), &info, f16_packing);
         let int64_feature = if wide_loads { wgpu::Features::SHADER_INT64 } else { wgpu::Features::empty() };
         if cpu && options.chains {
-            // A chain binds the storage buffers of all its links.
+            // A chain binds the storage buffers and textures of all its links.
             let (limits, adapter_limits) = (&mut required_limits, adapter.limits());
             limits.max_storage_buffers_per_shader_stage = limits.max_storage_buffers_per_shader_stage.max(adapter_limits.max_storage_buffers_per_shader_stage);
+            limits.max_sampled_textures_per_shader_stage = limits.max_sampled_textures_per_shader_stage.max(adapter_limits.max_sampled_textures_per_shader_stage);
             limits.max_buffers_and_acceleration_structures_per_shader_stage =
                 limits.max_buffers_and_acceleration_structures_per_shader_stage.max(adapter_limits.max_buffers_and_acceleration_structures_per_shader_stage);
         }
@@ -356,6 +357,7 @@ impl Session {
             lanes: info.subgroup_min_size.max(1),
             wait,
             max_storage: device.limits().max_storage_buffers_per_shader_stage.min(device.limits().max_buffers_and_acceleration_structures_per_shader_stage),
+            max_textures: device.limits().max_sampled_textures_per_shader_stage,
         });
         // The source each kernel runs: its subgroup variant where those run, in the wide form of
         // its loads where that is used and the kernel has one.

@@ -233,6 +233,27 @@ fn pack_pointwise_vec4(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     packed
 }
 
+/// Texels of a row of the vec4 pointwise kernels' parameter texture: 8 of biases, 8 of slopes.
+const POINTWISE_VEC4_PARAM_TEXELS: usize = 16;
+
+/// `[bias; C_out] ++ [slope; C_out]` -> a texture of 16 RGBA texels a row, a row per tile of 32
+/// output channels (zero-padded): texel j of row b holds the biases of output channels 32b + j,
+/// + 8, + 16 and + 24, texel 8 + j their slopes. Invocation (or lane) j % 8 of the subgroup GEMM
+/// takes its share of a tile's 64 parameters as 2 texels (on lavapipe 2 texel fetches, a few
+/// vector gathers each, instead of 8 single-float loads, each a loop over the SIMD lanes).
+fn pack_pointwise_vec4_params(p: &[f32], c_out: usize) -> Vec<f32> {
+    let tile = POINTWISE_VEC4_CO_TILE;
+    let row = POINTWISE_VEC4_PARAM_TEXELS * 4;
+    let mut packed = vec![0.0; c_out.div_ceil(tile) * row];
+    for co in 0..c_out {
+        let (b, j) = (co / tile, co % tile);
+        let at = b * row + (j % 8) * 4 + j / 8;
+        packed[at] = p[co];
+        packed[at + 8 * 4] = p[c_out + co];
+    }
+    packed
+}
+
 /// `[C, 1, 3, 3]` -> `[C][3]` texels: texel r of channel c holds row r of its filter and a zero,
 /// so the depthwise 3x3 kernels read a filter row as one texel.
 fn pack_depthwise3x3(w: &[f32]) -> Vec<f32> {
@@ -378,6 +399,9 @@ pub fn lower(graph: &Graph, node: &Node, planes: &Planes) -> Result<Lowered> {
             if let Bind::Data(name, w) = &mut binds[1] {
                 if template == Template::PointwiseVec4 {
                     binds[1] = Bind::Texture(std::mem::take(name), pack_pointwise_vec4(w, c_out, c_in), POINTWISE_VEC4_CO_TILE as u32);
+                    if let Bind::Data(name, p) = &mut binds[2] {
+                        binds[2] = Bind::Texture(std::mem::take(name), pack_pointwise_vec4_params(p, c_out), POINTWISE_VEC4_PARAM_TEXELS as u32);
+                    }
                 } else if template == Template::Pointwise {
                     binds[1] = Bind::Texture(std::mem::take(name), pack_pointwise(w, c_out, c_in, POINTWISE_CO_TILE), c_out.div_ceil(POINTWISE_CO_TILE) as u32);
                 } else if template == Template::Conv2d {

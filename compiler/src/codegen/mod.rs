@@ -77,6 +77,7 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
                     Resource::Weight(weights.len() - 1)
                 }
                 Bind::Texture(name, data, width) => {
+                    let precision = if params == Some(i) { Precision::F32 } else { precision };
                     weights.push(Weight { name, data, precision, texture: Some(width) });
                     Resource::Weight(weights.len() - 1)
                 }

@@ -125,15 +125,12 @@ impl Template {
     }
 
     /// Bindings that are textures, bit i for binding i ([`crate::Kernel::textures`]): the weights
-    /// of the pointwise and the depthwise 3x3 kernels.
+    /// of the pointwise and the depthwise 3x3 kernels, and the epilogue parameters of the vec4
+    /// pointwise kernels.
     pub fn textures(self) -> u32 {
         match self {
-            Template::Pointwise
-            | Template::PointwiseSubgroup
-            | Template::PointwiseVec4
-            | Template::PointwiseVec4Subgroup
-            | Template::Depthwise3x3
-            | Template::Depthwise3x3Vec4 => 1 << 1,
+            Template::PointwiseVec4 | Template::PointwiseVec4Subgroup => 1 << 1 | 1 << 2,
+            Template::Pointwise | Template::PointwiseSubgroup | Template::Depthwise3x3 | Template::Depthwise3x3Vec4 => 1 << 1,
             _ => 0,
         }
     }
