@@ -238,8 +238,8 @@ const POINTWISE_VEC4_PARAM_TEXELS: usize = 16;
 
 /// `[bias; C_out] ++ [slope; C_out]` -> a texture of 16 RGBA texels a row, a row per tile of 32
 /// output channels (zero-padded): texel j of row b holds the biases of output channels 32b + j,
-/// + 8, + 16 and + 24, texel 8 + j their slopes. Invocation (or lane) j % 8 of the subgroup GEMM
-/// takes its share of a tile's 64 parameters as 2 texels (on lavapipe 2 texel fetches, a few
+/// 32b + j + 8, 32b + j + 16 and 32b + j + 24, texel 8 + j their slopes. Lane j of the subgroup
+/// GEMM takes its share of a tile's 64 parameters as 2 texels (on lavapipe 2 texel fetches, a few
 /// vector gathers each, instead of 8 single-float loads, each a loop over the SIMD lanes).
 fn pack_pointwise_vec4_params(p: &[f32], c_out: usize) -> Vec<f32> {
     let tile = POINTWISE_VEC4_CO_TILE;
