@@ -250,7 +250,6 @@ fn put(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, co: u32, bias
     }
 }
 
-
 /// Where the touching loads put their sum: written, never read, so that no compiler drops them.
 var<workgroup> touched: f32;
 

@@ -715,14 +715,16 @@ fn wide_loads_change_no_result() {
     net.conv(ConvSpec::new(16, 1)).act(Activation::PRelu).bottleneck(2, false).bottleneck(2, true);
     net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1).no_bias()).bn().conv(ConvSpec::new(20, 1)).bottleneck(2, false);
     net.conv(ConvSpec::new(8, 1)).conv(ConvSpec::new(0, 0).kernel(7, 7).group(Group::Depthwise).no_bias()).flatten();
-    let gemms = (net.finish(), 12 * 14 * 14);
+    // Each model with its input's elements a sample and the depthwise template it must run wide
+    // (at least that many kernels of it).
+    let gemms = (net.finish(), 12 * 14 * 14, "depthwise3x3", 2);
     let mut net = Net::new(32, &[8, 16, 16]);
     net.conv(ConvSpec::new(16, 1)).act(Activation::PRelu).bottleneck(2, false);
     net.conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)).act(Activation::PRelu).conv(ConvSpec::new(24, 1)).bottleneck(2, true).flatten();
-    let depthwise = (net.finish(), 8 * 16 * 16);
+    let depthwise = (net.finish(), 8 * 16 * 16, "depthwise3x3_vec4", 3);
     let Some(adapter) = common::adapter() else { return };
     let f16 = adapter.features().contains(mfn_runtime::wgpu::Features::SHADER_F16);
-    for ((onnx, elements), precision) in [&gemms, &depthwise].into_iter().flat_map(|m| [(m, mfn_compiler::Precision::F32), (m, mfn_compiler::Precision::F16)]) {
+    for ((onnx, elements, template, least), precision) in [&gemms, &depthwise].into_iter().flat_map(|m| [(m, mfn_compiler::Precision::F32), (m, mfn_compiler::Precision::F16)]) {
         if precision == mfn_compiler::Precision::F16 && !f16 {
             eprintln!("{}: no SHADER_F16, f16 not checked", adapter.get_info().name);
             continue;
@@ -732,9 +734,8 @@ fn wide_loads_change_no_result() {
         assert!(program.kernels.iter().any(|k| k.subgroup_wgsl.is_some() && wide(k)), "no GEMM with wide loads");
         // The depthwise kernels, all in the wide form: for rows of any width in the first model,
         // of vec4s in the second.
-        let (template, least) = if std::ptr::eq(onnx, &depthwise.0) { ("depthwise3x3_vec4", 3) } else { ("depthwise3x3", 2) };
-        let dw: Vec<_> = program.kernels.iter().filter(|k| k.template == template).collect();
-        assert!(dw.len() >= least && dw.iter().all(|k| wide(k)), "{template} kernels, all wide: {:?}", program.kernels.iter().map(|k| &k.template).collect::<Vec<_>>());
+        let dw: Vec<_> = program.kernels.iter().filter(|k| k.template == *template).collect();
+        assert!(dw.len() >= *least && dw.iter().all(|k| wide(k)), "{template} kernels, all wide: {:?}", program.kernels.iter().map(|k| &k.template).collect::<Vec<_>>());
         for batch in [1, 3] {
             let input = Rng::new(batch as u64 + 40).normal_vec(batch * elements, 1.0);
             for chains in [true, false] {

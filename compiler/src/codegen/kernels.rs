@@ -244,12 +244,14 @@ const POINTWISE_VEC4_PARAM_TEXELS: usize = 16;
 fn pack_pointwise_vec4_params(p: &[f32], c_out: usize) -> Vec<f32> {
     let tile = POINTWISE_VEC4_CO_TILE;
     let row = POINTWISE_VEC4_PARAM_TEXELS * 4;
+    // The slopes' texels follow the biases' in the row.
+    let slopes = row / 2;
     let mut packed = vec![0.0; c_out.div_ceil(tile) * row];
     for co in 0..c_out {
         let (b, j) = (co / tile, co % tile);
         let at = b * row + (j % 8) * 4 + j / 8;
         packed[at] = p[co];
-        packed[at + 8 * 4] = p[c_out + co];
+        packed[at + slopes] = p[c_out + co];
     }
     packed
 }

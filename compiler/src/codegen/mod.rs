@@ -69,19 +69,17 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
             .binds
             .into_iter()
             .enumerate()
-            .map(|(i, b)| match b {
-                Bind::Value(v) => Resource::Activation(plan.buffer(v)),
-                Bind::Data(name, data) => {
-                    let precision = if params == Some(i) { Precision::F32 } else { precision };
-                    weights.push(Weight { name, data, precision, texture: None });
-                    Resource::Weight(weights.len() - 1)
-                }
-                Bind::Texture(name, data, width) => {
-                    let precision = if params == Some(i) { Precision::F32 } else { precision };
-                    weights.push(Weight { name, data, precision, texture: Some(width) });
-                    Resource::Weight(weights.len() - 1)
-                }
-                Bind::Unused => Resource::Unused,
+            .map(|(i, b)| {
+                let (name, data, texture) = match b {
+                    Bind::Value(v) => return Resource::Activation(plan.buffer(v)),
+                    Bind::Unused => return Resource::Unused,
+                    Bind::Data(name, data) => (name, data, None),
+                    Bind::Texture(name, data, width) => (name, data, Some(width)),
+                };
+                // The per-channel parameters stay f32 whatever the precision, buffer or texture.
+                let precision = if params == Some(i) { Precision::F32 } else { precision };
+                weights.push(Weight { name, data, precision, texture });
+                Resource::Weight(weights.len() - 1)
             })
             .collect();
         let groups = lowered.workgroups.max(1);
