@@ -11,8 +11,8 @@
 # per-lane load and store loops (`vpbroadcast*`, `cmp`/`jae` bounds checks, stack spills and
 # `mov`s), the multiply-adds (`vmulps`/`vaddps`, lavapipe has no FMA) and the texel fetches
 # (`vinserti128`/`vpextrd` gathers) stand out. The annotated disassembly is left in
-# target/jit-profile/dis.txt (address, samples, instruction). The README's "What bounds a
-# kernel on lavapipe" reads such profiles. Needs perf_event_paranoid <= 2 (or root) and ptrace
+# target/jit-profile/dis.txt (address, samples, instruction). docs/performance.md ("What bounds a
+# kernel on lavapipe") reads such profiles. Needs perf_event_paranoid <= 2 (or root) and ptrace
 # permission for gdb.
 set -euo pipefail
 

@@ -2,7 +2,7 @@
 // G[c] = sum_{i,j} K[c,i,j] * F[c,i,j]. One invocation per channel of one sample sums its HW
 // products in a register, then applies the fused epilogue. (A workgroup per channel reducing in
 // workgroup memory needs log2(WG) barriers for HW = 49 products; on lavapipe, where barriers are
-// costly, that was the slower kernel: see README, performance.) The loop adds UNROLL products an
+// costly, that was the slower kernel: see docs/performance.md.) The loop adds UNROLL products an
 // iteration, in order (the same sums as one a time): lavapipe ends every loop of an invocation
 // once its loops have run 65,535 iterations in all, which one product an iteration would reach on
 // a 256x256 map, leaving the sum half done without a word; the runtime refuses longer loops there

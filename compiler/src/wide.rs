@@ -2,7 +2,7 @@
 //! whose storage-buffer loads cost by the component.
 //!
 //! Lavapipe runs a subgroup's invocations as the lanes of AVX registers, and a storage-buffer load
-//! there is a loop over the lanes with a bounds check and an insert for every component (README,
+//! there is a loop over the lanes with a bounds check and an insert for every component (docs/performance.md,
 //! "What bounds a kernel on lavapipe"). The same 16 bytes read as a `vec2<u64>` are 2 components a
 //! lane instead of 4. A template reads its activations through the types and functions of its
 //! block between `// mfn:loads` and `// mfn:end-loads`:

@@ -24,7 +24,7 @@ pub struct SessionOptions {
     pub subgroups: bool,
     /// On a CPU adapter (lavapipe), keep the CPUs busy with idle-priority threads while a run is
     /// in flight, so that the driver's threads do not wait for a halted CPU to wake at every
-    /// dispatch (Linux, up to 16 CPUs, no CPU quota: [`crate::warm_cpus`]; measured in README.md,
+    /// dispatch (Linux, up to 16 CPUs, no CPU quota: [`crate::warm_cpus`]; measured in docs/performance.md,
     /// "Threads, and CPUs that halt"). Default: on, unless `$MFN_WARM_CORES` is `0`.
     pub warm_cores: bool,
     /// Build the kernels with wgpu's loop bounding (a counter in every loop that guarantees it
