@@ -1,7 +1,7 @@
 //! Chains composed from the generated MobileFaceNet's kernels are valid WGSL (naga), whatever
 //! their length: every module-scope name of a link renamed, no member or swizzle touched, the
 //! bindings moved past the previous links', the entry points made functions. The GPU test
-//! `chains_change_no_result` (tests/kernel_parity.rs) checks what they compute.
+//! `chains_change_no_result` (tests/kernel_parity/session_options.rs) checks what they compute.
 
 use mfn_compiler::chain::{binding_bases, chain, link_name, Link};
 use mfn_compiler::codegen::template;
