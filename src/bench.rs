@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use mfn_compiler::{CompileOptions, Program};
 use mfn_runtime::{Session, SessionOptions};
 
@@ -47,12 +48,67 @@ impl Stats {
 }
 
 /// One row of the per-kernel profile.
+#[derive(Serialize)]
 struct KernelTime {
     kernel: String,
     nodes: Vec<String>,
+    #[serde(serialize_with = "rounded")]
     ms: f64,
+    #[serde(serialize_with = "rounded")]
     gflops: f64,
+    #[serde(rename = "gbytes_per_s", serialize_with = "rounded")]
     gbytes: f64,
+}
+
+/// A figure of the JSON output, to 4 decimal places (null where not finite, as JSON has no NaN).
+#[derive(Clone, Copy)]
+struct Rounded(f64);
+
+impl Serialize for Rounded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((self.0 * 1e4).round() / 1e4)
+    }
+}
+
+fn rounded<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    Rounded(*v).serialize(s)
+}
+
+/// What the session a batch size ran on did: the adapter, whether the subgroup variants ran, the
+/// warm-core threads, the driver threads sharing tiles, whether the wide loads ran.
+#[derive(Serialize)]
+struct SessionFacts {
+    adapter: String,
+    subgroups: bool,
+    warm_cores: usize,
+    tile_sharers: u32,
+    wide_loads: bool,
+}
+
+impl SessionFacts {
+    fn of(session: &Session) -> SessionFacts {
+        SessionFacts {
+            adapter: session.adapter(),
+            subgroups: session.subgroups(),
+            warm_cores: session.warm_cores(),
+            tile_sharers: session.tile_sharers(),
+            wide_loads: session.wide_loads(),
+        }
+    }
+
+    fn print(&self) {
+        let variants = if self.subgroups { "their subgroup variants" } else { "the plain kernels (no subgroups of 8 or more, or --no-subgroups)" };
+        println!("adapter: {}; kernels with a subgroup variant run {variants}", self.adapter);
+        if self.warm_cores > 0 {
+            println!("warm cores: {} idle-priority threads keep the CPUs busy during runs (CPU adapter; --no-warm-cores to let them halt)", self.warm_cores);
+        }
+        if self.tile_sharers > 0 {
+            println!("shared tiles: the GEMMs', convolutions' and depthwise kernels' tiles are shared among {} driver threads (CPU adapter; --no-shared-tiles for fixed shares)", self.tile_sharers);
+        }
+        if self.wide_loads {
+            println!("wide loads: the kernels that allow it read activations as 64-bit integers (CPU adapter with SHADER_INT64; --no-wide-loads for vectors of floats)");
+        }
+    }
 }
 
 /// The result of one batch size.
@@ -110,14 +166,6 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let options = CompileOptions { precision: args.gpu.precision, ..CompileOptions::default() };
     let program = mfn::program_from_bytes_with(&bytes, &what, &options)?.program;
     let compile_ms = ms(t);
-    let per_sample: usize = program.input.shape.iter().product();
-    let mut rng = mfn_models::rng::Rng::new(7);
-    let mut adapter = String::new();
-    let mut subgroups = false;
-    let mut warm = 0;
-    let mut sharers = 0;
-    let mut wide = false;
-    let mut results = Vec::new();
     if !args.json {
         println!("model: {what} ({} storage)", program.precision.wgsl());
         println!("compiled in {compile_ms:.1} ms: {} kernels, {} dispatches, {:.1} M multiply-adds a sample", program.kernels.len(), program.steps.len(), program.stats.macs as f64 / 1e6);
@@ -126,56 +174,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if !args.json {
         print_cache_start(cache.as_ref(), compile_ms);
     }
+    let mut facts: Option<SessionFacts> = None;
+    let mut results = Vec::new();
     for &batch in &batches {
-        // One session per batch size, sized for it: its creation and first run are the cold start.
-        let t = Instant::now();
-        // Without the pipeline cache: the cold start of a first run (see `cache_start`).
-        let options = SessionOptions { pipeline_cache: None, ..session_options(args.gpu, batch) };
-        let session = Session::new(&program, &options)?;
-        let session_ms = ms(t);
-        if adapter.is_empty() {
-            adapter = session.adapter();
-            subgroups = session.subgroups();
-            warm = session.warm_cores();
-            sharers = session.tile_sharers();
-            wide = session.wide_loads();
+        let (r, session) = measure(&program, args, batch)?;
+        let facts = facts.get_or_insert_with(|| {
+            let facts = SessionFacts::of(&session);
             if !args.json {
-                let variants = if subgroups { "their subgroup variants" } else { "the plain kernels (no subgroups of 8 or more, or --no-subgroups)" };
-                println!("adapter: {adapter}; kernels with a subgroup variant run {variants}");
-                if warm > 0 {
-                    println!("warm cores: {warm} idle-priority threads keep the CPUs busy during runs (CPU adapter; --no-warm-cores to let them halt)");
-                }
-                if sharers > 0 {
-                    println!("shared tiles: the GEMMs', convolutions' and depthwise kernels' tiles are shared among {sharers} driver threads (CPU adapter; --no-shared-tiles for fixed shares)");
-                }
-                if wide {
-                    println!("wide loads: the kernels that allow it read activations as 64-bit integers (CPU adapter with SHADER_INT64; --no-wide-loads for vectors of floats)");
-                }
+                facts.print();
             }
-        }
-        let input = rng.uniform_vec(batch * per_sample, 0.0, 255.0);
-        let t = Instant::now();
-        session.run(&input)?;
-        let first_run_ms = ms(t);
-        // The chains' pipelines, which the session builds after its first run (CPU adapters).
-        session.wait_for_chains();
-        for _ in 0..args.warmup {
-            session.run(&input)?;
-        }
-        let times = (0..args.runs)
-            .map(|_| {
-                let t = Instant::now();
-                session.run(&input).map(|_| ms(t))
-            })
-            .collect::<Result<Vec<f64>, _>>()?;
-        let profile_batch = batch.min(session.max_batch());
-        let profile = session.profile(&input[..profile_batch * per_sample])?.map(|times| kernel_times(&program, &times, profile_batch));
-        let memory = session.memory();
-        let dispatches = session.dispatch_count(batch.min(session.max_batch()));
-        let r = BatchResult { batch, max_batch: session.max_batch(), stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory, dispatches };
-        drop(session);
+            facts
+        });
         if args.json {
-            println!("{}", json_line(&r, compile_ms, cache.as_ref(), (&adapter, subgroups, warm, sharers, wide), &what));
+            println!("{}", json_line(&r, compile_ms, cache.as_ref(), facts, &what)?);
         } else {
             print_result(&r, compile_ms);
         }
@@ -188,6 +199,38 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One batch size on a session of its own, sized for it: its creation and first run are the cold
+/// start, then the warm-up and the timed runs, and the per-kernel profile of one submission.
+fn measure(program: &Program, args: &BenchArgs, batch: usize) -> Result<(BatchResult, Session)> {
+    let t = Instant::now();
+    // Without the pipeline cache: the cold start of a first run (see `cache_start`).
+    let options = SessionOptions { pipeline_cache: None, ..session_options(args.gpu, batch) };
+    let session = Session::new(program, &options)?;
+    let session_ms = ms(t);
+    let per_sample: usize = program.input.shape.iter().product();
+    let input = mfn_models::rng::Rng::new(7).uniform_vec(batch * per_sample, 0.0, 255.0);
+    let t = Instant::now();
+    session.run(&input)?;
+    let first_run_ms = ms(t);
+    // The chains' pipelines, which the session builds after its first run (CPU adapters).
+    session.wait_for_chains();
+    for _ in 0..args.warmup {
+        session.run(&input)?;
+    }
+    let times = (0..args.runs)
+        .map(|_| {
+            let t = Instant::now();
+            session.run(&input).map(|_| ms(t))
+        })
+        .collect::<Result<Vec<f64>, _>>()?;
+    let max_batch = session.max_batch();
+    let profile_batch = batch.min(max_batch);
+    let profile = session.profile(&input[..profile_batch * per_sample])?.map(|times| kernel_times(program, &times, profile_batch));
+    let (memory, dispatches) = (session.memory(), session.dispatch_count(profile_batch));
+    let r = BatchResult { batch, max_batch, stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory, dispatches };
+    Ok((r, session))
 }
 
 /// Creates a batch-1 session twice on a fresh pipeline cache folder (removed afterwards): first
@@ -344,96 +387,63 @@ fn print_kernel_times(rows: Option<&[KernelTime]>, batch: usize) {
     }
 }
 
-/// A string as a JSON string literal.
-pub(crate) fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// One line of `--json`: the figures of one batch size, with the cold start's parts, the batch-1
+/// session creation with an empty and a filled pipeline cache (null: the adapter keeps none), and
+/// the per-kernel profile (null: no timestamp queries). Non-finite numbers are null.
+#[derive(Serialize)]
+struct BatchJson<'a> {
+    batch: usize,
+    median_ms: Rounded,
+    min_ms: Rounded,
+    max_ms: Rounded,
+    p10_ms: Rounded,
+    p90_ms: Rounded,
+    runs: usize,
+    faces_per_s: Rounded,
+    cold_start_ms: Rounded,
+    compile_ms: Rounded,
+    session_ms: Rounded,
+    first_run_ms: Rounded,
+    max_batch: usize,
+    dispatches: usize,
+    activation_bytes: u64,
+    weight_bytes: u64,
+    session_cold_cache_ms: Option<Rounded>,
+    session_warm_cache_ms: Option<Rounded>,
+    cold_start_warm_cache_ms: Option<Rounded>,
+    #[serde(flatten)]
+    session: &'a SessionFacts,
+    model: &'a str,
+    profile: Option<&'a [KernelTime]>,
 }
 
-/// A finite number as JSON (NaN and infinities, which JSON lacks, as null).
-fn json_number(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.4}")
-    } else {
-        "null".into()
-    }
-}
-
-/// `adapter`: its description, whether the subgroup variants ran, and the warm-core threads.
-fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, adapter: (&str, bool, usize, u32, bool), model: &str) -> String {
+fn json_line(r: &BatchResult, compile_ms: f64, cache: Option<&CacheStart>, session: &SessionFacts, model: &str) -> Result<String> {
     let s = &r.stats;
-    let n = json_number;
-    let profile = match &r.profile {
-        None => "null".to_string(),
-        Some(rows) => {
-            let items: Vec<String> = rows
-                .iter()
-                .map(|k| {
-                    let nodes: Vec<String> = k.nodes.iter().map(|s| json_string(s)).collect();
-                    format!(
-                        "{{\"kernel\":{},\"nodes\":[{}],\"ms\":{},\"gflops\":{},\"gbytes_per_s\":{}}}",
-                        json_string(&k.kernel),
-                        nodes.join(","),
-                        n(k.ms),
-                        n(k.gflops),
-                        n(k.gbytes)
-                    )
-                })
-                .collect();
-            format!("[{}]", items.join(","))
-        }
+    let line = BatchJson {
+        batch: r.batch,
+        median_ms: Rounded(s.median),
+        min_ms: Rounded(s.min),
+        max_ms: Rounded(s.max),
+        p10_ms: Rounded(s.p10),
+        p90_ms: Rounded(s.p90),
+        runs: r.runs,
+        faces_per_s: Rounded(faces_per_s(r)),
+        cold_start_ms: Rounded(cold_start_ms(r, compile_ms)),
+        compile_ms: Rounded(compile_ms),
+        session_ms: Rounded(r.session_ms),
+        first_run_ms: Rounded(r.first_run_ms),
+        max_batch: r.max_batch,
+        dispatches: r.dispatches,
+        activation_bytes: r.memory.0,
+        weight_bytes: r.memory.1,
+        session_cold_cache_ms: cache.map(|c| Rounded(c.cold_session_ms)),
+        session_warm_cache_ms: cache.map(|c| Rounded(c.warm_session_ms)),
+        cold_start_warm_cache_ms: cache.map(|c| Rounded(compile_ms + c.warm_session_ms + c.warm_first_run_ms)),
+        session,
+        model,
+        profile: r.profile.as_deref(),
     };
-    // Batch-1 session creation with an empty and a filled pipeline cache (null: no cache).
-    let cache_json = match cache {
-        None => "\"session_cold_cache_ms\":null,\"session_warm_cache_ms\":null,\"cold_start_warm_cache_ms\":null,".to_string(),
-        Some(c) => format!(
-            "\"session_cold_cache_ms\":{},\"session_warm_cache_ms\":{},\"cold_start_warm_cache_ms\":{},",
-            n(c.cold_session_ms),
-            n(c.warm_session_ms),
-            n(compile_ms + c.warm_session_ms + c.warm_first_run_ms)
-        ),
-    };
-    format!(
-        "{{\"batch\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{},\"faces_per_s\":{},\
-         \"cold_start_ms\":{},\"compile_ms\":{},\"session_ms\":{},\"first_run_ms\":{},\"max_batch\":{},\"dispatches\":{},\"activation_bytes\":{},\"weight_bytes\":{},{}\"adapter\":{},\"subgroups\":{},\"warm_cores\":{},\"tile_sharers\":{},\"wide_loads\":{},\"model\":{},\"profile\":{}}}",
-        r.batch,
-        n(s.median),
-        n(s.min),
-        n(s.max),
-        n(s.p10),
-        n(s.p90),
-        r.runs,
-        n(faces_per_s(r)),
-        n(cold_start_ms(r, compile_ms)),
-        n(compile_ms),
-        n(r.session_ms),
-        n(r.first_run_ms),
-        r.max_batch,
-        r.dispatches,
-        r.memory.0,
-        r.memory.1,
-        cache_json,
-        json_string(adapter.0),
-        adapter.1,
-        adapter.2,
-        adapter.3,
-        adapter.4,
-        json_string(model),
-        profile
-    )
+    Ok(serde_json::to_string(&line)?)
 }
 
 #[cfg(test)]
@@ -458,8 +468,29 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
-        assert_eq!(json_number(f64::NAN), "null");
+    fn json_lines() {
+        let kernel = KernelTime { kernel: "k00_\"gemm\"".into(), nodes: vec!["a\\b".into()], ms: 1.5, gflops: f64::NAN, gbytes: 2.0 };
+        let r = BatchResult {
+            batch: 16,
+            max_batch: 8,
+            stats: Stats::of(vec![2.0, 4.0, 3.0]),
+            runs: 3,
+            session_ms: 10.0,
+            first_run_ms: 5.0,
+            profile: Some(vec![kernel]),
+            memory: (100, 20),
+            dispatches: 50,
+        };
+        let facts = SessionFacts { adapter: "llvmpipe\n(test)".into(), subgroups: true, warm_cores: 2, tile_sharers: 2, wide_loads: false };
+        let line = json_line(&r, 1.0, None, &facts, "m.onnx").unwrap();
+        assert!(!line.contains('\n'), "one line: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((v["batch"].as_u64(), v["median_ms"].as_f64(), v["faces_per_s"].as_f64()), (Some(16), Some(3.0), Some(5333.3333)));
+        assert_eq!(v["cold_start_ms"].as_f64(), Some(16.0));
+        assert!(v["session_cold_cache_ms"].is_null());
+        assert_eq!((v["adapter"].as_str(), v["tile_sharers"].as_u64(), v["wide_loads"].as_bool()), (Some("llvmpipe\n(test)"), Some(2), Some(false)));
+        let row = &v["profile"][0];
+        assert_eq!((row["kernel"].as_str(), row["nodes"][0].as_str(), row["gbytes_per_s"].as_f64()), (Some("k00_\"gemm\""), Some("a\\b"), Some(2.0)));
+        assert!(row["gflops"].is_null(), "NaN as null: {row}");
     }
 }

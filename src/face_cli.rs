@@ -9,8 +9,8 @@ use mfn::detect::{Detector, DetectOptions};
 use mfn::face::{as_crop, cosine, detect_and_align, FaceEmbedder, FoundFace, DEFAULT_THRESHOLD, MIN_SIDE};
 use mfn::image_io::{load_rgb, RgbImage};
 use mfn_runtime::Normalization;
+use serde::Serialize;
 
-use crate::bench::json_string;
 use crate::commands::session_options;
 use crate::GpuArgs;
 
@@ -216,10 +216,31 @@ fn embed_entries(embedder: &FaceEmbedder, images: &[RgbImage], entries: &[Entry]
     embedder.embed_warped(&faces)
 }
 
-fn detection_json(face: &FoundFace) -> String {
-    let Some(d) = &face.detection else { return String::new() };
-    let list = |v: &[f32]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
-    format!(", \"score\": {:.4}, \"box\": [{}], \"landmarks\": [{}]", d.score, list(&d.rect), list(d.landmarks.as_flattened()))
+/// One face of `mfn embed --json`: the image, the detection where the face was detected (score,
+/// box x, y, w, h and the 5 landmarks as x, y pairs, in the image's pixels), and the embedding.
+#[derive(Serialize)]
+struct EmbeddingJson<'a> {
+    image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f32>,
+    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    rect: Option<&'a [f32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    landmarks: Option<&'a [f32]>,
+    embedding: &'a [f32],
+}
+
+impl<'a> EmbeddingJson<'a> {
+    fn new(image: &Path, face: &'a FoundFace, embedding: &'a [f32]) -> EmbeddingJson<'a> {
+        let d = face.detection.as_ref();
+        EmbeddingJson {
+            image: image.display().to_string(),
+            score: d.map(|d| d.score),
+            rect: d.map(|d| &d.rect[..]),
+            landmarks: d.map(|d| d.landmarks.as_flattened()),
+            embedding,
+        }
+    }
 }
 
 pub fn embed(model: &ModelArgs, faces: &FaceArgs, images: &[PathBuf], out: Option<&Path>, json: bool, gpu: &GpuArgs) -> Result<()> {
@@ -232,15 +253,9 @@ pub fn embed(model: &ModelArgs, faces: &FaceArgs, images: &[PathBuf], out: Optio
         mfn_models::write_npy_file(out, &[embeddings.len(), embedder.dim()], &embeddings.concat()).with_context(|| format!("writing {}", out.display()))?;
         println!("wrote {} [{},{}]", out.display(), embeddings.len(), embedder.dim());
     } else if json {
-        let rows: Vec<String> = entries
-            .iter()
-            .zip(&embeddings)
-            .map(|(entry, e)| {
-                let values: Vec<String> = e.iter().map(|v| format!("{v:?}")).collect();
-                let image = json_string(&images[entry.image].display().to_string());
-                format!("  {{\"image\": {image}{}, \"embedding\": [{}]}}", detection_json(&entry.face), values.join(", "))
-            })
-            .collect();
+        // A face a line.
+        let rows = entries.iter().zip(&embeddings).map(|(entry, e)| serde_json::to_string(&EmbeddingJson::new(&images[entry.image], &entry.face, e)).map(|row| format!("  {row}")));
+        let rows = rows.collect::<Result<Vec<String>, _>>()?;
         println!("[\n{}\n]", rows.join(",\n"));
     } else {
         for (entry, e) in entries.iter().zip(&embeddings) {
