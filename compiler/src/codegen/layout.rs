@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::kernels::{depthwise3x3_fits, pointwise_vec4_fits};
+use super::conv::{depthwise3x3_fits, pointwise_vec4_fits};
 use crate::ir::{numel, Epilogue, Graph, Node, Op, ValueId};
 
 /// Padded planes hold a multiple of this many pixels.
