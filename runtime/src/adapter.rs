@@ -8,11 +8,14 @@ use crate::error::{Result, RuntimeError};
 /// part of the adapter's name).
 #[derive(Clone, Debug, Default)]
 pub struct AdapterOptions {
+    /// The backend: `vulkan`, `metal`, `dx12` or `gl`.
     pub backend: Option<String>,
+    /// A case-insensitive part of the adapter's name, e.g. `llvmpipe`.
     pub name: Option<String>,
 }
 
 impl AdapterOptions {
+    /// From `MFN_BACKEND` and `MFN_ADAPTER` (unset or empty: any).
     pub fn from_env() -> Self {
         let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
         AdapterOptions { backend: var("MFN_BACKEND"), name: var("MFN_ADAPTER") }

@@ -22,9 +22,21 @@ const WORKGROUP: u32 = 64;
 pub enum Input<'a> {
     /// `batch` samples of f32 NCHW ([`Session::input_shape`] each, batch first) at the start of
     /// a buffer with `COPY_SRC` usage.
-    Buffer { buffer: &'a wgpu::Buffer, batch: usize },
+    Buffer {
+        /// The buffer (`COPY_SRC`), the samples from its start.
+        buffer: &'a wgpu::Buffer,
+        /// Samples in it.
+        batch: usize,
+    },
     /// One sample per warp, cut from a texture by [`TextureInput`].
-    Texture { kernel: &'a TextureInput, texture: &'a wgpu::Texture, warps: &'a [TextureWarp] },
+    Texture {
+        /// The kernel that samples the texture, made for its format.
+        kernel: &'a TextureInput,
+        /// The texture (`TEXTURE_BINDING` usage).
+        texture: &'a wgpu::Texture,
+        /// A sample per warp, in order.
+        warps: &'a [TextureWarp],
+    },
 }
 
 /// A 2x3 affine matrix mapping output pixel (x, y) of the model's input to source pixel

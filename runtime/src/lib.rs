@@ -17,6 +17,8 @@
 //! [`Session::run_warped`] samples each through its own 2x3 affine [`Warp`] (letterboxing for a
 //! detector, alignment to a face template) in the channel order the model takes ([`PixelFormat`]).
 
+#![warn(missing_docs)]
+
 mod adapter;
 mod embed;
 mod cache;

@@ -19,8 +19,11 @@ const WORKGROUP: u32 = 64;
 /// An 8-bit RGB image: `rgb` holds `width * height` pixels, row-major, 3 bytes each.
 #[derive(Clone, Copy, Debug)]
 pub struct Image<'a> {
+    /// Pixels a row.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// `width * height` pixels of 3 bytes (R, G, B), row after row.
     pub rgb: &'a [u8],
 }
 
@@ -30,11 +33,14 @@ pub struct Image<'a> {
 /// such as the pretrained MobileFaceNet and YuNet.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalization {
+    /// Subtracted from each channel.
     pub mean: [f32; 3],
+    /// What each channel is then divided by.
     pub std: [f32; 3],
 }
 
 impl Normalization {
+    /// The pixel values as they are (0..255).
     pub const IDENTITY: Normalization = Normalization { mean: [0.0; 3], std: [1.0; 3] };
 }
 
@@ -47,6 +53,7 @@ impl Default for Normalization {
 /// The order of the three channels of the model's input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ChannelOrder {
+    /// Red, green, blue.
     #[default]
     Rgb,
     /// As OpenCV-trained models such as YuNet take them.
@@ -56,7 +63,9 @@ pub enum ChannelOrder {
 /// What a model expects of its input pixels: channel order, then normalisation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PixelFormat {
+    /// The order of the channels.
     pub order: ChannelOrder,
+    /// Their normalisation, in that order.
     pub norm: Normalization,
 }
 
@@ -74,7 +83,9 @@ pub enum Border {
 /// at integer coordinates (cv2.warpAffine with WARP_INVERSE_MAP), bilinearly, computed in f32.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Warp {
+    /// The output-to-source map `m` above.
     pub matrix: [[f32; 3]; 2],
+    /// What is read outside the source.
     pub border: Border,
 }
 

@@ -202,6 +202,7 @@ impl Session {
         describe(&self.info)
     }
 
+    /// The adapter the session runs on, as wgpu describes it.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }

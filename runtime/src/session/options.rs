@@ -7,6 +7,7 @@ use crate::adapter::AdapterOptions;
 /// Options of [`Session::new`](super::Session::new).
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
+    /// Which adapter to open ([`Session::with_device`](super::Session::with_device) takes the host's device instead).
     pub adapter: AdapterOptions,
     /// Most samples one submission runs; larger batches are split. Lowered automatically when the
     /// adapter's storage-buffer binding limit would be exceeded.
