@@ -47,6 +47,7 @@ pub const CHAIN_WORKGROUP: u32 = 32;
 /// One kernel of a chain: the WGSL of the variant that runs and its bindings.
 #[derive(Clone, Copy, Debug)]
 pub struct Link<'a> {
+    /// The kernel's WGSL: that of the variant that runs, subgroup or plain.
     pub wgsl: &'a str,
     /// Bindings of the kernel, 0..bindings, its tile counters included.
     pub bindings: u32,

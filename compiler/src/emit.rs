@@ -6,16 +6,24 @@ use crate::error::{CompileError, Result};
 /// A shading language a kernel can be emitted in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Language {
+    /// WGSL, as generated (WebGPU).
     Wgsl,
+    /// SPIR-V 1.3 (Vulkan).
     Spirv,
+    /// Metal Shading Language 2.1 (Metal).
     Msl,
+    /// HLSL (DX12).
     Hlsl,
+    /// GLSL compute (GL / GLES 3.1).
     Glsl,
 }
 
 impl Language {
+    /// Every language, WGSL first.
     pub const ALL: [Language; 5] = [Language::Wgsl, Language::Spirv, Language::Msl, Language::Hlsl, Language::Glsl];
 
+    /// The language a name stands for, in any case: `wgsl`, `spirv` or `spv`, `msl` or `metal`,
+    /// `hlsl`, `glsl`; `None` for any other name.
     pub fn parse(name: &str) -> Option<Language> {
         Some(match name.to_ascii_lowercase().as_str() {
             "wgsl" => Language::Wgsl,
@@ -27,6 +35,7 @@ impl Language {
         })
     }
 
+    /// The language's canonical lower-case name, one [`Language::parse`] reads.
     pub fn name(self) -> &'static str {
         match self {
             Language::Wgsl => "wgsl",
@@ -51,7 +60,9 @@ impl Language {
 
 /// An emitted kernel: text, or SPIR-V words as little-endian bytes.
 pub enum Emitted {
+    /// Source text: WGSL, MSL, HLSL or GLSL.
     Text(String),
+    /// A SPIR-V module: its words as little-endian bytes.
     Binary(Vec<u8>),
 }
 

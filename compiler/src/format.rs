@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::program::{Kernel, Port, Precision, Program, Resource, Stats, Step, Weight};
 
+/// The first 8 bytes of every `.mfn` file.
 pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 /// Bumped on any change of the payload's layout, or of what the runtime may assume of its kernels;
 /// other versions are rejected. 2: several outputs, steps carry the shapes of their inputs, the
@@ -26,16 +27,38 @@ pub const MAGIC: &[u8; 8] = b"MFNPROG\0";
 pub const VERSION: u32 = 10;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
+/// Why bytes cannot be read as an `.mfn` file.
 #[derive(Debug, Error, PartialEq)]
 pub enum FormatError {
+    /// The bytes do not begin with [`MAGIC`] (nor are a beginning of it).
     #[error("not an .mfn file (no MFNPROG magic at the start)")]
     NotMfn,
+    /// The file is of another format version than [`VERSION`].
     #[error(".mfn format version {found} is not supported (this build reads version {VERSION}); recompile the model with `mfn pack`")]
-    Version { found: u32 },
+    Version {
+        /// The version the file states.
+        found: u32,
+    },
+    /// The file's length disagrees with its header: shorter than the header, or a payload of
+    /// another length than the header states.
     #[error(".mfn file is truncated: {expected} bytes expected, {actual} present")]
-    Truncated { expected: u64, actual: u64 },
+    Truncated {
+        /// Bytes the header implies (the header's own size where the file is shorter than it).
+        expected: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// The payload's CRC-32 differs from the one in the header.
     #[error(".mfn file is corrupted: checksum {stored:08x} stored, {computed:08x} computed")]
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        /// The CRC-32 stored in the header.
+        stored: u32,
+        /// The CRC-32 of the payload as read.
+        computed: u32,
+    },
+    /// The payload does not decode to a consistent program: a field that runs past its end, bytes
+    /// after the program, a name that is not UTF-8, an index out of range, and the like. Holds what
+    /// is wrong.
     #[error(".mfn file is malformed: {0}")]
     Malformed(String),
 }

@@ -5,13 +5,17 @@
 //! and the weights. The runtime (`mfn-runtime`) only creates pipelines and records dispatches.
 //!
 //! The stages, each in its own module:
-//! 1. [`onnx`]: protobuf -> typed [`ir::Graph`] with concrete shapes (batch specialised);
-//! 2. [`passes`]: an ordered list of small rewrites (BN folding, fusion, GDConv lowering, ...);
-//! 3. [`codegen`]: one kernel per fused node from the WGSL templates in `shaders/`, validated by
+//! 1. `onnx`: protobuf -> typed `ir::Graph` with concrete shapes (batch specialised);
+//! 2. `passes`: an ordered list of small rewrites (BN folding, fusion, GDConv lowering, ...);
+//! 3. `codegen`: one kernel per fused node from the WGSL templates in `shaders/`, validated by
 //!    naga, identical specialisations emitted once, plus a liveness-based buffer plan (with the
-//!    planes of maps whose pixels are not a multiple of 4 padded where the kernels allow).
+//!    planes of maps whose pixels are not a multiple of 8 padded where the kernels allow).
 //!
-//! [`eval`] is a naive f32 CPU evaluator of the IR, the oracle of the tests.
+//! `eval` is a naive f32 CPU evaluator of the IR, the oracle of the tests. These need the
+//! `frontend` feature (on by default); without it only the program data, its `.mfn` file format
+//! ([`format`](mod@format)), [`inspect`], [`chain`] and [`wide`] remain: what the runtime needs.
+
+#![warn(missing_docs)]
 
 #[cfg(feature = "frontend")]
 pub mod codegen;

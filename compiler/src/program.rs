@@ -8,8 +8,10 @@ use std::fmt::Write;
 /// mode for adapters with `SHADER_F16`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
+    /// 32-bit floats, the default.
     #[default]
     F32,
+    /// 16-bit floats (WGSL `enable f16;`): needs an adapter with `SHADER_F16`.
     F16,
 }
 
@@ -63,6 +65,7 @@ pub struct Program {
     pub buffers: Vec<usize>,
     /// Constant buffers (weights and per-channel parameters), uploaded once.
     pub weights: Vec<Weight>,
+    /// The graph's input (a program has exactly one).
     pub input: Port,
     /// The graph's outputs, in the model's order (at least one).
     pub outputs: Vec<Port>,
@@ -71,6 +74,7 @@ pub struct Program {
     pub normalises_input: bool,
     /// How activations (and the weights of [`Weight::precision`] f16) are stored.
     pub precision: Precision,
+    /// Figures of the optimised graph: parameters, multiply-adds, activation memory.
     pub stats: Stats,
 }
 
@@ -81,14 +85,18 @@ pub const MIN_SUBGROUP_SIZE: u32 = 8;
 /// One generated WGSL compute kernel (entry point `main`, bind group 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
+    /// Unique name, `k<index>_<template>` (such as `k03_pointwise`).
     pub name: String,
     /// Which template it was specialised from.
     pub template: String,
+    /// The WGSL source: a comment header describing the kernel's dispatches, then the
+    /// specialised template.
     pub wgsl: String,
     /// The same kernel with subgroup operations (same dispatches, bindings and results up to
     /// rounding), which the runtime uses where the device has subgroups of at least
     /// [`MIN_SUBGROUP_SIZE`] invocations; `None` for most kernels.
     pub subgroup_wgsl: Option<String>,
+    /// Invocations a workgroup (`@workgroup_size`, one-dimensional).
     pub workgroup_size: u32,
     /// Number of bindings, 0..n; the last one is the output (read-write storage).
     pub bindings: u32,
@@ -150,6 +158,7 @@ impl Kernel {
 /// One dispatch of a kernel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
+    /// The kernel it dispatches, an index into [`Program::kernels`].
     pub kernel: usize,
     /// The ONNX nodes this dispatch computes.
     pub nodes: Vec<String>,
@@ -161,9 +170,11 @@ pub struct Step {
     pub input_shapes: Vec<Vec<usize>>,
     /// Output shape per sample.
     pub output_shape: Vec<usize>,
+    /// Multiply-adds per sample.
     pub macs: u64,
 }
 
+/// What a binding of a step is bound to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
     /// An activation buffer of [`Program::buffers`].
@@ -174,9 +185,14 @@ pub enum Resource {
     Unused,
 }
 
+/// A constant buffer (or texture): weights or per-channel parameters, uploaded once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Weight {
+    /// The constant's ONNX name, or for data made for a node its name with a suffix (such as
+    /// `.params`); for plans and dumps.
     pub name: String,
+    /// The values, laid out as the kernels that bind it read them (packed and padded for some
+    /// templates), held in f32 whatever [`Weight::precision`] says.
     pub data: Vec<f32>,
     /// How the kernels read it: convolution and linear weights follow the program's precision,
     /// per-channel parameters (bias, slopes) stay f32. The runtime converts at upload.
@@ -198,12 +214,16 @@ impl Weight {
 /// A graph input or output: name, shape per sample (without the batch) and its buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Port {
+    /// The ONNX value's name.
     pub name: String,
+    /// Shape per sample, without the batch.
     pub shape: Vec<usize>,
+    /// Its activation buffer, an index into [`Program::buffers`].
     pub buffer: usize,
 }
 
 impl Port {
+    /// Elements per sample.
     pub fn elements(&self) -> usize {
         self.shape.iter().product()
     }

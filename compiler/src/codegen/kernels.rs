@@ -14,7 +14,9 @@ pub const WORKGROUP: u32 = 64;
 /// A kernel specialisation: the template and its constants. Identical keys share one kernel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelKey {
+    /// The template it specialises.
     pub template: Template,
+    /// The constants' names and values: exactly those the template declares, in its order.
     pub constants: Vec<(&'static str, Const)>,
 }
 
@@ -105,17 +107,23 @@ fn unrolled(n: u32) -> u32 {
 /// What a binding of a lowered node holds.
 #[derive(Clone, Debug)]
 pub enum Bind {
+    /// An activation: the graph value, bound to its planned buffer.
     Value(ValueId),
     /// Constant data created for this node (weights or packed per-channel parameters).
     Data(String, Vec<f32>),
     /// Constant data read as a 2D texture of RGBA texels, this many texels a row
     /// ([`crate::Weight::texture`]).
     Texture(String, Vec<f32>, u32),
+    /// Nothing: a binding this specialisation never reads (no residual, an absent concat input).
     Unused,
 }
 
+/// A node lowered to a kernel: its specialisation, what each binding holds and the workgroups
+/// of one sample.
 pub struct Lowered {
+    /// The specialisation; nodes with equal keys share one kernel.
     pub key: KernelKey,
+    /// What each of the template's bindings holds, in binding order, the output last.
     pub binds: Vec<Bind>,
     /// Workgroups one sample needs.
     pub workgroups: u32,

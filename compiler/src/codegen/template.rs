@@ -8,10 +8,14 @@ use crate::program::Precision;
 /// The kernel templates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Template {
+    /// The direct 2-D convolution, dense or grouped, with an optional affine prologue: every
+    /// convolution that no other template takes.
     Conv2d,
     /// [`Template::Conv2d`] with the weights shared across a subgroup: its
     /// [`Template::subgroup_variant`].
     Conv2dSubgroup,
+    /// The depthwise convolution of any kernel, strides and padding, 8 outputs of a row an
+    /// invocation.
     Depthwise,
     /// The depthwise convolution of horizontal stride 1 on rows of a multiple of 4 pixels.
     DepthwiseVec4,
@@ -20,6 +24,8 @@ pub enum Template {
     Depthwise3x3,
     /// [`Template::Depthwise3x3`] on rows of a multiple of 4 pixels (vec4 loads and stores).
     Depthwise3x3Vec4,
+    /// The pointwise convolution (1x1, stride 1, no padding), a GEMM, on feature maps of any size
+    /// (made for small ones such as 7x7).
     Pointwise,
     /// [`Template::Pointwise`] with the inputs shared across a subgroup: its
     /// [`Template::subgroup_variant`].
@@ -29,16 +35,26 @@ pub enum Template {
     /// [`Template::PointwiseVec4`] with the weights shared across a subgroup: its
     /// [`Template::subgroup_variant`], never chosen by lowering itself.
     PointwiseVec4Subgroup,
+    /// The global depthwise convolution, one invocation a channel; global average pooling too
+    /// (every weight 1 / HW).
     GdConv,
+    /// The fully connected layer, one invocation an output.
     Linear,
+    /// An activation, per-channel affine map or binary operation of two same-shaped activations
+    /// that no producer absorbed, one invocation an element.
     Elementwise,
+    /// Max pooling, one invocation an output element.
     MaxPool,
+    /// Nearest-neighbour upsampling by whole factors, one invocation an output element.
     Upsample,
+    /// A permutation of the axes of a sample of up to four, one invocation an output element.
     Transpose,
+    /// The concatenation of up to four inputs along one axis, one invocation an output element.
     Concat,
 }
 
 impl Template {
+    /// Every template, in declaration order.
     pub const ALL: [Template; 17] = [
         Template::Conv2d,
         Template::Conv2dSubgroup,
@@ -59,6 +75,7 @@ impl Template {
         Template::Concat,
     ];
 
+    /// The template's name: its file stem in `shaders/` and the suffix of its kernels' names.
     pub fn name(self) -> &'static str {
         match self {
             Template::Conv2d => "conv2d",
@@ -81,6 +98,8 @@ impl Template {
         }
     }
 
+    /// The template's WGSL source as in `shaders/`, default constants included (built into the
+    /// crate).
     pub fn source(self) -> &'static str {
         match self {
             Template::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
@@ -148,8 +167,11 @@ impl Template {
 /// A specialisation constant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Const {
+    /// A `u32`.
     U32(u32),
+    /// An `f32`; infinities are clamped to the finite range (WGSL has no infinity literal).
     F32(f32),
+    /// A `bool`.
     Bool(bool),
     /// A type: `alias NAME = TYPE;` (such as the element type of a kernel's output).
     Type(&'static str),

@@ -59,14 +59,20 @@ pub fn permute<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
 /// Constant data carried by a value (ONNX initialisers and `Constant` nodes).
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
+    /// Floats: weights, biases and the other constant operands of operations.
     F32(Vec<f32>),
+    /// Integers: shapes, axes and indices the importer computes with (Reshape targets, Shape,
+    /// Gather); no kernel reads them.
     I64(Vec<i64>),
 }
 
+/// A tensor of the graph: a graph input, a constant or the output of a node.
 #[derive(Clone, Debug)]
 pub struct Value {
     /// The ONNX name, kept for error messages, plans and dumps.
     pub name: String,
+    /// Its concrete shape: an activation's begins with the batch; a constant's is its own, with no
+    /// batch axis.
     pub shape: Shape,
     /// `Some` for constants; activations are computed at run time.
     pub data: Option<TensorData>,
@@ -82,12 +88,17 @@ impl Value {
     }
 }
 
+/// One operation of the graph: `op` applied to `inputs` computes `output`.
 #[derive(Clone, Debug)]
 pub struct Node {
     /// ONNX node names this node stands for: one after import, several once passes fuse nodes.
     pub names: Vec<String>,
+    /// The operation and its attributes.
     pub op: Op,
+    /// The operands, in the order the [`Op`] variant documents (for a layer: the activation, the
+    /// weights, the bias, then the residual where the epilogue has one).
     pub inputs: Vec<ValueId>,
+    /// The one value it computes.
     pub output: ValueId,
 }
 
@@ -98,11 +109,19 @@ impl Node {
     }
 }
 
+/// A model: the value arena, the nodes that compute values from values, and its inputs and
+/// outputs. See the module documentation for the invariants.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
+    /// Every value, indexed by [`ValueId`]: graph inputs, constants and node outputs. A value no
+    /// node reads any more stays (ids are indices).
     pub values: Vec<Value>,
+    /// The nodes, in topological order.
     pub nodes: Vec<Node>,
+    /// The graph inputs, in the model's order (initialisers the model also lists as inputs are
+    /// constants, not inputs). Code generation needs exactly one.
     pub inputs: Vec<ValueId>,
+    /// The graph outputs, in the model's order.
     pub outputs: Vec<ValueId>,
     /// The batch size dimension 0 of activations was specialised to.
     pub batch: usize,
@@ -112,14 +131,18 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The value `id`.
     pub fn value(&self, id: ValueId) -> &Value {
         &self.values[id.0 as usize]
     }
 
+    /// The value `id`, mutable.
     pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
         &mut self.values[id.0 as usize]
     }
 
+    /// Adds a value, a constant where `data` is `Some`, and returns its id. It is neither a graph
+    /// input nor a node's output until one is made to refer to it.
     pub fn add_value(&mut self, name: impl Into<String>, shape: Shape, data: Option<TensorData>) -> ValueId {
         self.values.push(Value { name: name.into(), shape, data });
         ValueId(self.values.len() as u32 - 1)
@@ -130,10 +153,12 @@ impl Graph {
         self.add_value(name, shape, Some(TensorData::F32(data)))
     }
 
+    /// The shape of value `id`.
     pub fn shape(&self, id: ValueId) -> &[usize] {
         &self.value(id).shape
     }
 
+    /// Whether value `id` is a constant (carries data).
     pub fn is_const(&self, id: ValueId) -> bool {
         self.value(id).data.is_some()
     }
@@ -148,7 +173,7 @@ impl Graph {
         self.nodes.iter().position(|n| n.output == id)
     }
 
-    /// Indices of the nodes reading `id`, plus one per graph output that is `id`.
+    /// How many times `id` is read: once per input slot of a node that reads it, plus once per graph output that is `id`.
     pub fn use_count(&self, id: ValueId) -> usize {
         let by_nodes = self.nodes.iter().flat_map(|n| &n.inputs).filter(|&&v| v == id).count();
         by_nodes + self.outputs.iter().filter(|&&v| v == id).count()

@@ -16,7 +16,9 @@ use crate::ir::{Graph, TensorData, ValueId};
 
 /// A named rewrite of the graph.
 pub struct Pass {
+    /// The pass's name, that of its module (errors found after the pass quote it).
     pub name: &'static str,
+    /// The rewrite, in place.
     pub run: fn(&mut Graph) -> Result<()>,
 }
 
