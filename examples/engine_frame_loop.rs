@@ -69,13 +69,8 @@ fn main() -> Result<()> {
     let spec = args.next().unwrap_or_else(|| "synthetic".into());
     let frames: usize = args.next().map(|f| f.parse()).transpose().context("FRAMES must be a number")?.unwrap_or(60);
 
-    // The host's own device, as an engine creates it.
-    let adapter = mfn_runtime::select_adapter(&mfn_runtime::AdapterOptions::from_env())?;
-    let info = adapter.get_info();
-    let desc = wgpu::DeviceDescriptor { label: Some("engine"), required_limits: adapter.limits(), ..Default::default() };
-    let (device, queue) = pollster::block_on(adapter.request_device(&desc))?;
+    let (device, queue, info) = host_device()?;
     println!("adapter: {}", mfn_runtime::describe(&info));
-
     let model = mfn::program_from_bytes(&mfn::load_model(&spec)?, &spec)?;
     let session = Session::with_device(&model.program, device.clone(), queue.clone(), info, 1)?;
     // The generated MobileFaceNet takes 0..255 pixels as they are; a model trained on
@@ -83,20 +78,7 @@ fn main() -> Result<()> {
     let kernel = TextureInput::new(&session, &Normalization::IDENTITY)?;
     let (out_h, out_w) = (session.input_shape()[1], session.input_shape()[2]);
     println!("model: {spec} (input {out_h}x{out_w}); scene: a synthetic face-like pattern moving across a {WIDTH}x{HEIGHT} sRGB render target");
-
-    // The render target: sRGB as engines use, readable by mfn as its bytes through a unorm view.
-    let target = device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("frame"),
-        size: wgpu::Extent3d { width: WIDTH, height: HEIGHT, depth_or_array_layers: 1 },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8UnormSrgb,
-        usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::TEXTURE_BINDING,
-        view_formats: &[wgpu::TextureFormat::Rgba8Unorm],
-    });
-    let target_view = target.create_view(&Default::default());
-    let (pipeline, scene, scene_bind_group) = scene_pipeline(&device);
+    let scene = Scene::new(&device);
 
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut first: Option<Vec<f32>> = None;
@@ -107,29 +89,14 @@ fn main() -> Result<()> {
         let t = frame as f32 / 60.0;
         let center = [WIDTH as f32 / 2.0 + 70.0 * (1.3 * t).sin(), HEIGHT as f32 / 2.0 + 30.0 * (2.1 * t).cos()];
         let cpu = Instant::now();
-        let uniforms: Vec<u8> = [center[0], center[1], RADIUS, t].iter().flat_map(|v| v.to_le_bytes()).collect();
-        queue.write_buffer(&scene, 0, &uniforms);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
-        {
-            let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
-                label: Some("scene"),
-                color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                    view: &target_view,
-                    depth_slice: None,
-                    resolve_target: None,
-                    ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
-                })],
-                ..Default::default()
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &scene_bind_group, &[]);
-            pass.draw(0..3, 0..1);
-        }
-        // The face region (the host knows where it drew the face; a tracker would give it).
+        scene.render(&queue, &mut encoder, center, t);
+        // The face region (the host knows where it drew the face; a tracker would give it), in
+        // the same encoder as the frame's render pass.
         let status = if pending.len() < MAX_IN_FLIGHT {
             let side = 2.0 * RADIUS;
             let warps = [TextureWarp::crop(center[0] - RADIUS, center[1] - RADIUS, side, side, out_w, out_h)];
-            let handle = session.encode_readback(&mut encoder, Input::Texture { kernel: &kernel, texture: &target, warps: &warps })?;
+            let handle = session.encode_readback(&mut encoder, Input::Texture { kernel: &kernel, texture: &scene.target, warps: &warps })?;
             pending.push_back(Pending { frame, submitted: Instant::now(), handle });
             embedded += 1;
             "face embedded"
@@ -165,6 +132,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The host's own device, as an engine creates it (the adapter from `MFN_BACKEND` / `MFN_ADAPTER`).
+fn host_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+    let adapter = mfn_runtime::select_adapter(&mfn_runtime::AdapterOptions::from_env())?;
+    let desc = wgpu::DeviceDescriptor { label: Some("engine"), required_limits: adapter.limits(), ..Default::default() };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc))?;
+    Ok((device, queue, adapter.get_info()))
+}
+
 /// Prints every embedding that has arrived, in order.
 fn collect(pending: &mut VecDeque<Pending>, now: usize, first: &mut Option<Vec<f32>>, latencies: &mut Vec<f64>) -> Result<()> {
     while let Some(p) = pending.front_mut() {
@@ -184,29 +159,72 @@ fn collect(pending: &mut VecDeque<Pending>, now: usize, first: &mut Option<Vec<f
     Ok(())
 }
 
-fn scene_pipeline(device: &wgpu::Device) -> (wgpu::RenderPipeline, wgpu::Buffer, wgpu::BindGroup) {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("scene"), source: wgpu::ShaderSource::Wgsl(SCENE.into()) });
-    let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-        label: Some("scene"),
-        layout: None,
-        vertex: wgpu::VertexState { module: &module, entry_point: Some("vs"), compilation_options: Default::default(), buffers: &[] },
-        primitive: Default::default(),
-        depth_stencil: None,
-        multisample: Default::default(),
-        fragment: Some(wgpu::FragmentState {
-            module: &module,
-            entry_point: Some("fs"),
-            compilation_options: Default::default(),
-            targets: &[Some(wgpu::ColorTargetState { format: wgpu::TextureFormat::Rgba8UnormSrgb, blend: None, write_mask: wgpu::ColorWrites::ALL })],
-        }),
-        multiview_mask: None,
-        cache: None,
-    });
-    let scene = device.create_buffer(&wgpu::BufferDescriptor { label: Some("scene"), size: 16, usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("scene"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[wgpu::BindGroupEntry { binding: 0, resource: scene.as_entire_binding() }],
-    });
-    (pipeline, scene, bind_group)
+/// The host's rendering: a render target and the pipeline that draws the scene into it.
+struct Scene {
+    /// The render target: sRGB as engines use, readable by mfn as its bytes through a unorm view.
+    target: wgpu::Texture,
+    view: wgpu::TextureView,
+    pipeline: wgpu::RenderPipeline,
+    /// The uniforms of `SCENE`: the face's centre, its radius, the time.
+    uniforms: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+}
+
+impl Scene {
+    fn new(device: &wgpu::Device) -> Scene {
+        let target = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("frame"),
+            size: wgpu::Extent3d { width: WIDTH, height: HEIGHT, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba8UnormSrgb,
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[wgpu::TextureFormat::Rgba8Unorm],
+        });
+        let view = target.create_view(&Default::default());
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("scene"), source: wgpu::ShaderSource::Wgsl(SCENE.into()) });
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("scene"),
+            layout: None,
+            vertex: wgpu::VertexState { module: &module, entry_point: Some("vs"), compilation_options: Default::default(), buffers: &[] },
+            primitive: Default::default(),
+            depth_stencil: None,
+            multisample: Default::default(),
+            fragment: Some(wgpu::FragmentState {
+                module: &module,
+                entry_point: Some("fs"),
+                compilation_options: Default::default(),
+                targets: &[Some(wgpu::ColorTargetState { format: wgpu::TextureFormat::Rgba8UnormSrgb, blend: None, write_mask: wgpu::ColorWrites::ALL })],
+            }),
+            multiview_mask: None,
+            cache: None,
+        });
+        let uniforms = device.create_buffer(&wgpu::BufferDescriptor { label: Some("scene"), size: 16, usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("scene"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry { binding: 0, resource: uniforms.as_entire_binding() }],
+        });
+        Scene { target, view, pipeline, uniforms, bind_group }
+    }
+
+    /// Records the frame's render pass: the face at `center` at time `t`.
+    fn render(&self, queue: &wgpu::Queue, encoder: &mut wgpu::CommandEncoder, center: [f32; 2], t: f32) {
+        let uniforms: Vec<u8> = [center[0], center[1], RADIUS, t].iter().flat_map(|v| v.to_le_bytes()).collect();
+        queue.write_buffer(&self.uniforms, 0, &uniforms);
+        let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
+            label: Some("scene"),
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view: &self.view,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
+            })],
+            ..Default::default()
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.draw(0..3, 0..1);
+    }
 }
