@@ -49,6 +49,7 @@ fn sample_shape(graph: &Graph, v: ValueId) -> &[usize] {
     &graph.shape(v)[1..]
 }
 
+/// The output of `node` for one sample, its inputs in `values` (or constants).
 fn eval_node(graph: &Graph, node: &Node, values: &[Option<Vec<f32>>]) -> Result<Vec<f32>> {
     let get = |v: ValueId| -> &[f32] {
         match graph.const_f32(v) {
@@ -61,56 +62,28 @@ fn eval_node(graph: &Graph, node: &Node, values: &[Option<Vec<f32>>]) -> Result<
     let residual = |e: &Epilogue| e.residual.then(|| get(*node.inputs.last().expect("residual")));
     let mut y = match &node.op {
         Op::Conv(c) => conv(c, x, sample_shape(graph, node.inputs[0]), get(node.inputs[1]), get(node.inputs[2]), out_shape),
-        Op::GdConv(_) => {
-            let (w, b) = (get(node.inputs[1]), get(node.inputs[2]));
-            let hw = x.len() / b.len();
-            (0..b.len()).map(|c| b[c] + (0..hw).map(|k| x[c * hw + k] * w[c * hw + k]).sum::<f32>()).collect()
-        }
+        Op::GdConv(_) => gdconv(x, get(node.inputs[1]), get(node.inputs[2])),
         Op::GlobalAveragePool => {
-            let c = out_shape[0];
-            let hw = x.len() / c;
+            let hw = x.len() / out_shape[0];
             x.chunks(hw).map(|ch| ch.iter().sum::<f32>() / hw as f32).collect()
         }
-        Op::Linear(_) => {
-            let (w, b) = (get(node.inputs[1]), get(node.inputs[2]));
-            let k = x.len();
-            (0..b.len()).map(|m| b[m] + w[m * k..(m + 1) * k].iter().zip(x).map(|(a, b)| a * b).sum::<f32>()).collect()
-        }
+        Op::Linear(_) => linear(x, get(node.inputs[1]), get(node.inputs[2])),
         Op::BatchNorm { epsilon } => {
             let p: Vec<&[f32]> = (1..5).map(|i| get(node.inputs[i])).collect();
-            let scale: Vec<f32> = p[0].iter().zip(p[3]).map(|(g, v)| g / (v + epsilon).sqrt()).collect();
-            let shift = p[1].iter().zip(p[2]).zip(&scale).map(|((b, m), s)| b - m * s).collect();
-            affine(&Affine { scale, shift }, x, out_shape)
+            affine(&batch_norm(p[0], p[1], p[2], p[3], *epsilon), x, out_shape)
         }
         Op::Affine(a) => affine(a, x, out_shape),
         Op::Act(_) => x.to_vec(),
         Op::Binary(op) => binary(*op, graph, node.inputs[0], node.inputs[1], x, get(node.inputs[1])),
         Op::MaxPool(p) => max_pool(p, x, sample_shape(graph, node.inputs[0]), out_shape),
-        Op::Upsample { factor } => {
-            let (h, w) = (out_shape[1], out_shape[2]);
-            let (ih, iw) = (h / factor[0], w / factor[1]);
-            let mut y = Vec::with_capacity(numel(out_shape));
-            for c in 0..out_shape[0] {
-                for i in 0..h {
-                    y.extend((0..w).map(|j| x[(c * ih + i / factor[0]) * iw + j / factor[1]]));
-                }
-            }
-            y
-        }
+        Op::Upsample { factor } => upsample(x, *factor, out_shape),
         Op::Transpose(perm) => {
             let per_sample: Vec<usize> = perm[1..].iter().map(|&a| a - 1).collect();
             permute(x, sample_shape(graph, node.inputs[0]), &per_sample)
         }
         Op::Concat { axis } => {
-            let outer = numel(&out_shape[..axis - 1]);
             let parts: Vec<(&[f32], usize)> = node.inputs.iter().map(|&v| (get(v), numel(&sample_shape(graph, v)[axis - 1..]))).collect();
-            let mut y = Vec::with_capacity(numel(out_shape));
-            for o in 0..outer {
-                for (data, slab) in &parts {
-                    y.extend_from_slice(&data[o * slab..][..*slab]);
-                }
-            }
-            y
+            concat(&parts, numel(&out_shape[..axis - 1]), numel(out_shape))
         }
         Op::Reshape => x.to_vec(),
     };
@@ -131,6 +104,50 @@ fn eval_node(graph: &Graph, node: &Node, values: &[Option<Vec<f32>>]) -> Result<
         y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
     }
     Ok(y)
+}
+
+/// Per channel `c`: `b[c]` plus the dot product of the channel's map with its filter (both `hw`
+/// values).
+fn gdconv(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let hw = x.len() / b.len();
+    (0..b.len()).map(|c| b[c] + (0..hw).map(|k| x[c * hw + k] * w[c * hw + k]).sum::<f32>()).collect()
+}
+
+/// `W x + b`, `W` as `[M, K]`.
+fn linear(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let k = x.len();
+    (0..b.len()).map(|m| b[m] + w[m * k..(m + 1) * k].iter().zip(x).map(|(a, b)| a * b).sum::<f32>()).collect()
+}
+
+/// Inference-mode batch normalisation as a per-channel affine map.
+fn batch_norm(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], epsilon: f32) -> Affine {
+    let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + epsilon).sqrt()).collect();
+    let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    Affine { scale, shift }
+}
+
+/// Nearest-neighbour upsampling by whole `factor`s to `out_shape` (`[C, H, W]`).
+fn upsample(x: &[f32], factor: [usize; 2], out_shape: &[usize]) -> Vec<f32> {
+    let (h, w) = (out_shape[1], out_shape[2]);
+    let (ih, iw) = (h / factor[0], w / factor[1]);
+    let mut y = Vec::with_capacity(numel(out_shape));
+    for c in 0..out_shape[0] {
+        for i in 0..h {
+            y.extend((0..w).map(|j| x[(c * ih + i / factor[0]) * iw + j / factor[1]]));
+        }
+    }
+    y
+}
+
+/// `parts` (data, slab) joined: for each of `outer` blocks, every part's next slab in turn.
+fn concat(parts: &[(&[f32], usize)], outer: usize, elements: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(elements);
+    for o in 0..outer {
+        for (data, slab) in parts {
+            y.extend_from_slice(&data[o * slab..][..*slab]);
+        }
+    }
+    y
 }
 
 fn affine(a: &Affine, x: &[f32], shape: &[usize]) -> Vec<f32> {
