@@ -41,9 +41,28 @@ pub fn conv(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
     if dilations.as_ref().is_some_and(|d| d.iter().any(|&v| v != 1)) {
         return Err(ctx.attrs.error("dilations", &format!("{:?}", dilations.unwrap_or_default()), " (only 1 is implemented)"));
     }
+    let (h, wd) = (x_shape[2], x_shape[3]);
+    let pads = conv_pads(ctx, [h, wd], kernel, stride)?;
+    let out_dim = |size: usize, k: usize, s: usize, p0: usize, p1: usize| -> Result<usize> {
+        let padded = size + p0 + p1;
+        if padded < k {
+            return Err(ctx.err(format!("kernel {k} is larger than the padded input {padded}")));
+        }
+        Ok((padded - k) / s + 1)
+    };
+    let oh = out_dim(h, kernel[0], stride[0], pads[0], pads[2])?;
+    let ow = out_dim(wd, kernel[1], stride[1], pads[1], pads[3])?;
+    let c_out = w_shape[0];
+    let b = conv_bias(imp, ctx, c_out)?;
+    let op = Op::Conv(Conv { kernel, stride, pads, group, prologue: None, epilogue: Epilogue::default() });
+    imp.emit(ctx, op, vec![x, w, b], vec![x_shape[0], c_out, oh, ow])
+}
+
+/// A convolution's pads (top, left, bottom, right) from `pads` or `auto_pad`, for an input of
+/// `[h, w]` pixels.
+fn conv_pads(ctx: &mut Ctx, [h, wd]: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) -> Result<[usize; 4]> {
     let explicit = ctx.attrs.ints("pads")?;
     let auto_pad = ctx.attrs.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
-    let (h, wd) = (x_shape[2], x_shape[3]);
     let pads = match (auto_pad.as_str(), explicit) {
         ("NOTSET", None) => [0; 4],
         ("NOTSET", Some(p)) => match p.as_slice() {
@@ -66,17 +85,12 @@ pub fn conv(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         }
         (other, _) => return Err(ctx.attrs.error("auto_pad", other, "")),
     };
-    let out_dim = |size: usize, k: usize, s: usize, p0: usize, p1: usize| -> Result<usize> {
-        let padded = size + p0 + p1;
-        if padded < k {
-            return Err(ctx.err(format!("kernel {k} is larger than the padded input {padded}")));
-        }
-        Ok((padded - k) / s + 1)
-    };
-    let oh = out_dim(h, kernel[0], stride[0], pads[0], pads[2])?;
-    let ow = out_dim(wd, kernel[1], stride[1], pads[1], pads[3])?;
-    let c_out = w_shape[0];
-    let b = match imp.input(ctx, 2)? {
+    Ok(pads)
+}
+
+/// A convolution's bias (input 2), or zeros where it has none.
+fn conv_bias(imp: &mut Importer, ctx: &mut Ctx, c_out: usize) -> Result<ValueId> {
+    Ok(match imp.input(ctx, 2)? {
         Some(_) => {
             let (b_shape, _) = imp.const_input(ctx, 2)?;
             if b_shape.iter().product::<usize>() != c_out {
@@ -85,9 +99,7 @@ pub fn conv(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
             imp.f32_const(ctx, 2)?
         }
         None => imp.graph.add_const(format!("{}.bias", ctx.name), vec![c_out], vec![0.0; c_out]),
-    };
-    let op = Op::Conv(Conv { kernel, stride, pads, group, prologue: None, epilogue: Epilogue::default() });
-    imp.emit(ctx, op, vec![x, w, b], vec![x_shape[0], c_out, oh, ow])
+    })
 }
 
 /// BatchNormalization in its inference form (scale, bias, mean and var constants).
