@@ -11,30 +11,54 @@ use thiserror::Error;
 /// subject sees them) of a face aligned to a 112x112 crop: the ArcFace template.
 pub const ARCFACE_112: [[f64; 2]; 5] = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]];
 
+/// Why landmarks cannot be aligned to a template.
 #[derive(Debug, Error, PartialEq)]
 pub enum AlignError {
+    /// A point has a NaN or infinite coordinate.
     #[error("landmark {index} is not a finite point: {point:?}")]
-    NotFinite { index: usize, point: [f64; 2] },
+    NotFinite {
+        /// Its index among the landmarks (or among the template points).
+        index: usize,
+        /// The point as given.
+        point: [f64; 2],
+    },
+    /// The landmarks (nearly) coincide, so no rotation or scale fits them.
     #[error("the landmarks are degenerate (spread {spread:.3e} px): they fix no rotation or scale")]
-    Degenerate { spread: f64 },
+    Degenerate {
+        /// Root-mean-square distance of the landmarks from their centroid, in their pixels (0 when
+        /// the fitted transform has no inverse).
+        spread: f64,
+    },
+    /// The landmarks and template points differ in number, or there are fewer than two.
     #[error("{got} landmarks for {want} template points")]
-    Count { got: usize, want: usize },
+    Count {
+        /// Number of landmarks.
+        got: usize,
+        /// Number of template points.
+        want: usize,
+    },
 }
 
 /// `p -> (a x - b y + tx, b x + a y + ty)`: a rotation by atan2(b, a), a scale by |(a, b)|, a shift.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Similarity {
+    /// `scale * cos(angle)`.
     pub a: f64,
+    /// `scale * sin(angle)`.
     pub b: f64,
+    /// Shift in x, applied after the rotation and scale.
     pub tx: f64,
+    /// Shift in y, applied after the rotation and scale.
     pub ty: f64,
 }
 
 impl Similarity {
+    /// The image of the point `[x, y]`.
     pub fn apply(&self, [x, y]: [f64; 2]) -> [f64; 2] {
         [self.a * x - self.b * y + self.tx, self.b * x + self.a * y + self.ty]
     }
 
+    /// The uniform scale factor, |(a, b)|.
     pub fn scale(&self) -> f64 {
         self.a.hypot(self.b)
     }

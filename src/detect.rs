@@ -25,12 +25,17 @@ pub const STRIDES: [usize; 3] = [8, 16, 32];
 /// right eye, left eye, nose tip, right and left mouth corners (as the subject sees them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Face {
+    /// Confidence in 0..1: the geometric mean of the class and objectness scores.
     pub score: f32,
+    /// The box, in pixels of the image the face was found in (the canvas for [`decode`], the
+    /// photo for [`Detector::detect`]).
     pub rect: [f32; 4],
+    /// Five `[x, y]` points in the same pixels as `rect`, in the order above.
     pub landmarks: [[f32; 2]; 5],
 }
 
 impl Face {
+    /// Area of the box in square pixels (a negative width or height counts as 0).
     pub fn area(&self) -> f32 {
         self.rect[2].max(0.0) * self.rect[3].max(0.0)
     }
@@ -74,14 +79,39 @@ impl Default for DetectOptions {
     }
 }
 
+/// Why YuNet's outputs cannot be decoded, or a canvas cannot be used.
 #[derive(Debug, Error, PartialEq)]
 pub enum DetectError {
+    /// A head [`decode`] needs is not among the outputs.
     #[error("the detector has no output '{name}' (a YuNet model has cls_8..32, obj_*, bbox_*, kps_*; it has {have:?})")]
-    MissingOutput { name: String, have: Vec<String> },
+    MissingOutput {
+        /// The head looked for, e.g. `kps_32`.
+        name: String,
+        /// The names of the outputs given.
+        have: Vec<String>,
+    },
+    /// A head has the wrong number of values for the canvas.
     #[error("detector output '{name}' has {got} values, expected {want} for a {width}x{height} canvas")]
-    OutputSize { name: String, got: usize, want: usize, width: usize, height: usize },
+    OutputSize {
+        /// The head.
+        name: String,
+        /// Values it has.
+        got: usize,
+        /// Values the canvas needs: (W/s) x (H/s) anchors times 1, 4 or 10 values each.
+        want: usize,
+        /// Canvas width in pixels.
+        width: usize,
+        /// Canvas height in pixels.
+        height: usize,
+    },
+    /// A canvas side is zero or not a multiple of 32 (the largest stride).
     #[error("the detector canvas {width}x{height} is not a positive multiple of 32 in both dimensions")]
-    Canvas { width: usize, height: usize },
+    Canvas {
+        /// Canvas width in pixels.
+        width: usize,
+        /// Canvas height in pixels.
+        height: usize,
+    },
 }
 
 /// The faces YuNet's outputs (by name, one image) show on a `canvas` (width, height), in canvas
@@ -147,6 +177,7 @@ pub fn by_area(mut faces: Vec<Face>) -> Vec<Face> {
 pub struct Detector {
     session: Session,
     canvas: (usize, usize),
+    /// The thresholds faces are decoded with ([`DetectOptions::default`] unless changed).
     pub options: DetectOptions,
 }
 
@@ -183,6 +214,7 @@ impl Detector {
         self.canvas
     }
 
+    /// The GPU session running YuNet (for its adapter and limits).
     pub fn session(&self) -> &Session {
         &self.session
     }

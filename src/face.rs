@@ -37,6 +37,7 @@ impl FaceEmbedder {
         FaceEmbedder { session, norm }
     }
 
+    /// The GPU session running the model (for its adapter and limits).
     pub fn session(&self) -> &Session {
         &self.session
     }
@@ -95,6 +96,7 @@ pub fn load_face(path: &Path) -> Result<RgbImage> {
     Ok(image)
 }
 
+/// `v` scaled to unit L2 norm (computed in f64); a zero vector stays zero.
 pub fn l2_normalised(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
@@ -121,7 +123,9 @@ pub fn default_model_path() -> Result<std::path::PathBuf> {
 /// the GPU, and the detection it came from (`None` for an image taken as an aligned crop).
 #[derive(Clone, Debug)]
 pub struct FoundFace {
+    /// Maps each pixel of the embedder's input crop to where it is sampled in the photo.
     pub warp: Warp,
+    /// The detection, in photo coordinates; `None` for an image taken as a crop.
     pub detection: Option<crate::detect::Face>,
 }
 

@@ -21,8 +21,11 @@ fn check_size(width: usize, height: usize) -> Result<()> {
 /// An 8-bit RGB image, row-major, 3 bytes a pixel.
 #[derive(Clone, Debug)]
 pub struct RgbImage {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
+    /// `width * height * 3` bytes: R, G, B of each pixel, top row first.
     pub data: Vec<u8>,
 }
 
@@ -83,11 +86,15 @@ impl RgbImage {
     }
 }
 
+/// Reads and decodes the image file at `path` (see [`decode_rgb`]).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
     decode_rgb(&bytes).with_context(|| format!("cannot decode image {}", path.display()))
 }
 
+/// Decodes an image file's bytes: a JPEG (known by its magic bytes) with mozjpeg, anything else
+/// with the `image` crate. Images of more than [`MAX_PIXELS`] pixels, truncated JPEGs and empty
+/// input are errors.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("the file is empty");

@@ -15,12 +15,18 @@ use crate::face::{as_crop, cosine, load_face, FaceEmbedder};
 /// One labelled pair, with the reference cosine when the file gives one.
 #[derive(Clone, Debug)]
 pub struct Pair {
+    /// The first image's path, relative to the images folder ([`images_dir`]).
     pub a: String,
+    /// The second image's path, likewise.
     pub b: String,
+    /// Whether both show the same person.
     pub same: bool,
+    /// onnxruntime's fp32 cosine for the pair (the optional fourth column).
     pub reference: Option<f64>,
 }
 
+/// Reads a pairs file: a header line, then one `img1,img2,same[,cosine]` line a pair, `same`
+/// being 1 or 0. Blank lines are skipped; a file with no pairs is an error.
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read pairs file {}", path.display()))?;
     let mut pairs = Vec::new();
@@ -73,15 +79,20 @@ fn search_threshold(cosines: &[f64], same: &[bool], pairs: impl Iterator<Item = 
 pub struct Accuracy {
     /// Accuracy with the best threshold over all pairs, and that threshold.
     pub best: f64,
+    /// The lowest threshold on the grid (-1 to 1 in steps of 0.001) that gives `best`.
     pub best_threshold: f64,
     /// 10-fold accuracy: mean and (population) standard deviation over the folds, and the
     /// threshold chosen on each fold's nine others. Folds are consecutive runs of pairs in file
     /// order (the first `n % 10` one pair longer).
     pub fold_mean: f64,
+    /// Standard deviation of the ten fold accuracies.
     pub fold_std: f64,
+    /// The threshold each fold was scored with, in fold order.
     pub fold_thresholds: Vec<f64>,
 }
 
+/// Scores "same person" decided by `cosine > threshold` against the labels, one per cosine
+/// (panics otherwise); accuracies are fractions in 0..1.
 pub fn accuracy(cosines: &[f64], same: &[bool]) -> Accuracy {
     assert_eq!(cosines.len(), same.len(), "one label per cosine");
     let n = cosines.len();
@@ -104,9 +115,11 @@ pub fn accuracy(cosines: &[f64], same: &[bool]) -> Accuracy {
 /// What [`evaluate`] measured.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// Pairs scored.
     pub pairs: usize,
     /// Distinct images embedded.
     pub images: usize,
+    /// Verification accuracy over the pairs.
     pub accuracy: Accuracy,
     /// Cosine of every pair, in file order.
     pub cosines: Vec<f64>,
@@ -114,6 +127,7 @@ pub struct Report {
     pub max_reference_diff: Option<f64>,
     /// Wall time of decoding plus embedding (and detecting), and of decoding alone.
     pub seconds: f64,
+    /// Wall time of decoding alone (part of `seconds`).
     pub decode_seconds: f64,
     /// With re-alignment: images where a face was found and re-aligned, and where none was
     /// (embedded as they are).
@@ -121,6 +135,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Distinct images embedded per second of wall time, decoding included.
     pub fn faces_per_second(&self) -> f64 {
         self.images as f64 / self.seconds
     }

@@ -2,6 +2,8 @@
 //! where the project's shared material lives, and loading a model from a path or the project's
 //! own generated MobileFaceNet.
 
+#![warn(missing_docs)]
+
 pub mod align;
 pub mod detect;
 pub mod face;
@@ -52,6 +54,8 @@ pub fn load_model(spec: &str) -> Result<Vec<u8>> {
     std::fs::read(spec).with_context(|| format!("cannot read model file '{spec}'"))
 }
 
+/// The MobileFaceNet variant called `name`: its full name (`mobilefacenet-112x96`) or the part
+/// after `mobilefacenet-` (`112x96`, `m`, `s`); empty means 112x112.
 pub fn parse_variant(name: &str) -> Result<Variant> {
     let name = if name.is_empty() { "112x112" } else { name };
     Variant::all()
@@ -81,7 +85,9 @@ pub fn default_model() -> (Vec<u8>, String) {
 /// A model ready to run: the compiled program, and the optimised graph when it was compiled here
 /// from ONNX (an `.mfn` file holds only the program).
 pub struct Model {
+    /// The compiled model: kernels and execution plan.
     pub program: Program,
+    /// The optimised graph; `None` for an `.mfn` file.
     pub graph: Option<Graph>,
     /// What the model is, for the user: the spec it was loaded from.
     pub name: String,

@@ -63,10 +63,15 @@ impl From<&str> for Dim {
 /// A node attribute: the attribute name first, then its value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attr {
+    /// An `INT` attribute.
     Int(&'static str, i64),
+    /// An `INTS` attribute.
     Ints(&'static str, Vec<i64>),
+    /// A `FLOAT` attribute.
     Float(&'static str, f32),
+    /// A `FLOATS` attribute.
     Floats(&'static str, Vec<f32>),
+    /// A `STRING` attribute (stored as its UTF-8 bytes).
     Str(&'static str, String),
     /// A tensor value, e.g. for `Constant`'s `value` (boxed: a `TensorProto` is large).
     Tensor(&'static str, Box<TensorProto>),

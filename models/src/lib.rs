@@ -14,6 +14,8 @@
 //! Real trained weights cannot be fetched here; random weights exercise every code path of the
 //! compiler and runtime just the same, as long as the numbers stay in a realistic range.
 
+#![warn(missing_docs)]
+
 pub mod builder;
 mod calib;
 pub mod mobilefacenet;

@@ -16,6 +16,7 @@ use crate::rng::Rng;
 
 /// A source of choices.
 pub trait Choices {
+    /// The next 64 bits to choose with; the other methods are built on it.
     fn next_u64(&mut self) -> u64;
 
     /// A number in `0..n` (0 when `n` is 0).
@@ -45,6 +46,7 @@ pub struct ByteChoices<'a> {
 }
 
 impl<'a> ByteChoices<'a> {
+    /// Choices read from `bytes`, first byte first.
     pub fn new(bytes: &'a [u8]) -> Self {
         ByteChoices { bytes }
     }

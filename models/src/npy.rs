@@ -24,9 +24,19 @@ pub enum NpyError {
     /// Fortran (column-major) order.
     FortranOrder,
     /// Fewer bytes than the header promises.
-    Truncated { expected: usize, actual: usize },
+    Truncated {
+        /// Bytes of data the header's shape and dtype need.
+        expected: usize,
+        /// Bytes of data after the header.
+        actual: usize,
+    },
     /// More bytes than the header promises.
-    TrailingBytes { expected: usize, actual: usize },
+    TrailingBytes {
+        /// Bytes of data the header's shape and dtype need.
+        expected: usize,
+        /// Bytes of data after the header.
+        actual: usize,
+    },
 }
 
 impl fmt::Display for NpyError {
