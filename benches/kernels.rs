@@ -39,11 +39,7 @@ impl Layer {
         let (group, per_group) = if depthwise { (c_in, 1) } else { (1, c_in) };
         let weight = self.rng.normal_vec(c_out * per_group * k * k, 1.0 / ((per_group * k * k) as f32).sqrt());
         self.g.initializer("w", &[c_out as i64, per_group as i64, k as i64, k as i64], weight);
-        let mut attrs = vec![
-            Attr::Ints("kernel_shape", vec![k as i64; 2]),
-            Attr::Ints("strides", vec![stride as i64; 2]),
-            Attr::Ints("pads", vec![pad as i64; 4]),
-        ];
+        let mut attrs = vec![Attr::Ints("kernel_shape", vec![k as i64; 2]), Attr::Ints("strides", vec![stride as i64; 2]), Attr::Ints("pads", vec![pad as i64; 4])];
         if group > 1 {
             attrs.push(Attr::Int("group", group as i64));
         }
@@ -114,10 +110,7 @@ fn kernels(c: &mut Criterion) {
     for (name, template, onnx) in cases() {
         let program = mfn_compiler::compile(&onnx, &CompileOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let kernels: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
-        assert!(
-            kernels.len() == 1 && kernels[0].ends_with(&format!("_{template}")),
-            "{name} should compile to one {template} kernel, not {kernels:?}"
-        );
+        assert!(kernels.len() == 1 && kernels[0].ends_with(&format!("_{template}")), "{name} should compile to one {template} kernel, not {kernels:?}");
         let session = session(&program, batch);
         let input = Rng::new(7).uniform_vec(batch * program.input.elements(), -1.0, 1.0);
         group.throughput(Throughput::Elements(2 * program.stats.macs * batch as u64));

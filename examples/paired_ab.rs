@@ -48,8 +48,7 @@ fn main() -> Result<()> {
     let other = if let Some(file) = option.strip_prefix("patch=") {
         Some(patched(&model, file)?)
     } else if let Some(file) = option.strip_prefix("program=") {
-        let other = mfn_compiler::Program::from_mfn(&std::fs::read(file).with_context(|| format!("program file {file}"))?)
-            .with_context(|| format!("program file {file}"))?;
+        let other = mfn_compiler::Program::from_mfn(&std::fs::read(file).with_context(|| format!("program file {file}"))?).with_context(|| format!("program file {file}"))?;
         ensure!(other.input.shape == model.input.shape, "{file} takes input {:?}, the model {:?}", other.input.shape, model.input.shape);
         println!("B: the program of {file}");
         Some(other)
@@ -130,7 +129,12 @@ fn pairs_of(a: &Session, b: &Session, model: &mfn_compiler::Program, batch: usiz
     };
     let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..pairs {
-        let (x, y) = if i % 2 == 0 { (time(a)?, time(b)?) } else { let y = time(b)?; (time(a)?, y) };
+        let (x, y) = if i % 2 == 0 {
+            (time(a)?, time(b)?)
+        } else {
+            let y = time(b)?;
+            (time(a)?, y)
+        };
         ta.push(x);
         tb.push(y);
         ratios.push(y / x);

@@ -101,16 +101,21 @@ pub fn pack(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::Prec
     let model = mfn::load_program_with(spec, &compile_options(input_shape, precision)?)?;
     let bytes = model.program.to_mfn();
     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {} ({:.2} MiB: {} kernels, {} dispatches, {} weight buffers; .mfn format version {})", out.display(), bytes.len() as f64 / 1048576.0, model.program.kernels.len(), model.program.steps.len(), model.program.weights.len(), mfn_compiler::format::VERSION);
+    println!(
+        "wrote {} ({:.2} MiB: {} kernels, {} dispatches, {} weight buffers; .mfn format version {})",
+        out.display(),
+        bytes.len() as f64 / 1048576.0,
+        model.program.kernels.len(),
+        model.program.steps.len(),
+        model.program.weights.len(),
+        mfn_compiler::format::VERSION
+    );
     Ok(())
 }
 
 /// The languages of `--emit`, comma-separated.
 pub fn parse_languages(list: &str) -> Result<Vec<Language>> {
-    list.split(',')
-        .map(str::trim)
-        .map(|name| Language::parse(name).with_context(|| format!("--emit {name:?}: expected wgsl, spirv, msl, hlsl or glsl")))
-        .collect()
+    list.split(',').map(str::trim).map(|name| Language::parse(name).with_context(|| format!("--emit {name:?}: expected wgsl, spirv, msl, hlsl or glsl"))).collect()
 }
 
 pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::Precision, out: &Path, languages: &[Language]) -> Result<()> {
@@ -118,9 +123,10 @@ pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::P
     let program = &model.program;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Each kernel, and as NAME.subgroup.EXT the subgroup variant of those that have one.
-    let kernels = program.kernels.iter().enumerate().flat_map(|(k, kernel)| {
-        std::iter::once((k, kernel.name.clone(), &kernel.wgsl)).chain(kernel.subgroup_wgsl.as_ref().map(|v| (k, format!("{}.subgroup", kernel.name), v)))
-    });
+    let kernels =
+        program.kernels.iter().enumerate().flat_map(|(k, kernel)| {
+            std::iter::once((k, kernel.name.clone(), &kernel.wgsl)).chain(kernel.subgroup_wgsl.as_ref().map(|v| (k, format!("{}.subgroup", kernel.name), v)))
+        });
     let kernels: Vec<_> = kernels.collect();
     for &lang in languages {
         for (k, file, wgsl) in &kernels {
@@ -160,7 +166,9 @@ pub fn compile(spec: &str, input_shape: Option<&str>, precision: mfn_compiler::P
             std::fs::write(out.join("graph.txt"), graph.to_string())?;
             println!("wrote {} kernels{variants} ({}), plan.txt and graph.txt to {}", program.kernels.len(), names.join(", "), out.display());
         }
-        None => println!("wrote {} kernels{variants} ({}) and plan.txt to {} (no graph.txt: {spec} is a compiled .mfn file)", program.kernels.len(), names.join(", "), out.display()),
+        None => {
+            println!("wrote {} kernels{variants} ({}) and plan.txt to {} (no graph.txt: {spec} is a compiled .mfn file)", program.kernels.len(), names.join(", "), out.display())
+        }
     }
     print_figures(program);
     Ok(())

@@ -48,7 +48,11 @@ impl Face {
         let ih = ((ay + ah).min(by + bh) - ay.max(by)).max(0.0);
         let inter = iw * ih;
         let union = self.area() + other.area() - inter;
-        if union > 0.0 { inter / union } else { 0.0 }
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
     }
 
     /// The face in the coordinates of an image letterboxed by `scale` (the inverse of
@@ -123,7 +127,10 @@ pub fn decode(outputs: &[(&str, &[f32])], canvas: (usize, usize), options: &Dete
     }
     let head = |kind: &str, stride: usize, per_anchor: usize| -> Result<&[f32], DetectError> {
         let name = format!("{kind}_{stride}");
-        let &(_, data) = outputs.iter().find(|(n, _)| *n == name).ok_or_else(|| DetectError::MissingOutput { name: name.clone(), have: outputs.iter().map(|(n, _)| n.to_string()).collect() })?;
+        let &(_, data) = outputs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| DetectError::MissingOutput { name: name.clone(), have: outputs.iter().map(|(n, _)| n.to_string()).collect() })?;
         let want = (width / stride) * (height / stride) * per_anchor;
         if data.len() != want {
             return Err(DetectError::OutputSize { name, got: data.len(), want, width, height });
@@ -237,11 +244,7 @@ impl Detector {
         let ports = self.session.outputs();
         let mut all = Vec::with_capacity(images.len());
         for (n, (_, scale)) in letterboxes.iter().enumerate() {
-            let named: Vec<(&str, &[f32])> = ports
-                .iter()
-                .zip(&outputs)
-                .map(|(p, data)| (p.name.as_str(), &data[n * p.elements()..(n + 1) * p.elements()]))
-                .collect();
+            let named: Vec<(&str, &[f32])> = ports.iter().zip(&outputs).map(|(p, data)| (p.name.as_str(), &data[n * p.elements()..(n + 1) * p.elements()])).collect();
             let faces = decode(&named, self.canvas, &self.options)?;
             all.push(by_area(faces.iter().map(|f| f.unletterboxed(*scale)).collect()));
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use mfn::detect::{Detector, DetectOptions};
+use mfn::detect::{DetectOptions, Detector};
 use mfn::face::{as_crop, cosine, detect_and_align, FaceEmbedder, FoundFace, DEFAULT_THRESHOLD, MIN_SIDE};
 use mfn::image_io::{load_rgb, RgbImage};
 use mfn_runtime::Normalization;
@@ -181,7 +181,13 @@ fn find_faces(paths: &[PathBuf], size: (usize, usize), args: &FaceArgs, gpu: &Gp
         let (w, h) = (images[i].width, images[i].height);
         let (image, factor) = std::mem::replace(&mut images[i], RgbImage { width: 0, height: 0, data: Vec::new() }).fit_within(max_bytes);
         if factor > 1 {
-            eprintln!("note: {} ({w}x{h}) is larger than one GPU buffer ({} MiB): downscaled by {factor} on the CPU to {}x{}", path.display(), max_bytes >> 20, image.width, image.height);
+            eprintln!(
+                "note: {} ({w}x{h}) is larger than one GPU buffer ({} MiB): downscaled by {factor} on the CPU to {}x{}",
+                path.display(),
+                max_bytes >> 20,
+                image.width,
+                image.height
+            );
         }
         images[i] = image;
         let faces = detect_and_align(detector, &images[i], size, args.all).with_context(|| format!("finding faces in {}", path.display()))?;
@@ -206,10 +212,7 @@ fn embed_entries(embedder: &FaceEmbedder, images: &[RgbImage], entries: &[Entry]
             let stem = paths[entry.image].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
             let suffix = entry.label.rsplit_once('#').map(|(_, k)| format!("_face{k}")).unwrap_or_default();
             let out = dir.join(format!("{}-{stem}{suffix}.png", entry.image + 1));
-            image::RgbImage::from_raw(crop.width as u32, crop.height as u32, crop.data)
-                .expect("a whole image")
-                .save(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            image::RgbImage::from_raw(crop.width as u32, crop.height as u32, crop.data).expect("a whole image").save(&out).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {}", out.display());
         }
     }
@@ -233,13 +236,7 @@ struct EmbeddingJson<'a> {
 impl<'a> EmbeddingJson<'a> {
     fn new(image: &Path, face: &'a FoundFace, embedding: &'a [f32]) -> EmbeddingJson<'a> {
         let d = face.detection.as_ref();
-        EmbeddingJson {
-            image: image.display().to_string(),
-            score: d.map(|d| d.score),
-            rect: d.map(|d| &d.rect[..]),
-            landmarks: d.map(|d| d.landmarks.as_flattened()),
-            embedding,
-        }
+        EmbeddingJson { image: image.display().to_string(), score: d.map(|d| d.score), rect: d.map(|d| &d.rect[..]), landmarks: d.map(|d| d.landmarks.as_flattened()), embedding }
     }
 }
 

@@ -77,7 +77,11 @@ impl RgbImage {
         while bytes(self.width.div_ceil(factor), self.height.div_ceil(factor)) > max_bytes && factor < self.width.max(self.height) {
             factor += 1;
         }
-        if factor == 1 { (self, 1) } else { (self.downscaled(factor), factor) }
+        if factor == 1 {
+            (self, 1)
+        } else {
+            (self.downscaled(factor), factor)
+        }
     }
 
     /// The image as the runtime takes it ([`mfn_runtime::Session::run_images`]).

@@ -70,7 +70,11 @@ fn accuracy_at(cosines: &[f64], same: &[bool], pairs: impl Iterator<Item = usize
 fn search_threshold(cosines: &[f64], same: &[bool], pairs: impl Iterator<Item = usize> + Clone) -> (f64, f64) {
     (0..THRESHOLDS).map(threshold).fold((0.0, -1.0), |best, t| {
         let acc = accuracy_at(cosines, same, pairs.clone(), t);
-        if acc > best.1 { (t, acc) } else { best }
+        if acc > best.1 {
+            (t, acc)
+        } else {
+            best
+        }
     })
 }
 

@@ -75,10 +75,7 @@ pub fn synthetic_model(variant: Variant) -> Vec<u8> {
 pub fn default_model() -> (Vec<u8>, String) {
     match shared_file(REAL_MODEL).and_then(|p| std::fs::read(&p).with_context(|| p.display().to_string())) {
         Ok(bytes) => (bytes, format!("{} (pretrained)", shared_dir().join(REAL_MODEL).display())),
-        Err(e) => (
-            synthetic_model(Variant::Mfn112x112),
-            format!("the project's generated MobileFaceNet 112x112 (seed {SYNTHETIC_SEED}, random weights) because {e}"),
-        ),
+        Err(e) => (synthetic_model(Variant::Mfn112x112), format!("the project's generated MobileFaceNet 112x112 (seed {SYNTHETIC_SEED}, random weights) because {e}")),
     }
 }
 

@@ -247,21 +247,15 @@ fn main() {
             commands::parse_languages(&emit).and_then(|langs| commands::compile(&model, input_shape.as_deref(), precision, &out, &langs))
         }
         Command::Pack { model, input_shape, out, precision } => commands::pack(&model, input_shape.as_deref(), precision, &out),
-        Command::Inspect { model, profile, batch, dot, gpu } => {
-            inspect::inspect(&inspect::InspectArgs { model: &model, profile, batch, dot: dot.as_deref(), gpu: &gpu })
-        }
+        Command::Inspect { model, profile, batch, dot, gpu } => inspect::inspect(&inspect::InspectArgs { model: &model, profile, batch, dot: dot.as_deref(), gpu: &gpu }),
         Command::Info { model, input_shape } => commands::info(&model, input_shape.as_deref()),
         Command::Run { model, input_shape, input, out, gpu } => commands::run(&model, input_shape.as_deref(), &input, &out, &gpu),
         Command::Synth { variant, out } => commands::synth(&variant, &out),
         Command::Adapters => commands::adapters(),
-        Command::Bench { model, batch, runs, warmup, json, gpu } => {
-            bench::bench(&bench::BenchArgs { model: model.as_deref(), batches: &batch, runs, warmup, json, gpu: &gpu })
-        }
+        Command::Bench { model, batch, runs, warmup, json, gpu } => bench::bench(&bench::BenchArgs { model: model.as_deref(), batches: &batch, runs, warmup, json, gpu: &gpu }),
         Command::Embed { model, faces, images, out, json, gpu } => face_cli::embed(&model, &faces, &images, out.as_deref(), json, &gpu),
         Command::Verify { model, faces, a, b, threshold, gpu } => face_cli::verify(&model, &faces, &a, &b, threshold, &gpu),
-        Command::EvalLfw { model, pairs, batch, realign, detector, gpu } => {
-            face_cli::eval_lfw(&model, pairs.as_deref(), batch, realign.then_some(&detector), &gpu)
-        }
+        Command::EvalLfw { model, pairs, batch, realign, detector, gpu } => face_cli::eval_lfw(&model, pairs.as_deref(), batch, realign.then_some(&detector), &gpu),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

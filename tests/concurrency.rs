@@ -57,15 +57,10 @@ fn several_sessions_on_one_device() {
     let Some(first) = common::session(&programs[0], 4) else { return };
     let adapter = mfn_runtime::select_adapter(&Default::default()).expect("an adapter");
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).expect("device");
-    let sessions: Vec<Session> = programs
-        .iter()
-        .map(|p| Session::with_device(p, device.clone(), queue.clone(), adapter.get_info(), 4).expect("session on the shared device"))
-        .collect();
+    let sessions: Vec<Session> =
+        programs.iter().map(|p| Session::with_device(p, device.clone(), queue.clone(), adapter.get_info(), 4).expect("session on the shared device")).collect();
     let inputs = inputs(6);
-    let want: Vec<Vec<Vec<f32>>> = models
-        .iter()
-        .map(|m| inputs.iter().map(|x| mfn_compiler::eval::run(&common::imported(m), x).expect("eval")).collect())
-        .collect();
+    let want: Vec<Vec<Vec<f32>>> = models.iter().map(|m| inputs.iter().map(|x| mfn_compiler::eval::run(&common::imported(m), x).expect("eval")).collect()).collect();
     drop(first);
     std::thread::scope(|s| {
         for (k, session) in sessions.iter().enumerate() {

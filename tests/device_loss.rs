@@ -118,7 +118,8 @@ fn a_readback_on_a_device_lost_after_submission_is_a_device_lost_error() {
     let Some((device, queue, info)) = device(&program) else { return };
     let session = Session::with_device(&program, device.clone(), queue.clone(), info, 1).expect("session");
     let input: Vec<u8> = Rng::new(3).normal_vec(3 * 8 * 8, 1.0).iter().flat_map(|v| v.to_le_bytes()).collect();
-    let input = wgpu::util::DeviceExt::create_buffer_init(&device, &wgpu::util::BufferInitDescriptor { label: Some("host input"), contents: &input, usage: wgpu::BufferUsages::COPY_SRC });
+    let input =
+        wgpu::util::DeviceExt::create_buffer_init(&device, &wgpu::util::BufferInitDescriptor { label: Some("host input"), contents: &input, usage: wgpu::BufferUsages::COPY_SRC });
     let mut encoder = device.create_command_encoder(&Default::default());
     let mut handle = session.encode_readback(&mut encoder, mfn_runtime::Input::Buffer { buffer: &input, batch: 1 }).expect("encode_readback");
     queue.submit([encoder.finish()]);

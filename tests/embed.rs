@@ -34,7 +34,12 @@ fn wait(device: &wgpu::Device, handle: &mut ReadbackHandle) -> Vec<f32> {
 
 /// A host buffer read back synchronously (for the test only).
 fn read_buffer(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Vec<f32> {
-    let staging = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: buffer.size(), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
     let mut encoder = device.create_command_encoder(&Default::default());
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
     queue.submit([encoder.finish()]);
@@ -55,7 +60,12 @@ fn encode_from_a_buffer_matches_run() {
     let x = mfn_models::rng::Rng::new(11).uniform_vec(2 * per_sample, 0.0, 255.0);
     let want = session.run(&x).expect("run");
     let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("host input"), contents: &f32_bytes(&x), usage: wgpu::BufferUsages::COPY_SRC });
-    let output = device.create_buffer(&wgpu::BufferDescriptor { label: Some("host output"), size: 4 * want.len() as u64, usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+    let output = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("host output"),
+        size: 4 * want.len() as u64,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
     let mut encoder = device.create_command_encoder(&Default::default());
     session.encode(&mut encoder, Input::Buffer { buffer: &input, batch: 2 }, &output).expect("encode");
     // Two batches in one encoder: the session's buffers are reused in order.

@@ -110,7 +110,11 @@ fn same_person_photos_score_above_different_people() {
         for j in i + 1..PEOPLE.len() {
             let c = cosine(&e[i], &e[j]);
             let pair = format!("{} / {}: {c:.4}", PEOPLE[i].0, PEOPLE[j].0);
-            if PEOPLE[i].1 == PEOPLE[j].1 { same.push((c, pair)) } else { different.push((c, pair)) }
+            if PEOPLE[i].1 == PEOPLE[j].1 {
+                same.push((c, pair))
+            } else {
+                different.push((c, pair))
+            }
         }
     }
     same.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -119,7 +123,12 @@ fn same_person_photos_score_above_different_people() {
     assert_eq!((same.len(), different.len()), (9, 36), "obama 6 pairs, biden, rose_leslie, alex_lacamoire 1 each");
     let (lowest_same, highest_different) = (&same[0], &different[0]);
     assert!(lowest_same.0 > highest_different.0, "a same-person pair ({}) scores below a different-person pair ({})", lowest_same.1, highest_different.1);
-    assert!(lowest_same.0 > DEFAULT_THRESHOLD && highest_different.0 < DEFAULT_THRESHOLD, "the default threshold {DEFAULT_THRESHOLD} does not separate {} from {}", lowest_same.1, highest_different.1);
+    assert!(
+        lowest_same.0 > DEFAULT_THRESHOLD && highest_different.0 < DEFAULT_THRESHOLD,
+        "the default threshold {DEFAULT_THRESHOLD} does not separate {} from {}",
+        lowest_same.1,
+        highest_different.1
+    );
 }
 
 fn mfn_cli(args: &[&str]) -> std::process::Output {
@@ -172,7 +181,11 @@ fn bad_photos_are_clear_errors() {
             return;
         }
         assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
-        assert!(stderr.contains("error:") && stderr.contains(want) && stderr.contains(&*path.display().to_string()) && !stderr.contains("panicked"), "{}: unclear error: {stderr}", path.display());
+        assert!(
+            stderr.contains("error:") && stderr.contains(want) && stderr.contains(&*path.display().to_string()) && !stderr.contains("panicked"),
+            "{}: unclear error: {stderr}",
+            path.display()
+        );
     }
     // A missing detector is named, and only asked for when a photo needs detecting.
     let crop = shared("faces/lfw/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");

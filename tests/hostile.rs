@@ -133,17 +133,9 @@ fn absurd_dimensions() {
             }),
             &["tensor 'b'", "more than 268435456 elements"],
         ),
-        (
-            "dimensions whose product overflows u64",
-            model(|b| initializer(b, "b").dims = vec![i64::MAX, i64::MAX, 4]),
-            &["tensor 'b'", "more than 268435456 elements"],
-        ),
+        ("dimensions whose product overflows u64", model(|b| initializer(b, "b").dims = vec![i64::MAX, i64::MAX, 4]), &["tensor 'b'", "more than 268435456 elements"]),
         ("a 2^40-element graph input", input(&[Dim::param("N"), (1 << 20).into(), (1 << 20).into()]), &["'x'", "too large"]),
-        (
-            "a graph input of i64::MAX channels",
-            input(&[Dim::param("N"), i64::MAX.into(), 8.into(), 8.into()]),
-            &["'x'", "too large"],
-        ),
+        ("a graph input of i64::MAX channels", input(&[Dim::param("N"), i64::MAX.into(), 8.into(), 8.into()]), &["'x'", "too large"]),
         (
             "a Reshape to 2^40 elements",
             model(|b| {
@@ -152,11 +144,7 @@ fn absurd_dimensions() {
             }),
             &["node 'reshape' (Reshape)"],
         ),
-        (
-            "a Conv weight of 2^20 x 2^20 output channels",
-            model(|b| initializer(b, "w").dims = vec![1 << 20, 1 << 20, 3, 3]),
-            &["tensor 'w'", "more than 268435456 elements"],
-        ),
+        ("a Conv weight of 2^20 x 2^20 output channels", model(|b| initializer(b, "w").dims = vec![1 << 20, 1 << 20, 3, 3]), &["tensor 'w'", "more than 268435456 elements"]),
     ]);
 }
 
@@ -259,16 +247,8 @@ fn cycles_and_names() {
 #[test]
 fn initializer_bytes_disagreeing_with_shapes() {
     check_refused(vec![
-        (
-            "raw_data longer than the shape",
-            model(|b| initializer(b, "b").raw_data.extend([0; 8])),
-            &["tensor 'b'", "raw_data has 24 bytes, shape [4] needs 16"],
-        ),
-        (
-            "raw_data not a whole number of values",
-            model(|b| initializer(b, "b").raw_data.truncate(15)),
-            &["tensor 'b'", "raw_data has 15 bytes, shape [4] needs 16"],
-        ),
+        ("raw_data longer than the shape", model(|b| initializer(b, "b").raw_data.extend([0; 8])), &["tensor 'b'", "raw_data has 24 bytes, shape [4] needs 16"]),
+        ("raw_data not a whole number of values", model(|b| initializer(b, "b").raw_data.truncate(15)), &["tensor 'b'", "raw_data has 15 bytes, shape [4] needs 16"]),
         (
             "an int64 shape of 12 bytes",
             model(|b| {

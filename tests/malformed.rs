@@ -138,11 +138,7 @@ fn truncations_and_corruptions_never_panic() {
 #[test]
 fn unsupported_operations_and_attributes() {
     check_errors(vec![
-        (
-            "LSTM",
-            model(|b| insert_after_conv(b, builder::node_proto("lstm_0", "LSTM", &["c"], &["d"], &[]))),
-            &["node 'lstm_0'", "unsupported op 'LSTM'"],
-        ),
+        ("LSTM", model(|b| insert_after_conv(b, builder::node_proto("lstm_0", "LSTM", &["c"], &["d"], &[]))), &["node 'lstm_0'", "unsupported op 'LSTM'"]),
         (
             "Concat on the batch axis",
             model(|b| insert_after_conv(b, builder::node_proto("cat", "Concat", &["c", "c"], &["d"], &[Attr::Int("axis", 0)]))),
@@ -158,41 +154,17 @@ fn unsupported_operations_and_attributes() {
             model(|b| insert_after_conv(b, builder::node_proto("cat", "Concat", &["c", "b"], &["d"], &[Attr::Int("axis", 1)]))),
             &["node 'cat' (Concat)", "concatenating the activation 'c' with constants is not supported"],
         ),
-        (
-            "an op of another domain",
-            model(|b| b.graph_mut().node[1].domain = "com.microsoft".into()),
-            &["node 'relu'", "unsupported op 'com.microsoft:Relu'"],
-        ),
-        (
-            "an unnamed node",
-            model(|b| insert_after_conv(b, builder::node_proto("", "LRN", &["c"], &["d"], &[]))),
-            &["unnamed LRN -> d", "unsupported op 'LRN'"],
-        ),
+        ("an op of another domain", model(|b| b.graph_mut().node[1].domain = "com.microsoft".into()), &["node 'relu'", "unsupported op 'com.microsoft:Relu'"]),
+        ("an unnamed node", model(|b| insert_after_conv(b, builder::node_proto("", "LRN", &["c"], &["d"], &[]))), &["unnamed LRN -> d", "unsupported op 'LRN'"]),
         (
             "Conv dilations [2, 2]",
             model(|b| set_attrs(b, "conv", &[Attr::Ints("pads", vec![1; 4]), Attr::Ints("dilations", vec![2, 2])])),
             &["node 'conv' (Conv)", "attribute 'dilations' = [2, 2]", "only 1 is implemented"],
         ),
-        (
-            "Conv auto_pad FOO",
-            model(|b| set_attrs(b, "conv", &[Attr::Str("auto_pad", "FOO".into())])),
-            &["node 'conv' (Conv)", "attribute 'auto_pad' = FOO is not supported"],
-        ),
-        (
-            "Conv strides [0, 1]",
-            model(|b| set_attrs(b, "conv", &[Attr::Ints("strides", vec![0, 1])])),
-            &["node 'conv' (Conv)", "attribute 'strides' = [0, 1]", "positive"],
-        ),
-        (
-            "Conv pads of the wrong type",
-            model(|b| set_attrs(b, "conv", &[Attr::Floats("pads", vec![1.0; 4])])),
-            &["node 'conv' (Conv)", "attribute 'pads'", "expected type INTS"],
-        ),
-        (
-            "an unknown attribute",
-            model(|b| set_attrs(b, "relu", &[Attr::Int("foo", 1)])),
-            &["node 'relu' (Relu)", "attribute 'foo'", "mfn does not implement this attribute"],
-        ),
+        ("Conv auto_pad FOO", model(|b| set_attrs(b, "conv", &[Attr::Str("auto_pad", "FOO".into())])), &["node 'conv' (Conv)", "attribute 'auto_pad' = FOO is not supported"]),
+        ("Conv strides [0, 1]", model(|b| set_attrs(b, "conv", &[Attr::Ints("strides", vec![0, 1])])), &["node 'conv' (Conv)", "attribute 'strides' = [0, 1]", "positive"]),
+        ("Conv pads of the wrong type", model(|b| set_attrs(b, "conv", &[Attr::Floats("pads", vec![1.0; 4])])), &["node 'conv' (Conv)", "attribute 'pads'", "expected type INTS"]),
+        ("an unknown attribute", model(|b| set_attrs(b, "relu", &[Attr::Int("foo", 1)])), &["node 'relu' (Relu)", "attribute 'foo'", "mfn does not implement this attribute"]),
         (
             "BatchNormalization training_mode=1",
             model(|b| {
@@ -228,11 +200,7 @@ fn unsupported_operations_and_attributes() {
             }),
             &["node 'reshape' (Reshape)", "moves data across the batch dimension"],
         ),
-        (
-            "Conv weight computed at run time",
-            model(|b| b.graph_mut().node[0].input[1] = "x".into()),
-            &["node 'conv' (Conv)", "input 'x' must be a constant"],
-        ),
+        ("Conv weight computed at run time", model(|b| b.graph_mut().node[0].input[1] = "x".into()), &["node 'conv' (Conv)", "input 'x' must be a constant"]),
         (
             "a 1-D convolution",
             model(|b| {
@@ -266,16 +234,8 @@ fn unsupported_operations_and_attributes() {
             }),
             &["node 'conv' (Conv)", "kernel 11 is larger than the padded input 10"],
         ),
-        (
-            "Conv group that does not divide the channels",
-            model(|b| set_attrs(b, "conv", &[Attr::Int("group", 2)])),
-            &["node 'conv' (Conv)", "attribute 'group' = 2", "3 input"],
-        ),
-        (
-            "no graph output",
-            model(|b| b.graph_mut().output.clear()),
-            &["graph output ''", "one input and at least one output, this one has 1 and 0"],
-        ),
+        ("Conv group that does not divide the channels", model(|b| set_attrs(b, "conv", &[Attr::Int("group", 2)])), &["node 'conv' (Conv)", "attribute 'group' = 2", "3 input"]),
+        ("no graph output", model(|b| b.graph_mut().output.clear()), &["graph output ''", "one input and at least one output, this one has 1 and 0"]),
     ]);
 }
 
@@ -283,11 +243,7 @@ fn unsupported_operations_and_attributes() {
 fn bad_graph_inputs() {
     let input = |dims: &[Dim]| model(|b| b.graph_mut().input[0] = builder::value_info("x", DataType::FLOAT, dims));
     check_errors(vec![
-        (
-            "a symbolic height",
-            input(&[Dim::param("N"), 3.into(), Dim::param("H"), 8.into()]),
-            &["graph input 'x'", "dimension 2 is symbolic", "--input-shape", "only the batch"],
-        ),
+        ("a symbolic height", input(&[Dim::param("N"), 3.into(), Dim::param("H"), 8.into()]), &["graph input 'x'", "dimension 2 is symbolic", "--input-shape", "only the batch"]),
         ("an unknown width", input(&[Dim::param("N"), 3.into(), 8.into(), Dim::Unknown]), &["graph input 'x'", "dimension 3"]),
         ("a zero channel count", input(&[Dim::param("N"), 0.into(), 8.into(), 8.into()]), &["graph input 'x'", "dimension 1"]),
         ("a scalar input", input(&[]), &["graph input 'x'", "scalar"]),
@@ -296,22 +252,14 @@ fn bad_graph_inputs() {
             model(|b| b.graph_mut().input[0] = builder::value_info("x", DataType::INT64, &[Dim::param("N"), 3.into(), 8.into(), 8.into()])),
             &["graph input 'x'", "element type #7 is not supported"],
         ),
-        (
-            "an absurdly large input",
-            input(&[Dim::param("N"), 3.into(), 1_000_000.into(), 1_000_000.into()]),
-            &["'x'", "too large"],
-        ),
+        ("an absurdly large input", input(&[Dim::param("N"), 3.into(), 1_000_000.into(), 1_000_000.into()]), &["'x'", "too large"]),
     ]);
 }
 
 #[test]
 fn inconsistent_tensors_and_names() {
     check_errors(vec![
-        (
-            "raw_data shorter than the shape",
-            model(|b| initializer(b, "w").raw_data.truncate(100)),
-            &["tensor 'w'", "raw_data has 100 bytes, shape [4, 3, 3, 3] needs 432"],
-        ),
+        ("raw_data shorter than the shape", model(|b| initializer(b, "w").raw_data.truncate(100)), &["tensor 'w'", "raw_data has 100 bytes, shape [4, 3, 3, 3] needs 432"]),
         (
             "a bias of the wrong size",
             model(|b| b.graph_mut().initializer[1] = builder::tensor_f32_float_data("b", &[5], &[0.0; 5])),
@@ -326,16 +274,8 @@ fn inconsistent_tensors_and_names() {
             }),
             &["tensor 'b'", "holds 3 values, shape [4] needs 4"],
         ),
-        (
-            "a negative dimension",
-            model(|b| initializer(b, "b").dims = vec![-4]),
-            &["tensor 'b'", "negative dimension -4"],
-        ),
-        (
-            "a float16 initializer",
-            model(|b| initializer(b, "b").data_type = DataType::FLOAT16 as i32),
-            &["tensor 'b'", "data type FLOAT16 is not supported"],
-        ),
+        ("a negative dimension", model(|b| initializer(b, "b").dims = vec![-4]), &["tensor 'b'", "negative dimension -4"]),
+        ("a float16 initializer", model(|b| initializer(b, "b").data_type = DataType::FLOAT16 as i32), &["tensor 'b'", "data type FLOAT16 is not supported"]),
         (
             "a Conv weight of integers",
             model(|b| {
@@ -373,16 +313,8 @@ fn inconsistent_tensors_and_names() {
             model(|b| b.graph_mut().node[1].input[0] = "nope".into()),
             &["node 'relu' reads 'nope'", "no graph input, initializer or earlier node"],
         ),
-        (
-            "a cycle",
-            model(|b| b.graph_mut().node[0].input[0] = "y".into()),
-            &["node 'conv' reads 'y'", "cycle"],
-        ),
-        (
-            "a graph output no node computes",
-            model(|b| b.graph_mut().output[0].name = "nowhere".into()),
-            &["graph output 'nowhere'", "computed by no node"],
-        ),
+        ("a cycle", model(|b| b.graph_mut().node[0].input[0] = "y".into()), &["node 'conv' reads 'y'", "cycle"]),
+        ("a graph output no node computes", model(|b| b.graph_mut().output[0].name = "nowhere".into()), &["graph output 'nowhere'", "computed by no node"]),
     ]);
 }
 

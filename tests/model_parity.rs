@@ -59,10 +59,8 @@ fn load_face(name: &str) -> Vec<f32> {
 fn cpu_embeddings(graph: &mfn_compiler::ir::Graph, faces: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let half = faces.len().div_ceil(2);
     std::thread::scope(|s| {
-        let parts: Vec<_> = faces
-            .chunks(half)
-            .map(|chunk| s.spawn(move || chunk.iter().map(|f| mfn_compiler::eval::run(graph, f).expect("CPU evaluation")).collect::<Vec<_>>()))
-            .collect();
+        let parts: Vec<_> =
+            faces.chunks(half).map(|chunk| s.spawn(move || chunk.iter().map(|f| mfn_compiler::eval::run(graph, f).expect("CPU evaluation")).collect::<Vec<_>>())).collect();
         parts.into_iter().flat_map(|p| p.join().expect("CPU evaluator thread")).collect()
     })
 }
@@ -76,17 +74,11 @@ fn check_lfw_subset(model: &str) {
     names.dedup();
     let faces: Vec<Vec<f32>> = names.iter().map(|n| load_face(n)).collect();
     let Some(session) = common::session(&common::compile(&onnx), 16) else { return };
-    let gpu: Vec<Vec<f32>> = faces
-        .chunks(16)
-        .flat_map(|batch| session.run(&batch.concat()).expect("GPU run").chunks(128).map(<[f32]>::to_vec).collect::<Vec<_>>())
-        .collect();
+    let gpu: Vec<Vec<f32>> = faces.chunks(16).flat_map(|batch| session.run(&batch.concat()).expect("GPU run").chunks(128).map(<[f32]>::to_vec).collect::<Vec<_>>()).collect();
     let cpu = cpu_embeddings(&common::optimised(&onnx), &faces);
     let worst_cpu = gpu.iter().zip(&cpu).map(|(g, c)| common::cosine(g, c)).fold(1.0, f64::min);
     let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let worst_pair = pairs
-        .iter()
-        .map(|(a, b, want)| (common::cosine(&gpu[index[a.as_str()]], &gpu[index[b.as_str()]]) - want).abs())
-        .fold(0.0, f64::max);
+    let worst_pair = pairs.iter().map(|(a, b, want)| (common::cosine(&gpu[index[a.as_str()]], &gpu[index[b.as_str()]]) - want).abs()).fold(0.0, f64::max);
     eprintln!("{model}: {} faces, lowest cosine GPU vs CPU evaluator {worst_cpu:.7}, largest per-pair cosine difference from onnxruntime {worst_pair:.2e}", faces.len());
     assert!(worst_cpu >= 0.99999, "{model}: an embedding's cosine to the CPU evaluator's is {worst_cpu}");
     assert!(worst_pair <= 1e-4, "{model}: a per-pair cosine differs from onnxruntime's by {worst_pair}");

@@ -119,7 +119,16 @@ fn kernel_headers_describe_every_dispatch() {
             let text = header.join("\n");
             assert!(text.contains(&format!("//   step {i}: {}", step.nodes.join(" + "))), "{}: step {i} nodes", kernel.name);
             let out: Vec<String> = step.output_shape.iter().map(usize::to_string).collect();
-            let figures = format!("-> out [{}]; workgroups {}x{}xN; {} multiply-adds; reads {} B + {} B weights, writes {} B", out.join(","), step.workgroups[0], step.workgroups[1], step.macs, t.read_per_sample, t.weight_bytes, t.written_per_sample);
+            let figures = format!(
+                "-> out [{}]; workgroups {}x{}xN; {} multiply-adds; reads {} B + {} B weights, writes {} B",
+                out.join(","),
+                step.workgroups[0],
+                step.workgroups[1],
+                step.macs,
+                t.read_per_sample,
+                t.weight_bytes,
+                t.written_per_sample
+            );
             assert!(text.contains(&figures), "{}: step {i} figures, want {figures}\n{text}", kernel.name);
         }
     }

@@ -73,14 +73,13 @@ pub fn emit(name: &str, wgsl: &str, lang: Language) -> Result<Emitted> {
         return Ok(Emitted::Text(wgsl.to_string()));
     }
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| fail(e.emit_to_string(wgsl)))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), crate::codegen::template::capabilities())
-        .validate(&module)
-        .map_err(|e| fail(e.emit_to_string(wgsl)))?;
+    let info =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), crate::codegen::template::capabilities()).validate(&module).map_err(|e| fail(e.emit_to_string(wgsl)))?;
     let backend = |lang: &str, e: &dyn std::fmt::Display| CompileError::Translate { kernel: name.into(), language: lang.into(), message: e.to_string() };
     // Pipeline constants (WGSL `override`) take their defaults: the form every GPU runs (the tile
     // sharing of CPU drivers, `Kernel::tile_counters`, is set by the runtime on WGSL).
-    let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &naga::back::PipelineConstants::default())
-        .map_err(|e| backend("pipeline constants", &e))?;
+    let (module, info) =
+        naga::back::pipeline_constants::process_overrides(&module, &info, None, &naga::back::PipelineConstants::default()).map_err(|e| backend("pipeline constants", &e))?;
     let entry = || Some((naga::ShaderStage::Compute, "main".to_string()));
     Ok(match lang {
         Language::Wgsl => unreachable!("handled above"),
@@ -105,15 +104,9 @@ pub fn emit(name: &str, wgsl: &str, lang: Language) -> Result<Emitted> {
         Language::Glsl => {
             let mut text = String::new();
             let options = naga::back::glsl::Options::default();
-            let pipeline = naga::back::glsl::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: "main".into(),
-                multiview: None,
-            };
+            let pipeline = naga::back::glsl::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into(), multiview: None };
             let policies = naga::proc::BoundsCheckPolicies::default();
-            naga::back::glsl::Writer::new(&mut text, &module, &info, &options, &pipeline, policies)
-                .and_then(|mut w| w.write().map(|_| ()))
-                .map_err(|e| backend("GLSL", &e))?;
+            naga::back::glsl::Writer::new(&mut text, &module, &info, &options, &pipeline, policies).and_then(|mut w| w.write().map(|_| ())).map_err(|e| backend("GLSL", &e))?;
             Emitted::Text(text)
         }
     })

@@ -17,10 +17,7 @@ pub fn run_all(graph: &Graph, input: &[f32]) -> Result<Vec<Vec<f32>>> {
     let in_id = *graph.inputs.first().ok_or_else(|| CompileError::Internal("graph without input".into()))?;
     let per_sample = numel(&graph.shape(in_id)[1..]);
     if per_sample == 0 || !input.len().is_multiple_of(per_sample) {
-        return Err(CompileError::BadInput {
-            name: graph.value(in_id).name.clone(),
-            message: format!("{} values is not a whole number of samples of {per_sample}", input.len()),
-        });
+        return Err(CompileError::BadInput { name: graph.value(in_id).name.clone(), message: format!("{} values is not a whole number of samples of {per_sample}", input.len()) });
     }
     let mut outputs = vec![Vec::new(); graph.outputs.len()];
     for sample in input.chunks(per_sample) {
@@ -248,4 +245,3 @@ fn conv(c: &Conv, x: &[f32], x_shape: &[usize], w: &[f32], b: &[f32], out: &[usi
     }
     y
 }
-

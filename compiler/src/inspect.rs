@@ -39,11 +39,7 @@ impl Program {
                 _ => None,
             })
             .sum();
-        Traffic {
-            read_per_sample: step.input_shapes.iter().map(|s| element * elements(s)).sum(),
-            weight_bytes,
-            written_per_sample: element * elements(&step.output_shape),
-        }
+        Traffic { read_per_sample: step.input_shapes.iter().map(|s| element * elements(s)).sum(), weight_bytes, written_per_sample: element * elements(&step.output_shape) }
     }
 
     /// Indices of the steps that dispatch kernel `k`.

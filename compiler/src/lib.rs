@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 #[cfg(feature = "frontend")]
 pub mod codegen;
 #[cfg(feature = "frontend")]
@@ -27,7 +28,6 @@ pub mod emit;
 pub mod error;
 #[cfg(feature = "frontend")]
 pub mod eval;
-pub mod chain;
 pub mod format;
 pub mod inspect;
 #[cfg(feature = "frontend")]

@@ -57,7 +57,9 @@ pub fn wide_loads(wgsl: &str, precision: Precision) -> Option<String> {
         });
         if block.contains("fn pack4") {
             out.push_str(match precision {
-                Precision::F32 => "fn pack4(v: vec4<f32>) -> packed4 {\n    let u = vec4<u64>(bitcast<vec4<u32>>(v));\n    return vec2(u.x | (u.y << 32u), u.z | (u.w << 32u));\n}\n",
+                Precision::F32 => {
+                    "fn pack4(v: vec4<f32>) -> packed4 {\n    let u = vec4<u64>(bitcast<vec4<u32>>(v));\n    return vec2(u.x | (u.y << 32u), u.z | (u.w << 32u));\n}\n"
+                }
                 Precision::F16 => "fn pack4(v: vec4<f32>) -> packed4 {\n    return u64(pack2x16float(v.xy)) | (u64(pack2x16float(v.zw)) << 32u);\n}\n",
             });
         }
@@ -75,8 +77,12 @@ pub fn wide_loads(wgsl: &str, precision: Precision) -> Option<String> {
     if block.contains("fn x_first") {
         // The 64-bit component that holds the element, and the element's half of it.
         out.push_str(match precision {
-            Precision::F32 => "fn x_first(i: u32) -> f32 {\n    return bitcast<f32>(u32(x[i].x));\n}\nfn x_last(i: u32) -> f32 {\n    return bitcast<f32>(u32(x[i].y >> 32u));\n}\n",
-            Precision::F16 => "fn x_first(i: u32) -> f32 {\n    return unpack2x16float(u32(x[i])).x;\n}\nfn x_last(i: u32) -> f32 {\n    return unpack2x16float(u32(x[i] >> 32u)).y;\n}\n",
+            Precision::F32 => {
+                "fn x_first(i: u32) -> f32 {\n    return bitcast<f32>(u32(x[i].x));\n}\nfn x_last(i: u32) -> f32 {\n    return bitcast<f32>(u32(x[i].y >> 32u));\n}\n"
+            }
+            Precision::F16 => {
+                "fn x_first(i: u32) -> f32 {\n    return unpack2x16float(u32(x[i])).x;\n}\nfn x_last(i: u32) -> f32 {\n    return unpack2x16float(u32(x[i] >> 32u)).y;\n}\n"
+            }
         });
     }
     if block.contains("alias packed2") {
@@ -95,7 +101,8 @@ pub fn wide_loads(wgsl: &str, precision: Precision) -> Option<String> {
 mod tests {
     use super::*;
 
-    const KERNEL: &str = "alias stored = f32;\n// mfn:loads\nalias packed4 = vec4<stored>;\nfn unpack4(v: packed4) -> vec4<f32> {\n    return vec4<f32>(v);\n}\n// mfn:end-loads\nfn main() {}\n";
+    const KERNEL: &str =
+        "alias stored = f32;\n// mfn:loads\nalias packed4 = vec4<stored>;\nfn unpack4(v: packed4) -> vec4<f32> {\n    return vec4<f32>(v);\n}\n// mfn:end-loads\nfn main() {}\n";
 
     #[test]
     fn replaces_only_the_block() {
@@ -108,8 +115,12 @@ mod tests {
         assert!(wide.ends_with("// mfn:end-loads\nfn main() {}\n"));
         assert!(wide_loads(&KERNEL.replace("vec4", "vec2").replace("4", "2"), Precision::F16).unwrap().contains("alias packed2 = u32;"));
         let pairs = with_stores.replace("// mfn:end-loads", "alias packed8 = mat2x4<stored>;\n// mfn:end-loads");
-        assert!(wide_loads(&pairs, Precision::F32).unwrap().contains("alias packed8 = vec4<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.xy), unpack4(v.zw));"));
-        assert!(wide_loads(&pairs, Precision::F16).unwrap().contains("alias packed8 = vec2<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.x), unpack4(v.y));"));
+        assert!(wide_loads(&pairs, Precision::F32)
+            .unwrap()
+            .contains("alias packed8 = vec4<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.xy), unpack4(v.zw));"));
+        assert!(wide_loads(&pairs, Precision::F16)
+            .unwrap()
+            .contains("alias packed8 = vec2<u64>;\nfn unpack8(v: packed8) -> mat2x4<f32> {\n    return mat2x4(unpack4(v.x), unpack4(v.y));"));
     }
 
     #[test]

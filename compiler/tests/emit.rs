@@ -85,9 +85,7 @@ fn every_kernel_in_every_language() {
 /// Emits every kernel of `program` (and its subgroup variant) in every language and snapshots it
 /// as `PREFIX_KERNEL[_subgroup]_LANG`.
 fn snapshot_all(prefix: &str, program: &mfn_compiler::Program, languages: &[Language]) {
-    let kernels = program.kernels.iter().flat_map(|k| {
-        std::iter::once((k.name.clone(), &k.wgsl)).chain(k.subgroup_wgsl.as_ref().map(|v| (format!("{}_subgroup", k.name), v)))
-    });
+    let kernels = program.kernels.iter().flat_map(|k| std::iter::once((k.name.clone(), &k.wgsl)).chain(k.subgroup_wgsl.as_ref().map(|v| (format!("{}_subgroup", k.name), v))));
     for (kernel, wgsl) in kernels {
         for &lang in languages {
             let out = emit(&kernel, wgsl, lang).unwrap_or_else(|e| panic!("{kernel} as {}: {e}", lang.name()));

@@ -29,9 +29,7 @@ fn outcome(onnx: &[u8]) -> Result<bool, String> {
             false
         }
     }))
-    .map_err(|panic| {
-        panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
-    })
+    .map_err(|panic| panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
 }
 
 /// Runs `cases` seeds through `mutate_and_compile`; fails listing every seed that panicked, or if

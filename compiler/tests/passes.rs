@@ -207,11 +207,7 @@ fn fold_input_affine() {
     check("fold_input_affine_grouped", &mut normalised_conv([3, 1, 3, 3], vec![group(3)]), &[3, 5, 5]);
     // Zero padding: folding would turn the border's zeros into -127.5/128; a prologue instead.
     check("fold_input_affine_padded", &mut normalised_conv([4, 3, 3, 3], vec![pads(1)]), &[4, 7, 7]);
-    check(
-        "fold_input_affine_same_upper",
-        &mut normalised_conv([4, 3, 3, 3], vec![Attr::Str("auto_pad", "SAME_UPPER".into()), Attr::Ints("strides", vec![2, 2])]),
-        &[4, 4, 4],
-    );
+    check("fold_input_affine_same_upper", &mut normalised_conv([4, 3, 3, 3], vec![Attr::Str("auto_pad", "SAME_UPPER".into()), Attr::Ints("strides", vec![2, 2])]), &[4, 4, 4]);
     // The normalised input is read by two convs: it stays a standalone affine map.
     let mut m = normalised_conv([4, 3, 1, 1], vec![]);
     m.conv("conv2", "div", [4, 3, 1, 1], vec![]).node("add", "Add", &["conv", "conv2"], vec![]);

@@ -17,9 +17,8 @@
 //! corrupt any field before serialising.
 
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// IR version written by default: ONNX 1.13+, what PyTorch 2.x writes for opset 13.
@@ -153,10 +152,7 @@ fn tensor_header(name: &str, dims: &[i64], ty: DataType) -> TensorProto {
 /// A wrong element count is a bug in the test that wrote it: fail loudly where it was made.
 fn check_len(name: &str, dims: &[i64], len: usize) {
     let expected: i64 = dims.iter().product();
-    assert_eq!(
-        expected as usize, len,
-        "tensor {name}: dims {dims:?} need {expected} values, got {len}"
-    );
+    assert_eq!(expected as usize, len, "tensor {name}: dims {dims:?} need {expected} values, got {len}");
 }
 
 /// A `ValueInfoProto` for a dense tensor of element type `elem` and the given shape.
@@ -183,13 +179,7 @@ pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
 }
 
 /// A node in the default ONNX domain.
-pub fn node_proto(
-    name: &str,
-    op_type: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: &[Attr],
-) -> NodeProto {
+pub fn node_proto(name: &str, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: &[Attr]) -> NodeProto {
     let mut n = NodeProto::new();
     n.name = name.to_string();
     n.op_type = op_type.to_string();
@@ -228,11 +218,7 @@ impl GraphBuilder {
     pub fn new(opset: i64) -> Self {
         let mut graph = GraphProto::new();
         graph.name = "main".to_string();
-        GraphBuilder {
-            opset,
-            ir_version: DEFAULT_IR_VERSION,
-            graph,
-        }
+        GraphBuilder { opset, ir_version: DEFAULT_IR_VERSION, graph }
     }
 
     /// Overrides the model's IR version (default [`DEFAULT_IR_VERSION`]).
@@ -276,15 +262,8 @@ impl GraphBuilder {
     }
 
     /// A float initializer stored in the `float_data` field.
-    pub fn initializer_float_data(
-        &mut self,
-        name: &str,
-        dims: &[i64],
-        data: Vec<f32>,
-    ) -> &mut Self {
-        self.graph
-            .initializer
-            .push(tensor_f32_float_data(name, dims, &data));
+    pub fn initializer_float_data(&mut self, name: &str, dims: &[i64], data: Vec<f32>) -> &mut Self {
+        self.graph.initializer.push(tensor_f32_float_data(name, dims, &data));
         self
     }
 
@@ -295,29 +274,14 @@ impl GraphBuilder {
     }
 
     /// A node named `<op_type>_<index>`.
-    pub fn node(
-        &mut self,
-        op_type: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<Attr>,
-    ) -> &mut Self {
+    pub fn node(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr>) -> &mut Self {
         let name = format!("{op_type}_{}", self.graph.node.len());
         self.named_node(&name, op_type, inputs, outputs, attrs)
     }
 
     /// A node with an explicit name.
-    pub fn named_node(
-        &mut self,
-        name: &str,
-        op_type: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<Attr>,
-    ) -> &mut Self {
-        self.graph
-            .node
-            .push(node_proto(name, op_type, inputs, outputs, &attrs));
+    pub fn named_node(&mut self, name: &str, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr>) -> &mut Self {
+        self.graph.node.push(node_proto(name, op_type, inputs, outputs, &attrs));
         self
     }
 
@@ -333,9 +297,7 @@ impl GraphBuilder {
 
     /// The serialised model, as an `.onnx` file holds it.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.build()
-            .write_to_bytes()
-            .expect("a proto3 message always serialises")
+        self.build().write_to_bytes().expect("a proto3 message always serialises")
     }
 }
 
@@ -350,12 +312,7 @@ mod tests {
             .initializer("w", &[2], vec![1.0, -2.5])
             .initializer_i64("shape", &[2], vec![-1, 6])
             .named_node("mul", "Mul", &["x", "w"], &["y"], vec![])
-            .node(
-                "Reshape",
-                &["y", "shape"],
-                &["z"],
-                vec![Attr::Ints("k", vec![1, 2]), Attr::Str("s", "v".into())],
-            )
+            .node("Reshape", &["y", "shape"], &["z"], vec![Attr::Ints("k", vec![1, 2]), Attr::Str("s", "v".into())])
             .output("z", &[Dim::param("N"), 6.into()]);
         let c = Box::new(tensor_f32_float_data("c", &[1], &[2.0]));
         b.node("Constant", &[], &["c"], vec![Attr::Tensor("value", c)]);
@@ -365,19 +322,11 @@ mod tests {
         assert_eq!(m.opset_import[0].version, 13);
         let g = m.graph.unwrap();
         assert_eq!(g.node[1].name, "Reshape_1");
-        assert_eq!(
-            g.node[1].attribute[0].type_.enum_value(),
-            Ok(AttributeType::INTS)
-        );
-        assert_eq!(
-            g.initializer[0].raw_data,
-            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
-        );
+        assert_eq!(g.node[1].attribute[0].type_.enum_value(), Ok(AttributeType::INTS));
+        assert_eq!(g.initializer[0].raw_data, [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat());
         assert_eq!(g.initializer[1].data_type, DataType::INT64 as i32);
         assert_eq!(g.node[2].attribute[0].t.float_data, [2.0]);
-        let Some(type_proto::Value::TensorType(t)) = &g.input[0].type_.value else {
-            panic!()
-        };
+        let Some(type_proto::Value::TensorType(t)) = &g.input[0].type_.value else { panic!() };
         assert_eq!(t.shape.dim.len(), 3);
         assert_eq!(t.shape.dim[2].value, None);
     }

@@ -66,10 +66,7 @@ impl Act {
         }
         for (i, chunk) in self.data.chunks_exact(self.plane()).enumerate() {
             let c = i % self.c;
-            sq[c] += chunk
-                .iter()
-                .map(|&v| (v as f64 - mean[c]).powi(2))
-                .sum::<f64>();
+            sq[c] += chunk.iter().map(|&v| (v as f64 - mean[c]).powi(2)).sum::<f64>();
         }
         let var = sq.iter().map(|s| (s / count) as f32).collect();
         (mean.iter().map(|&m| m as f32).collect(), var)
@@ -79,12 +76,7 @@ impl Act {
     pub fn std(&self) -> f32 {
         let len = self.data.len() as f64;
         let mean = self.data.iter().map(|&v| v as f64).sum::<f64>() / len;
-        let var = self
-            .data
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / len;
+        let var = self.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len;
         var.sqrt() as f32
     }
 
@@ -114,14 +106,8 @@ impl Act {
 
     /// Elementwise `self += other` (the residual connection).
     pub fn add(&mut self, other: &Act) {
-        assert_eq!(
-            (self.n, self.c, self.h, self.w),
-            (other.n, other.c, other.h, other.w)
-        );
-        self.data
-            .iter_mut()
-            .zip(&other.data)
-            .for_each(|(a, b)| *a += b);
+        assert_eq!((self.n, self.c, self.h, self.w), (other.n, other.c, other.h, other.w));
+        self.data.iter_mut().zip(&other.data).for_each(|(a, b)| *a += b);
     }
 }
 
@@ -133,10 +119,7 @@ pub(crate) fn conv2d(x: &Act, g: &ConvGeom, weight: &[f32]) -> Act {
     let mut out = Act::new(x.n, g.cout, oh, ow, vec![0.0; x.n * g.cout * oh * ow]);
     let sample_len = g.cout * oh * ow;
     // Samples are independent, so splitting the batch over threads keeps results bit-identical.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(x.n)
-        .max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(x.n).max(1);
     let per_thread = x.n.div_ceil(threads);
     std::thread::scope(|scope| {
         for (i, chunk) in out.data.chunks_mut(per_thread * sample_len).enumerate() {
@@ -153,13 +136,7 @@ pub(crate) fn conv2d(x: &Act, g: &ConvGeom, weight: &[f32]) -> Act {
 }
 
 /// One sample of [`conv2d`]: `out` is [cout, oh, ow], `input` is [cin, h, w].
-fn conv_sample(
-    out: &mut [f32],
-    input: &[f32],
-    (h, w): (usize, usize),
-    g: &ConvGeom,
-    weight: &[f32],
-) {
+fn conv_sample(out: &mut [f32], input: &[f32], (h, w): (usize, usize), g: &ConvGeom, weight: &[f32]) {
     let (oh, ow) = g.out_hw(h, w);
     let (cin_g, cout_g) = (g.cin / g.group, g.cout / g.group);
     for (oc, out_plane) in out.chunks_exact_mut(oh * ow).enumerate() {
@@ -174,14 +151,7 @@ fn conv_sample(
 
 /// Adds one input channel's contribution to one output plane, tap by tap: for a fixed kernel tap
 /// the valid output columns form one contiguous range, so the inner loop has no bounds checks.
-fn accumulate_plane(
-    out: &mut [f32],
-    (oh, ow): (usize, usize),
-    input: &[f32],
-    (ih, iw): (usize, usize),
-    w: &[f32],
-    g: &ConvGeom,
-) {
+fn accumulate_plane(out: &mut [f32], (oh, ow): (usize, usize), input: &[f32], (ih, iw): (usize, usize), w: &[f32], g: &ConvGeom) {
     let (s, pad) = (g.stride, g.pad as isize);
     for ky in 0..g.kh {
         for kx in 0..g.kw {
@@ -201,10 +171,7 @@ fn accumulate_plane(
                 if s == 1 {
                     // Contiguous on both sides: lets the compiler vectorise.
                     let in_run = &in_row[start..start + out_row.len()];
-                    out_row
-                        .iter_mut()
-                        .zip(in_run)
-                        .for_each(|(o, &v)| *o += wv * v);
+                    out_row.iter_mut().zip(in_run).for_each(|(o, &v)| *o += wv * v);
                 } else {
                     for (j, o) in out_row.iter_mut().enumerate() {
                         *o += wv * in_row[start + j * s];
@@ -218,11 +185,7 @@ fn accumulate_plane(
 /// Output columns `ox` in `[lo, hi)` for which `ox * s + offset` lies inside `[0, iw)`.
 fn valid_range(ow: usize, iw: usize, offset: isize, s: usize) -> (usize, usize) {
     let s = s as isize;
-    let lo = if offset >= 0 {
-        0
-    } else {
-        (-offset + s - 1) / s
-    };
+    let lo = if offset >= 0 { 0 } else { (-offset + s - 1) / s };
     let hi = ((iw as isize - offset + s - 1) / s).clamp(0, ow as isize);
     (lo as usize, hi.max(lo) as usize)
 }
@@ -247,14 +210,11 @@ mod tests {
                                 for kx in 0..g.kw {
                                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                                     let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize
-                                    {
+                                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
                                         continue;
                                     }
-                                    let xi =
-                                        ((n * g.cin + ic) * x.h + iy as usize) * x.w + ix as usize;
-                                    acc += weight[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx]
-                                        * x.data[xi];
+                                    let xi = ((n * g.cin + ic) * x.h + iy as usize) * x.w + ix as usize;
+                                    acc += weight[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx] * x.data[xi];
                                 }
                             }
                         }
@@ -279,32 +239,12 @@ mod tests {
 
     #[test]
     fn conv_matches_reference() {
-        let geom = |cin, cout, k, stride, pad, group| ConvGeom {
-            cin,
-            cout,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            group,
-        };
+        let geom = |cin, cout, k, stride, pad, group| ConvGeom { cin, cout, kh: k, kw: k, stride, pad, group };
         check(geom(3, 4, 3, 2, 1, 1), 7, 6);
         check(geom(4, 4, 3, 1, 1, 4), 5, 5);
         check(geom(4, 4, 3, 2, 1, 4), 6, 7);
         check(geom(4, 6, 1, 1, 0, 1), 3, 4);
-        check(
-            ConvGeom {
-                cin: 4,
-                cout: 4,
-                kh: 3,
-                kw: 2,
-                stride: 1,
-                pad: 0,
-                group: 4,
-            },
-            3,
-            2,
-        );
+        check(ConvGeom { cin: 4, cout: 4, kh: 3, kw: 2, stride: 1, pad: 0, group: 4 }, 3, 2);
         check(geom(4, 4, 2, 3, 1, 2), 8, 9);
     }
 

@@ -27,13 +27,7 @@ const CALIB_STREAM: u64 = 2;
 const INPUT_STREAM: u64 = 3;
 
 /// Bottleneck stages of the paper's architecture table: (expansion t, channels c, repeats n, stride s).
-const STAGES: [(usize, usize, usize, usize); 5] = [
-    (2, 64, 5, 2),
-    (4, 128, 1, 2),
-    (2, 128, 6, 1),
-    (4, 128, 1, 2),
-    (2, 128, 2, 1),
-];
+const STAGES: [(usize, usize, usize, usize); 5] = [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)];
 
 /// The MobileFaceNet variants the paper compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,13 +47,7 @@ pub enum Variant {
 impl Variant {
     /// Every variant, in a fixed order.
     pub fn all() -> [Variant; 5] {
-        [
-            Variant::Mfn112x112,
-            Variant::Mfn112x96,
-            Variant::Mfn96x96,
-            Variant::M,
-            Variant::S,
-        ]
+        [Variant::Mfn112x112, Variant::Mfn112x96, Variant::Mfn96x96, Variant::M, Variant::S]
     }
 
     /// File-name stem, e.g. "mobilefacenet-112x96".
@@ -177,15 +165,8 @@ struct Generator {
 fn generate(variant: Variant, seed: u64) -> Generated {
     let (h, w) = variant.input_hw();
     let calib = Rng::with_stream(seed, CALIB_STREAM).normal_vec(CALIB_BATCH * 3 * h * w, 1.0);
-    let mut g = Generator {
-        rng: Rng::with_stream(seed, WEIGHT_STREAM),
-        x: Act::new(CALIB_BATCH, 3, h, w, calib),
-        saved: None,
-        out: Generated {
-            steps: Vec::new(),
-            bn_stds: Vec::new(),
-        },
-    };
+    let mut g =
+        Generator { rng: Rng::with_stream(seed, WEIGHT_STREAM), x: Act::new(CALIB_BATCH, 3, h, w, calib), saved: None, out: Generated { steps: Vec::new(), bn_stds: Vec::new() } };
     g.conv("conv1", 64, (3, 3), 2, 1, 1, true);
     g.conv("conv2_dw", 64, (3, 3), 1, 1, 64, true);
     for (stage, &(t, c, n, s)) in STAGES.iter().enumerate() {
@@ -208,44 +189,16 @@ fn generate(variant: Variant, seed: u64) -> Generated {
 impl Generator {
     /// Appends a Conv -> BN [-> PRelu] layer and pushes the calibration batch through it.
     #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        name: &str,
-        cout: usize,
-        (kh, kw): (usize, usize),
-        stride: usize,
-        pad: usize,
-        group: usize,
-        prelu: bool,
-    ) {
-        let geom = ConvGeom {
-            cin: self.x.c,
-            cout,
-            kh,
-            kw,
-            stride,
-            pad,
-            group,
-        };
+    fn conv(&mut self, name: &str, cout: usize, (kh, kw): (usize, usize), stride: usize, pad: usize, group: usize, prelu: bool) {
+        let geom = ConvGeom { cin: self.x.c, cout, kh, kw, stride, pad, group };
         let fan_in = (geom.cin / group * kh * kw) as f32;
-        let weight = self
-            .rng
-            .normal_vec(geom.weight_len(), (2.0 / fan_in).sqrt());
+        let weight = self.rng.normal_vec(geom.weight_len(), (2.0 / fan_in).sqrt());
         let gamma = self.rng.uniform_vec(cout, 0.8, 1.2);
         let beta = self.rng.uniform_vec(cout, -0.1, 0.1);
         let slope = prelu.then(|| self.rng.uniform_vec(cout, 0.2, 0.3));
         let raw = conv2d(&self.x, &geom, &weight);
         let (mean, var) = raw.channel_stats();
-        let layer = ConvLayer {
-            name: name.to_string(),
-            geom,
-            weight,
-            gamma,
-            beta,
-            mean,
-            var,
-            slope,
-        };
+        let layer = ConvLayer { name: name.to_string(), geom, weight, gamma, beta, mean, var, slope };
         let mut y = layer.conv_bn(&self.x);
         self.out.bn_stds.push((layer.name.clone(), y.std()));
         layer.apply_activation(&mut y);
@@ -263,21 +216,11 @@ impl Generator {
             self.out.steps.push(Step::Save);
         }
         self.conv(&format!("{name}.expand"), t * cin, (1, 1), 1, 0, 1, true);
-        self.conv(
-            &format!("{name}.dw"),
-            t * cin,
-            (3, 3),
-            stride,
-            1,
-            t * cin,
-            true,
-        );
+        self.conv(&format!("{name}.dw"), t * cin, (3, 3), stride, 1, t * cin, true);
         self.conv(&format!("{name}.project"), c, (1, 1), 1, 0, 1, false);
         if residual {
             self.x.add(self.saved.as_ref().expect("saved above"));
-            self.out.steps.push(Step::AddSaved {
-                block: name.to_string(),
-            });
+            self.out.steps.push(Step::AddSaved { block: name.to_string() });
         }
     }
 }

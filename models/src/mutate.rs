@@ -85,16 +85,39 @@ const INTERESTING: [i64; 16] = [0, 1, -1, 2, 3, 7, 64, 255, -2, 1 << 16, 1 << 20
 
 /// Op types to swap in: what mfn implements, what it may implement, what it never will.
 const OP_TYPES: [&str; 28] = [
-    "Conv", "BatchNormalization", "PRelu", "Relu", "Clip", "Sigmoid", "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Gemm",
-    "MatMul", "GlobalAveragePool", "Identity", "Constant", "Dropout", "MaxPool", "Resize", "Transpose", "Concat", "Shape",
-    "Gather", "Unsqueeze", "Softmax", "LSTM", "",
+    "Conv",
+    "BatchNormalization",
+    "PRelu",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Flatten",
+    "Reshape",
+    "Gemm",
+    "MatMul",
+    "GlobalAveragePool",
+    "Identity",
+    "Constant",
+    "Dropout",
+    "MaxPool",
+    "Resize",
+    "Transpose",
+    "Concat",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Softmax",
+    "LSTM",
+    "",
 ];
 
 /// Attribute names the importer reads for some op.
-const ATTR_NAMES: [&str; 16] = [
-    "kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", "axis", "alpha", "beta", "transA", "transB", "epsilon",
-    "value", "min", "max", "perm",
-];
+const ATTR_NAMES: [&str; 16] =
+    ["kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", "axis", "alpha", "beta", "transA", "transB", "epsilon", "value", "min", "max", "perm"];
 
 /// Applies `count` random structural mutations to `model`.
 pub fn mutate_model(model: &mut ModelProto, choices: &mut impl Choices, count: usize) {

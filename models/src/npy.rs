@@ -48,26 +48,14 @@ impl fmt::Display for NpyError {
             }
             NpyError::BadHeader(why) => write!(f, "malformed .npy header: {why}"),
             NpyError::UnsupportedDtype(d) => {
-                write!(
-                    f,
-                    "unsupported dtype '{d}' (only little-endian float32 '<f4' and float64 '<f8')"
-                )
+                write!(f, "unsupported dtype '{d}' (only little-endian float32 '<f4' and float64 '<f8')")
             }
-            NpyError::FortranOrder => write!(
-                f,
-                "Fortran-order arrays are not supported (save with C order)"
-            ),
+            NpyError::FortranOrder => write!(f, "Fortran-order arrays are not supported (save with C order)"),
             NpyError::Truncated { expected, actual } => {
-                write!(
-                    f,
-                    "truncated .npy data: expected {expected} bytes of data, found {actual}"
-                )
+                write!(f, "truncated .npy data: expected {expected} bytes of data, found {actual}")
             }
             NpyError::TrailingBytes { expected, actual } => {
-                write!(
-                    f,
-                    ".npy data too long: expected {expected} bytes of data, found {actual}"
-                )
+                write!(f, ".npy data too long: expected {expected} bytes of data, found {actual}")
             }
         }
     }
@@ -77,12 +65,7 @@ impl std::error::Error for NpyError {}
 
 /// The `.npy` encoding of an f32 array of `shape` (C order).
 pub fn to_npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    assert_eq!(
-        shape.iter().product::<usize>(),
-        data.len(),
-        "npy: shape {shape:?} does not match {} values",
-        data.len()
-    );
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy: shape {shape:?} does not match {} values", data.len());
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let tuple = match dims.len() {
         1 => format!("({},)", dims[0]),
@@ -116,12 +99,7 @@ pub fn write_npy_file(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> 
 pub fn read_npy_file(path: impl AsRef<Path>) -> io::Result<(Vec<usize>, Vec<f32>)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path)?;
-    read_npy(&bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    })
+    read_npy(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Parses an `.npy` byte string into (shape, values in C order).
@@ -132,22 +110,12 @@ pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let (major, minor) = (bytes[6], bytes[7]);
     let (header_len, start) = match major {
         1 if bytes.len() >= 10 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            12,
-        ),
-        1..=3 => {
-            return Err(NpyError::BadHeader(
-                "file ends inside the header length".into(),
-            ))
-        }
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        1..=3 => return Err(NpyError::BadHeader("file ends inside the header length".into())),
         _ => return Err(NpyError::UnsupportedVersion(major, minor)),
     };
-    let header = bytes
-        .get(start..start + header_len)
-        .ok_or_else(|| NpyError::BadHeader("file ends inside the header".into()))?;
-    let header = std::str::from_utf8(header)
-        .map_err(|_| NpyError::BadHeader("header is not text".into()))?;
+    let header = bytes.get(start..start + header_len).ok_or_else(|| NpyError::BadHeader("file ends inside the header".into()))?;
+    let header = std::str::from_utf8(header).map_err(|_| NpyError::BadHeader("header is not text".into()))?;
     let (descr, fortran, shape) = parse_header(header)?;
     if fortran {
         return Err(NpyError::FortranOrder);
@@ -160,25 +128,15 @@ pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let data = &bytes[start + header_len..];
     let expected = shape.iter().product::<usize>() * width;
     if data.len() < expected {
-        return Err(NpyError::Truncated {
-            expected,
-            actual: data.len(),
-        });
+        return Err(NpyError::Truncated { expected, actual: data.len() });
     }
     if data.len() > expected {
-        return Err(NpyError::TrailingBytes {
-            expected,
-            actual: data.len(),
-        });
+        return Err(NpyError::TrailingBytes { expected, actual: data.len() });
     }
     let values = if width == 4 {
-        data.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
+        data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
     } else {
-        data.chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect()
+        data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
     };
     Ok((shape, values))
 }
@@ -186,46 +144,25 @@ pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
 /// Extracts (descr, fortran_order, shape) from the header's Python dict literal.
 fn parse_header(header: &str) -> Result<(String, bool, Vec<usize>), NpyError> {
     let descr = value_after(header, "descr")?;
-    let descr = descr
-        .strip_prefix('\'')
-        .and_then(|d| d.split('\'').next())
-        .ok_or_else(|| NpyError::BadHeader(format!("descr is not a string: {descr}")))?;
+    let descr = descr.strip_prefix('\'').and_then(|d| d.split('\'').next()).ok_or_else(|| NpyError::BadHeader(format!("descr is not a string: {descr}")))?;
     let fortran = match value_after(header, "fortran_order")? {
         v if v.starts_with("False") => false,
         v if v.starts_with("True") => true,
-        v => {
-            return Err(NpyError::BadHeader(format!(
-                "fortran_order is not a bool: {v}"
-            )))
-        }
+        v => return Err(NpyError::BadHeader(format!("fortran_order is not a bool: {v}"))),
     };
     let shape = value_after(header, "shape")?;
-    let inner = shape
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| NpyError::BadHeader(format!("shape is not a tuple: {shape}")))?;
-    let dims = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| {
-            d.parse()
-                .map_err(|_| NpyError::BadHeader(format!("bad dimension '{d}'")))
-        })
-        .collect::<Result<_, _>>()?;
+    let inner = shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| NpyError::BadHeader(format!("shape is not a tuple: {shape}")))?;
+    let dims =
+        inner.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().map_err(|_| NpyError::BadHeader(format!("bad dimension '{d}'")))).collect::<Result<_, _>>()?;
     Ok((descr.to_string(), fortran, dims))
 }
 
 /// The text following `'key':` in the header dict.
 fn value_after<'a>(header: &'a str, key: &str) -> Result<&'a str, NpyError> {
     let quoted = format!("'{key}'");
-    let at = header
-        .find(&quoted)
-        .ok_or_else(|| NpyError::BadHeader(format!("no '{key}' key")))?;
+    let at = header.find(&quoted).ok_or_else(|| NpyError::BadHeader(format!("no '{key}' key")))?;
     let rest = header[at + quoted.len()..].trim_start();
-    let rest = rest
-        .strip_prefix(':')
-        .ok_or_else(|| NpyError::BadHeader(format!("no ':' after '{key}'")))?;
+    let rest = rest.strip_prefix(':').ok_or_else(|| NpyError::BadHeader(format!("no ':' after '{key}'")))?;
     Ok(rest.trim_start())
 }
 
@@ -246,15 +183,9 @@ mod tests {
     #[test]
     fn round_trips() {
         for shape in [vec![2, 3], vec![5], vec![], vec![1, 3, 2, 2], vec![0, 4]] {
-            let data: Vec<f32> = (0..shape.iter().product::<usize>())
-                .map(|i| i as f32 * 0.5 - 1.0)
-                .collect();
+            let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32 * 0.5 - 1.0).collect();
             let bytes = to_npy_bytes(&shape, &data);
-            assert_eq!(
-                bytes.len() % 64,
-                (data.len() * 4) % 64,
-                "data 64-byte aligned"
-            );
+            assert_eq!(bytes.len() % 64, (data.len() * 4) % 64, "data 64-byte aligned");
             assert_eq!(read_npy(&bytes).unwrap(), (shape, data));
         }
     }
@@ -269,59 +200,29 @@ mod tests {
 
     #[test]
     fn reads_f64_as_f32() {
-        let data: Vec<u8> = [1.5f64, -2.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let bytes = with_header(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n",
-            &data,
-        );
+        let data: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n", &data);
         assert_eq!(read_npy(&bytes).unwrap(), (vec![2], vec![1.5, -2.0]));
     }
 
     #[test]
     fn reports_errors() {
         assert_eq!(read_npy(b"PK\x03\x04 not numpy"), Err(NpyError::NotNpy));
-        let i64s = with_header(
-            "{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }",
-            &[0; 8],
-        );
-        assert_eq!(
-            read_npy(&i64s),
-            Err(NpyError::UnsupportedDtype("<i8".into()))
-        );
+        let i64s = with_header("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }", &[0; 8]);
+        assert_eq!(read_npy(&i64s), Err(NpyError::UnsupportedDtype("<i8".into())));
         assert!(read_npy(&i64s).unwrap_err().to_string().contains("'<i8'"));
-        let fortran = with_header(
-            "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }",
-            &[0; 4],
-        );
+        let fortran = with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }", &[0; 4]);
         assert_eq!(read_npy(&fortran), Err(NpyError::FortranOrder));
         let full = to_npy_bytes(&[2, 2], &[1.0; 4]);
-        assert_eq!(
-            read_npy(&full[..full.len() - 3]),
-            Err(NpyError::Truncated {
-                expected: 16,
-                actual: 13
-            })
-        );
+        assert_eq!(read_npy(&full[..full.len() - 3]), Err(NpyError::Truncated { expected: 16, actual: 13 }));
         let mut long = full.clone();
         long.push(0);
-        assert_eq!(
-            read_npy(&long),
-            Err(NpyError::TrailingBytes {
-                expected: 16,
-                actual: 17
-            })
-        );
+        assert_eq!(read_npy(&long), Err(NpyError::TrailingBytes { expected: 16, actual: 17 }));
         assert!(matches!(read_npy(&full[..40]), Err(NpyError::BadHeader(_))));
         let mut v9 = full;
         v9[6] = 9;
         assert_eq!(read_npy(&v9), Err(NpyError::UnsupportedVersion(9, 0)));
-        let bad_shape = with_header(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }",
-            &[],
-        );
+        let bad_shape = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }", &[]);
         assert!(matches!(read_npy(&bad_shape), Err(NpyError::BadHeader(m)) if m.contains("'a'")));
     }
 }

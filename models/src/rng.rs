@@ -81,9 +81,6 @@ mod tests {
 
     #[test]
     fn streams_differ() {
-        assert_ne!(
-            Rng::with_stream(1, 1).next_u64(),
-            Rng::with_stream(1, 2).next_u64()
-        );
+        assert_ne!(Rng::with_stream(1, 1).next_u64(), Rng::with_stream(1, 2).next_u64());
     }
 }

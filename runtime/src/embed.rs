@@ -87,11 +87,12 @@ impl TextureInput {
         };
         let device = &session.device;
         let scopes = crate::scope::Scopes::push(device);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let module =
+            device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("texture input"), source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, norm).into()) });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("texture input"),
-            source: wgpu::ShaderSource::Wgsl(specialise(out_h, out_w, norm).into()),
+            entries: &[texture_entry(0), storage_entry(1, true), storage_entry(2, false)],
         });
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("texture input"), entries: &[texture_entry(0), storage_entry(1, true), storage_entry(2, false)] });
         let pipeline = crate::session::compute_pipeline(device, "texture input", &layout, &module, &[], None);
         if let Some(e) = scopes.pop() {
             return Err(RuntimeError::Gpu { stage: "texture input pipeline creation", message: e.to_string() });
@@ -249,7 +250,12 @@ impl Session {
         let format = texture.format();
         let view_format = unorm_view(format).ok_or_else(|| encode_error(format!("texture format {format:?} is not RGBA8 or BGRA8 (unorm or sRGB)")))?;
         if !texture.usage().contains(wgpu::TextureUsages::TEXTURE_BINDING) || texture.dimension() != wgpu::TextureDimension::D2 || texture.sample_count() != 1 {
-            return Err(encode_error(format!("the input texture must be 2D, single-sampled, with TEXTURE_BINDING usage; it has {:?}, {:?}, {} samples", texture.usage(), texture.dimension(), texture.sample_count())));
+            return Err(encode_error(format!(
+                "the input texture must be 2D, single-sampled, with TEXTURE_BINDING usage; it has {:?}, {:?}, {} samples",
+                texture.usage(),
+                texture.dimension(),
+                texture.sample_count()
+            )));
         }
         if let Some(i) = warps.iter().position(|w| w.0.iter().any(|v| !v.is_finite())) {
             return Err(encode_error(format!("warp {i} has a non-finite coefficient: {:?}", warps[i].0)));
@@ -259,7 +265,11 @@ impl Session {
         // that format in its view_formats.
         let view = texture.create_view(&wgpu::TextureViewDescriptor { format: Some(view_format), mip_level_count: Some(1), array_layer_count: Some(1), ..Default::default() });
         let rows: Vec<f32> = warps.iter().flat_map(|w| [w.0[0], w.0[1], w.0[2], 0.0, w.0[3], w.0[4], w.0[5], 0.0]).collect();
-        let warps = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("mfn warps"), contents: bytemuck::cast_slice(&rows), usage: wgpu::BufferUsages::STORAGE });
+        let warps = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("mfn warps"),
+            contents: bytemuck::cast_slice(&rows),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("texture input"),
             layout: &kernel.layout,

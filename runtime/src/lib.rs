@@ -20,9 +20,9 @@
 #![warn(missing_docs)]
 
 mod adapter;
-mod embed;
 mod cache;
 mod chain;
+mod embed;
 mod error;
 mod limits;
 mod preprocess;
@@ -32,15 +32,15 @@ mod session;
 mod warm;
 
 pub use adapter::{describe, list_adapters, select_adapter, AdapterOptions};
-pub use embed::{Input, ReadbackHandle, TextureInput, TextureWarp};
 pub use cache::PipelineCacheStatus;
+pub use embed::{Input, ReadbackHandle, TextureInput, TextureWarp};
 pub use error::{Result, RuntimeError};
-pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
-pub use session::{driver_threads, Session, SessionOptions};
-pub use wgpu;
 /// The compiled program a session runs, and its `.mfn` file format (`Program::from_mfn`): a
 /// runtime-only build loads `.mfn` files without the ONNX front end or naga.
 pub use mfn_compiler::{format::FormatError, Program};
+pub use preprocess::{Border, ChannelOrder, Image, Normalization, PixelFormat, Warp};
+pub use session::{driver_threads, Session, SessionOptions};
+pub use wgpu;
 
 /// How many warm-core threads a session on a CPU adapter starts on this machine
 /// ([`SessionOptions::warm_cores`]): one per CPU the process may run on; none on machines of more

@@ -47,9 +47,7 @@ pub(crate) fn features(program: &Program, features: wgpu::Features, adapter: &st
 /// variants: it has some, the device has subgroups, and every subgroup has at least
 /// [`mfn_compiler::MIN_SUBGROUP_SIZE`] invocations.
 pub(crate) fn subgroups_usable(program: &Program, features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
-    program.kernels.iter().any(|k| k.subgroup_wgsl.is_some())
-        && features.contains(wgpu::Features::SUBGROUP)
-        && info.subgroup_min_size >= mfn_compiler::MIN_SUBGROUP_SIZE
+    program.kernels.iter().any(|k| k.subgroup_wgsl.is_some()) && features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= mfn_compiler::MIN_SUBGROUP_SIZE
 }
 
 /// Whether a device with `features`, on the adapter of `info`, runs the wide form of the
@@ -57,9 +55,7 @@ pub(crate) fn subgroups_usable(program: &Program, features: wgpu::Features, info
 /// 64-bit integers, and for an f16 program f16 packing (`f16_packing`: the adapter's
 /// `SHADER_F16_IN_F32`).
 pub(crate) fn wide_loads_usable(program: &Program, features: wgpu::Features, info: &wgpu::AdapterInfo, f16_packing: bool) -> bool {
-    info.device_type == wgpu::DeviceType::Cpu
-        && features.contains(wgpu::Features::SHADER_INT64)
-        && (program.precision == mfn_compiler::Precision::F32 || f16_packing)
+    info.device_type == wgpu::DeviceType::Cpu && features.contains(wgpu::Features::SHADER_INT64) && (program.precision == mfn_compiler::Precision::F32 || f16_packing)
 }
 
 impl Requirements {
@@ -93,8 +89,12 @@ impl Requirements {
         let mut workgroups_per_dim = max_batch as u32;
         for step in &program.steps {
             let total = u64::from(step.workgroups[0]) * u64::from(step.workgroups[1]);
-            let [x, y] = split_workgroups(step.workgroups, per_dim)
-                .ok_or_else(|| RuntimeError::Limit { adapter: adapter.into(), what: "workgroups of one dispatch (x * y)".into(), needed: total, available: u64::from(per_dim).pow(2) })?;
+            let [x, y] = split_workgroups(step.workgroups, per_dim).ok_or_else(|| RuntimeError::Limit {
+                adapter: adapter.into(),
+                what: "workgroups of one dispatch (x * y)".into(),
+                needed: total,
+                available: u64::from(per_dim).pow(2),
+            })?;
             workgroups_per_dim = workgroups_per_dim.max(x).max(y);
         }
         limit("storage buffers per shader stage", storage_buffers.into(), limits.max_storage_buffers_per_shader_stage.into())?;
@@ -169,7 +169,16 @@ mod tests {
     fn program() -> Program {
         let port = |buffer| Port { name: "x".into(), shape: vec![262_144], buffer };
         Program {
-            kernels: vec![Kernel { name: "k".into(), template: "elementwise".into(), wgsl: String::new(), subgroup_wgsl: None, workgroup_size: 64, bindings: 4, textures: 0, unit_iterations: 0 }],
+            kernels: vec![Kernel {
+                name: "k".into(),
+                template: "elementwise".into(),
+                wgsl: String::new(),
+                subgroup_wgsl: None,
+                workgroup_size: 64,
+                bindings: 4,
+                textures: 0,
+                unit_iterations: 0,
+            }],
             steps: vec![Step { kernel: 0, nodes: vec![], bindings: vec![], workgroups: [4096, 1], input_shapes: vec![], output_shape: vec![262_144], macs: 0 }],
             buffers: vec![262_144, 262_144],
             weights: vec![Weight { name: "w".into(), data: vec![0.0; 1024], precision: Precision::F32, texture: None }],
@@ -209,7 +218,11 @@ mod tests {
         assert_eq!(req().fit_memory(&p, None, "tiny").expect("no budget").max_batch, 64);
         assert_eq!(req().fit_memory(&p, Some(10 << 20), "tiny").expect("fits").max_batch, 3);
         let err = req().fit_memory(&p, Some(3 << 20), "tiny").err().expect("one sample does not fit").to_string();
-        let want = format!("GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes), needs {}, the adapter allows {}", 4096 + 16 + (3 << 20), 3 << 20);
+        let want = format!(
+            "GPU buffer memory for one sample (weights, activations, read-back), within the memory budget (bytes), needs {}, the adapter allows {}",
+            4096 + 16 + (3 << 20),
+            3 << 20
+        );
         assert!(err.contains(&want) && err.contains("'tiny'"), "{err}");
     }
 

@@ -278,9 +278,8 @@ impl Session {
             bytes.extend_from_slice(image.rgb);
             bytes.resize(bytes.len().next_multiple_of(4), 0);
         }
-        let storage = |label, contents: &[u8]| {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE })
-        };
+        let storage =
+            |label, contents: &[u8]| self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE });
         let pixels = storage("pixels", &bytes);
         let sizes = storage("image sizes", bytemuck::cast_slice(&info));
         self.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -46,11 +46,8 @@ impl Session {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mfn profile") });
         self.clear_tile_counters(&mut encoder);
         for (i, d) in self.dispatches.iter().enumerate() {
-            let writes = wgpu::ComputePassTimestampWrites {
-                query_set: &queries,
-                beginning_of_pass_write_index: Some(2 * i as u32),
-                end_of_pass_write_index: Some(2 * i as u32 + 1),
-            };
+            let writes =
+                wgpu::ComputePassTimestampWrites { query_set: &queries, beginning_of_pass_write_index: Some(2 * i as u32), end_of_pass_write_index: Some(2 * i as u32 + 1) };
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
             pass.set_pipeline(&self.pipelines[d.pipeline]);
             pass.set_bind_group(0, &d.bind_group, &[]);

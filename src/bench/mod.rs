@@ -4,15 +4,15 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use mfn_compiler::{CompileOptions, Program};
 use mfn_runtime::{Session, SessionOptions};
+use serde::Serialize;
 
 use crate::commands::session_options;
 use crate::GpuArgs;
 use json::json_line;
-use report::{kernel_times, print_cache_start, print_profile, print_result};
 pub(crate) use report::print_session_profile;
+use report::{kernel_times, print_cache_start, print_profile, print_result};
 
 mod json;
 mod report;
@@ -44,11 +44,7 @@ impl Stats {
         times.sort_by(f64::total_cmp);
         // Nearest-rank percentiles (exact for the median of an odd count).
         let at = |q: f64| times[((q * (times.len() - 1) as f64).round() as usize).min(times.len() - 1)];
-        let median = if times.len() % 2 == 1 {
-            times[times.len() / 2]
-        } else {
-            (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
-        };
+        let median = if times.len() % 2 == 1 { times[times.len() / 2] } else { (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0 };
         Stats { median, min: times[0], max: times[times.len() - 1], p10: at(0.1), p90: at(0.9) }
     }
 }
@@ -146,7 +142,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let compile_ms = ms(t);
     if !args.json {
         println!("model: {what} ({} storage)", program.precision.wgsl());
-        println!("compiled in {compile_ms:.1} ms: {} kernels, {} dispatches, {:.1} M multiply-adds a sample", program.kernels.len(), program.steps.len(), program.stats.macs as f64 / 1e6);
+        println!(
+            "compiled in {compile_ms:.1} ms: {} kernels, {} dispatches, {:.1} M multiply-adds a sample",
+            program.kernels.len(),
+            program.steps.len(),
+            program.stats.macs as f64 / 1e6
+        );
     }
     let cache = cache_start(&program, args.gpu)?;
     if !args.json {

@@ -16,7 +16,10 @@ impl SessionFacts {
             println!("warm cores: {} idle-priority threads keep the CPUs busy during runs (CPU adapter; --no-warm-cores to let them halt)", self.warm_cores);
         }
         if self.tile_sharers > 0 {
-            println!("shared tiles: the GEMMs', convolutions' and depthwise kernels' tiles are shared among {} driver threads (CPU adapter; --no-shared-tiles for fixed shares)", self.tile_sharers);
+            println!(
+                "shared tiles: the GEMMs', convolutions' and depthwise kernels' tiles are shared among {} driver threads (CPU adapter; --no-shared-tiles for fixed shares)",
+                self.tile_sharers
+            );
         }
         if self.wide_loads {
             println!("wide loads: the kernels that allow it read activations as 64-bit integers (CPU adapter with SHADER_INT64; --no-wide-loads for vectors of floats)");
@@ -64,7 +67,13 @@ pub(super) fn print_result(r: &BatchResult, compile_ms: f64) {
     );
     println!("           {} dispatches a submission (--no-chains: one a kernel)", r.dispatches);
     let mib = |b: u64| b as f64 / 1048576.0;
-    println!("           GPU memory {:.1} MiB = activations {:.1} (for {} samples a submission) + weights {:.1}", mib(r.memory.0 + r.memory.1), mib(r.memory.0), r.max_batch, mib(r.memory.1));
+    println!(
+        "           GPU memory {:.1} MiB = activations {:.1} (for {} samples a submission) + weights {:.1}",
+        mib(r.memory.0 + r.memory.1),
+        mib(r.memory.0),
+        r.max_batch,
+        mib(r.memory.1)
+    );
 }
 
 /// GPU time of every dispatch with its arithmetic and (approximate) memory throughput.
@@ -79,13 +88,7 @@ pub(super) fn kernel_times(program: &Program, times: &[f64], batch: usize) -> Ve
             // Bytes moved, at least: every input and weight read once, the output written once.
             let bytes = program.traffic(i).total(batch) as f64;
             let secs = (t * 1e-3).max(1e-12);
-            KernelTime {
-                kernel: kernel.name.clone(),
-                nodes: step.nodes.clone(),
-                ms: t,
-                gflops: 2.0 * step.macs as f64 * batch as f64 / secs * 1e-9,
-                gbytes: bytes / secs * 1e-9,
-            }
+            KernelTime { kernel: kernel.name.clone(), nodes: step.nodes.clone(), ms: t, gflops: 2.0 * step.macs as f64 * batch as f64 / secs * 1e-9, gbytes: bytes / secs * 1e-9 }
         })
         .collect()
 }

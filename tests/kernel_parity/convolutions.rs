@@ -9,10 +9,8 @@ use super::*;
 fn conv_geometry() {
     const PADS: [&str; 6] = ["none", "symmetric", "asymmetric", "SAME_UPPER", "SAME_LOWER", "VALID"];
     const SPATIAL: [[usize; 2]; 4] = [[7, 9], [13, 13], [11, 8], [9, 7]];
-    let combos: Vec<(usize, usize, Group)> = [1, 3, 5, 7]
-        .into_iter()
-        .flat_map(|k| [1, 2].into_iter().flat_map(move |s| [Group::Dense, Group::Depthwise, Group::Groups(2)].map(|g| (k, s, g))))
-        .collect();
+    let combos: Vec<(usize, usize, Group)> =
+        [1, 3, 5, 7].into_iter().flat_map(|k| [1, 2].into_iter().flat_map(move |s| [Group::Dense, Group::Depthwise, Group::Groups(2)].map(|g| (k, s, g)))).collect();
     let n = combos.len();
     let mut rng = Rng::new(0xC0_4E);
     let (pads, spatial) = (deck(&mut rng, &PADS, n), deck(&mut rng, &SPATIAL, n));
@@ -75,9 +73,7 @@ fn conv_extras() {
             &["depthwise"],
         )
         .batch(3),
-        Case::new("batch 3 in submissions of 2", Net::new(5, &[13, 13, 13]).conv(ConvSpec::new(5, 1)), &["pointwise"])
-            .batch(3)
-            .max_batch(2),
+        Case::new("batch 3 in submissions of 2", Net::new(5, &[13, 13, 13]).conv(ConvSpec::new(5, 1)), &["pointwise"]).batch(3).max_batch(2),
         Case::new(
             "depthwise 3x3 same, 3 vec4s a row, 5 rows (a partial band of 4)",
             Net::new(7, &[6, 5, 12]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).same(1)),
@@ -102,11 +98,7 @@ fn conv_extras() {
         ),
         // The 3x3 kernels walk at most 9 input rows a band (vertical strides 1 and 2): stride 3
         // goes to the general depthwise kernel.
-        Case::new(
-            "depthwise 3x3 strides 3x1",
-            Net::new(21, &[4, 13, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(3, 1).same(1)),
-            &["depthwise_vec4"],
-        ),
+        Case::new("depthwise 3x3 strides 3x1", Net::new(21, &[4, 13, 8]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).strides(3, 1).same(1)), &["depthwise_vec4"]),
         Case::new(
             "depthwise 3x3 stride 2 on rows of 14 (MobileFaceNet's 14x14 -> 7x7)",
             Net::new(17, &[6, 14, 14]).conv(ConvSpec::new(0, 3).group(Group::Depthwise).stride(2).same(1)),
@@ -143,11 +135,8 @@ fn conv_extras() {
             Net::new(9, &[4, 6, 8]).conv(ConvSpec::new(0, 0).kernel(5, 5).group(Group::Depthwise).pad(Pad::Explicit([2, 4, 2, 0]))),
             &["depthwise_vec4"],
         ),
-        Case::new("vec4 pointwise, batch 3 in submissions of 2", Net::new(6, &[13, 4, 5]).conv(ConvSpec::new(11, 1)), &["pointwise_vec4"])
-            .batch(3)
-            .max_batch(2),
-        Case::new("pointwise 7x7, 6 -> 300 (2 workgroups of 64 across the channels)", Net::new(21, &[6, 7, 7]).conv(ConvSpec::new(300, 1)), &["pointwise"])
-            .batch(2),
+        Case::new("vec4 pointwise, batch 3 in submissions of 2", Net::new(6, &[13, 4, 5]).conv(ConvSpec::new(11, 1)), &["pointwise_vec4"]).batch(3).max_batch(2),
+        Case::new("pointwise 7x7, 6 -> 300 (2 workgroups of 64 across the channels)", Net::new(21, &[6, 7, 7]).conv(ConvSpec::new(300, 1)), &["pointwise"]).batch(2),
         Case::new("pointwise 3x3, 9 -> 2 (a workgroup of 8, one invocation live)", Net::new(22, &[9, 3, 3]).conv(ConvSpec::new(2, 1)), &["pointwise"]),
         Case::new("vec4 pointwise, 3 workgroups of 32 a tile (24 idle), 2 tiles", Net::new(14, &[6, 24, 12]).conv(ConvSpec::new(37, 1)), &["pointwise_vec4"]),
         Case::new("vec4 pointwise, 2 workgroups of 32 a tile, 3 tiles (the last of 6 channels)", Net::new(15, &[5, 8, 30]).conv(ConvSpec::new(70, 1)), &["pointwise_vec4"])
@@ -155,12 +144,10 @@ fn conv_extras() {
         Case::new("vec4 pointwise, 9 groups of 4 input channels (odd, the last partial)", Net::new(16, &[35, 4, 8]).conv(ConvSpec::new(32, 1)), &["pointwise_vec4"]),
         // Many groups of input channels (16 loop iterations of 8 channels and a partial last
         // group) into 4 tiles.
-        Case::new("vec4 pointwise, 4 tiles, 33 groups of 4 input channels", Net::new(22, &[130, 4, 8]).conv(ConvSpec::new(128, 1)), &["pointwise_vec4"])
-            .batch(2),
+        Case::new("vec4 pointwise, 4 tiles, 33 groups of 4 input channels", Net::new(22, &[130, 4, 8]).conv(ConvSpec::new(128, 1)), &["pointwise_vec4"]).batch(2),
         // Rows of 576 pixels: the subgroup variant touches the next iteration's cache lines, up to
         // channel 23 of 13 (clamped), on 5 workgroups of 32 a tile (the last half idle).
-        Case::new("vec4 pointwise on rows of 576 pixels, 13 -> 40", Net::new(23, &[13, 24, 24]).conv(ConvSpec::new(40, 1)), &["pointwise_vec4"])
-            .batch(2),
+        Case::new("vec4 pointwise on rows of 576 pixels, 13 -> 40", Net::new(23, &[13, 24, 24]).conv(ConvSpec::new(40, 1)), &["pointwise_vec4"]).batch(2),
         // 64 tiles by 257 groups of input channels: 16448 rows, more than a weight texture of
         // every adapter holds (8192), so the other pointwise kernel (1028 rows of 512 texels).
         Case::new("pointwise too large for a weight texture, 1028 -> 2048 on 2x2", Net::new(24, &[1028, 2, 2]).conv(ConvSpec::new(2048, 1)), &["pointwise"]),
@@ -180,14 +167,7 @@ fn conv_extras() {
 /// weights and the activation in the epilogue.
 #[test]
 fn conv_bn_activation_epilogues() {
-    let acts = [
-        Activation::None,
-        Activation::Relu,
-        Activation::Sigmoid,
-        Activation::PRelu,
-        Activation::PReluScalar,
-        Activation::Clip,
-    ];
+    let acts = [Activation::None, Activation::Relu, Activation::Sigmoid, Activation::PRelu, Activation::PReluScalar, Activation::Clip];
     type Layer = (&'static str, [usize; 3], ConvSpec, &'static str);
     let layers: [Layer; 7] = [
         ("pointwise 5->13", [5, 7, 9], ConvSpec::new(13, 1).no_bias(), "pointwise"),

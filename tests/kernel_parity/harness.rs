@@ -109,10 +109,7 @@ pub(crate) fn check(case: &Case) -> Result<Option<f32>, String> {
         let (err, err_opt) = (rel_err(&got, &want), rel_err(&got, &opt));
         if err.max(err_opt) > TOLERANCE {
             let variant = if session.subgroups() { "subgroup variants" } else { "plain kernels" };
-            return Err(format!(
-                "GPU ({variant}) differs from the CPU evaluator by {err:e} (imported graph), {err_opt:e} (optimised graph); plan:\n{}",
-                program.plan_text()
-            ));
+            return Err(format!("GPU ({variant}) differs from the CPU evaluator by {err:e} (imported graph), {err_opt:e} (optimised graph); plan:\n{}", program.plan_text()));
         }
         worst = Some(err.max(worst.unwrap_or(0.0)));
     }

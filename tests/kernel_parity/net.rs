@@ -141,16 +141,7 @@ impl Net {
         let mut dims = vec![Dim::param("N")];
         dims.extend(input_shape.iter().map(|&d| Dim::Fixed(d as i64)));
         builder.input("x", &dims);
-        Net {
-            builder,
-            rng: Rng::new(seed),
-            opset,
-            input_shape: input_shape.to_vec(),
-            shape: input_shape.to_vec(),
-            cur: "x".into(),
-            count: 0,
-            conv_templates: Vec::new(),
-        }
+        Net { builder, rng: Rng::new(seed), opset, input_shape: input_shape.to_vec(), shape: input_shape.to_vec(), cur: "x".into(), count: 0, conv_templates: Vec::new() }
     }
 
     pub(crate) fn fresh(&mut self, prefix: &str) -> String {

@@ -15,8 +15,7 @@ fn gdconv() {
         Case::new("7x7 on 5 channels", Net::new(70, &[5, 7, 7]).conv(gd(7, 7)), &["gdconv"]).batch(3),
         Case::new("7x6 on 13 channels + BN", Net::new(71, &[13, 7, 6]).conv(gd(7, 6)).bn(), &["gdconv"]),
         Case::new("7x7 on 133 channels + BN", Net::new(75, &[133, 7, 7]).conv(gd(7, 7)).bn(), &["gdconv"]).batch(2),
-        Case::new("9x11 (99 taps > workgroup) + bias", Net::new(72, &[5, 9, 11]).conv(ConvSpec { bias: true, ..gd(9, 11) }.pad(Pad::Auto("VALID"))), &["gdconv"])
-            .batch(3),
+        Case::new("9x11 (99 taps > workgroup) + bias", Net::new(72, &[5, 9, 11]).conv(ConvSpec { bias: true, ..gd(9, 11) }.pad(Pad::Auto("VALID"))), &["gdconv"]).batch(3),
     ];
     let mut net = Net::new(73, &[13, 7, 7]);
     net.conv(gd(7, 7)).bn().conv(ConvSpec::new(7, 1).no_bias()).bn().flatten();
@@ -227,11 +226,7 @@ impl Net {
         let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
         let roi = self.constant("roi", &[0], vec![]);
         let scales = self.constant("scales", &[4], vec![1.0, 1.0, fh as f32, fw as f32]);
-        let attrs = vec![
-            Attr::Str("mode", "nearest".into()),
-            Attr::Str("coordinate_transformation_mode", transform.into()),
-            Attr::Str("nearest_mode", rounding.into()),
-        ];
+        let attrs = vec![Attr::Str("mode", "nearest".into()), Attr::Str("coordinate_transformation_mode", transform.into()), Attr::Str("nearest_mode", rounding.into())];
         let x = self.cur.clone();
         self.node("Resize", &[&x, &roi, &scales], attrs, vec![c, h * fh, w * fw])
     }
@@ -282,12 +277,8 @@ fn detector_ops() {
     cases.push(Case::new("FPN: conv, pool, conv, upsample, add", &mut net, &["conv2d", "maxpool", "pointwise_vec4", "upsample", "elementwise"]).batch(2));
     let mut net = Net::with_opset(110, 11, &[4, 6, 5]);
     net.conv(ConvSpec::new(4, 1)).transpose(&[0, 2, 3, 1]).dynamic_reshape(4).act(Activation::Sigmoid);
-    cases.push(
-        Case::new("YuNet head: transpose, dynamic reshape, sigmoid", &mut net, &["pointwise", "transpose", "elementwise"])
-            .batch(3)
-            .dump_lacks("Shape")
-            .dump_lacks("Concat"),
-    );
+    cases
+        .push(Case::new("YuNet head: transpose, dynamic reshape, sigmoid", &mut net, &["pointwise", "transpose", "elementwise"]).batch(3).dump_lacks("Shape").dump_lacks("Concat"));
     run_cases(cases);
 }
 

@@ -150,12 +150,7 @@ pub(super) fn pointwise_vec4_fits(c_in: usize, c_out: usize) -> bool {
 /// Whether a convolution takes one of the depthwise 3x3 kernels: 3x3 filters, left padding 1,
 /// strides of 1 or 2, one filter per channel, its filters' texture within MAX_TEXTURE_SIDE rows.
 pub(super) fn depthwise3x3_fits(conv: &Conv, c_in: usize, c_out: usize) -> bool {
-    conv.is_depthwise(c_in, c_out)
-        && conv.prologue.is_none()
-        && conv.kernel == [3, 3]
-        && conv.pads[1] == 1
-        && matches!(conv.stride, [1 | 2, 1 | 2])
-        && c_out <= MAX_TEXTURE_SIDE
+    conv.is_depthwise(c_in, c_out) && conv.prologue.is_none() && conv.kernel == [3, 3] && conv.pads[1] == 1 && matches!(conv.stride, [1 | 2, 1 | 2]) && c_out <= MAX_TEXTURE_SIDE
 }
 
 /// A template, its constants and its workgroups (per sample).

@@ -190,11 +190,7 @@ pub fn lower(graph: &Graph, node: &Node, planes: &Planes) -> Result<Lowered> {
         Op::Upsample { factor } => Ok(lower_upsample(node, factor, &x, &y)),
         Op::Concat { axis } => Ok(lower_concat(graph, node, *axis, &y)),
         Op::Transpose(perm) => lower_transpose(node, perm, &x, &y),
-        other => Err(CompileError::Unsupported {
-            node: node.name().into(),
-            op: other.name().into(),
-            message: "this operation after the passes".into(),
-        }),
+        other => Err(CompileError::Unsupported { node: node.name().into(), op: other.name().into(), message: "this operation after the passes".into() }),
     }
 }
 
@@ -259,8 +255,7 @@ fn lower_max_pool(node: &Node, p: &MaxPool, x: &[usize], y: &[usize]) -> Lowered
 
 /// Nearest upsampling by whole factors: one invocation an output element.
 fn lower_upsample(node: &Node, factor: &[usize; 2], x: &[usize], y: &[usize]) -> Lowered {
-    let constants =
-        vec![("C", u(x[1])), ("H_IN", u(x[2])), ("W_IN", u(x[3])), ("FH", u(factor[0])), ("FW", u(factor[1])), ("WG", Const::U32(WORKGROUP))];
+    let constants = vec![("C", u(x[1])), ("H_IN", u(x[2])), ("W_IN", u(x[3])), ("FH", u(factor[0])), ("FW", u(factor[1])), ("WG", Const::U32(WORKGROUP))];
     data_movement(Template::Upsample, constants, node, numel(&y[1..]))
 }
 

@@ -80,15 +80,9 @@ pub fn planes(graph: &Graph) -> Planes {
         let hw = numel(shape.get(2..).unwrap_or(&[]));
         (shape.len() == 4 && hw >= MIN_PIXELS && !hw.is_multiple_of(PLANE_MULTIPLE)).then(|| hw.next_multiple_of(PLANE_MULTIPLE))
     };
-    let fixed: HashSet<ValueId> = graph
-        .inputs
-        .iter()
-        .chain(&graph.outputs)
-        .copied()
-        .chain(graph.nodes.iter().filter(|n| n.op == Op::Reshape).flat_map(|n| [n.inputs[0], n.output]))
-        .collect();
-    let mut candidates: HashSet<ValueId> =
-        graph.nodes.iter().map(|n| n.output).filter(|&v| !fixed.contains(&v) && rounded(v).is_some()).collect();
+    let fixed: HashSet<ValueId> =
+        graph.inputs.iter().chain(&graph.outputs).copied().chain(graph.nodes.iter().filter(|n| n.op == Op::Reshape).flat_map(|n| [n.inputs[0], n.output])).collect();
+    let mut candidates: HashSet<ValueId> = graph.nodes.iter().map(|n| n.output).filter(|&v| !fixed.contains(&v) && rounded(v).is_some()).collect();
     // Only where a pointwise convolution gains.
     let pointwise: HashSet<ValueId> = graph
         .nodes

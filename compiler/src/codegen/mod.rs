@@ -44,8 +44,7 @@ pub fn generate_with(graph: &Graph, precision: Precision) -> Result<Program> {
     };
     let input = port(graph.inputs[0]);
     let outputs = graph.outputs.iter().map(|&v| port(v)).collect();
-    let mut program =
-        Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, precision, stats };
+    let mut program = Program { kernels, steps, buffers: plan.sizes, weights, input, outputs, normalises_input: graph.normalises_input, precision, stats };
     insert_headers(&mut program);
     Ok(program)
 }
@@ -57,11 +56,7 @@ fn check_ports(graph: &Graph) -> Result<()> {
     if inputs != 1 || outputs == 0 {
         let names = |ids: &[crate::ir::ValueId]| ids.iter().map(|&v| graph.value(v).name.clone()).collect::<Vec<_>>().join(", ");
         let message = format!("mfn runs models with one input and at least one output, this one has {inputs} and {outputs}");
-        return Err(if inputs != 1 {
-            CompileError::BadInput { name: names(&graph.inputs), message }
-        } else {
-            CompileError::BadOutput { name: names(&graph.outputs), message }
-        });
+        return Err(if inputs != 1 { CompileError::BadInput { name: names(&graph.inputs), message } } else { CompileError::BadOutput { name: names(&graph.outputs), message } });
     }
     Ok(())
 }
@@ -174,5 +169,14 @@ fn make_kernel(key: &KernelKey, index: usize, precision: Precision) -> Result<Ke
     };
     let workgroup_size = key.u32("WG").unwrap_or(WORKGROUP);
     let unit_iterations = kernels::unit_iterations(key);
-    Ok(Kernel { name, template: key.template.name().into(), wgsl, subgroup_wgsl, workgroup_size, bindings: key.template.bindings(), textures: key.template.textures(), unit_iterations })
+    Ok(Kernel {
+        name,
+        template: key.template.name().into(),
+        wgsl,
+        subgroup_wgsl,
+        workgroup_size,
+        bindings: key.template.bindings(),
+        textures: key.template.textures(),
+        unit_iterations,
+    })
 }

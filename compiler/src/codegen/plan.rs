@@ -79,11 +79,7 @@ pub fn plan(graph: &Graph, planes: &Planes) -> Result<MemoryPlan> {
     for &o in &graph.outputs {
         let r = root(&aliases, o);
         if graph.is_const(r) || graph.inputs.contains(&r) {
-            return Err(CompileError::Unsupported {
-                node: graph.value(o).name.clone(),
-                op: "output".into(),
-                message: "a graph output that is a constant or a graph input".into(),
-            });
+            return Err(CompileError::Unsupported { node: graph.value(o).name.clone(), op: "output".into(), message: "a graph output that is a constant or a graph input".into() });
         }
     }
     Ok(plan)

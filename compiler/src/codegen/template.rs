@@ -259,8 +259,6 @@ pub fn validate(name: &str, wgsl: &str) -> Result<()> {
 pub fn validate_with(name: &str, wgsl: &str, capabilities: naga::valid::Capabilities) -> Result<()> {
     let invalid = |message: String| CompileError::InvalidWgsl { kernel: name.into(), message };
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| invalid(e.emit_to_string(wgsl)))?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
-        .validate(&module)
-        .map_err(|e| invalid(e.emit_to_string(wgsl)))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities).validate(&module).map_err(|e| invalid(e.emit_to_string(wgsl)))?;
     Ok(())
 }

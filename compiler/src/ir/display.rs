@@ -59,15 +59,7 @@ impl Display for Graph {
         for node in &self.nodes {
             let args: Vec<String> = node.inputs.iter().map(|&i| self.operand(i)).collect();
             let out = self.value(node.output);
-            writeln!(
-                f,
-                "%{} = {}({}) -> {}  # {}",
-                out.name,
-                op_str(&node.op),
-                args.join(", "),
-                shape_str(&out.shape),
-                node.names.join(" + ")
-            )?;
+            writeln!(f, "%{} = {}({}) -> {}  # {}", out.name, op_str(&node.op), args.join(", "), shape_str(&out.shape), node.names.join(" + "))?;
         }
         for &o in &self.outputs {
             writeln!(f, "output %{}: {}", self.value(o).name, shape_str(self.shape(o)))?;

@@ -214,11 +214,7 @@ impl Graph {
         for node in &self.nodes {
             for &input in &node.inputs {
                 if !defined[input.0 as usize] {
-                    return Err(CompileError::Internal(format!(
-                        "node '{}' reads '{}' before it is computed",
-                        node.name(),
-                        self.value(input).name
-                    )));
+                    return Err(CompileError::Internal(format!("node '{}' reads '{}' before it is computed", node.name(), self.value(input).name)));
                 }
             }
             defined[node.output.0 as usize] = true;

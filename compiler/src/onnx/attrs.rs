@@ -60,13 +60,7 @@ impl<'a> Attrs<'a> {
 
     /// An error for an attribute value the compiler does not implement.
     pub fn error(&self, attr: &str, value: &str, note: &str) -> CompileError {
-        CompileError::UnsupportedAttribute {
-            node: self.node.name.clone(),
-            op: self.node.op_type.clone(),
-            attr: attr.into(),
-            value: value.into(),
-            note: note.into(),
-        }
+        CompileError::UnsupportedAttribute { node: self.node.name.clone(), op: self.node.op_type.clone(), attr: attr.into(), value: value.into(), note: note.into() }
     }
 
     /// Fails on the first attribute no importer read.

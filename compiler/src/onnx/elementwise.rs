@@ -14,9 +14,8 @@ pub fn activation(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         "Sigmoid" => Act::Sigmoid,
         "PRelu" => {
             let (s_shape, slope) = imp.const_input(ctx, 1)?;
-            let slope = per_channel(&s_shape, &slope, &shape).ok_or_else(|| {
-                ctx.err(format!("slope {s_shape:?} must be a scalar or one value per channel of input {shape:?} (e.g. [C,1,1])"))
-            })?;
+            let slope = per_channel(&s_shape, &slope, &shape)
+                .ok_or_else(|| ctx.err(format!("slope {s_shape:?} must be a scalar or one value per channel of input {shape:?} (e.g. [C,1,1])")))?;
             Act::PRelu(slope)
         }
         _ => clip_bounds(imp, ctx)?,
@@ -63,10 +62,9 @@ pub fn binary(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         return Ok(imp.emit_const(ctx, shape, TensorData::F32(data)));
     }
     let activation = if imp.graph.is_const(a) { &sb } else { &sa };
-    if (imp.graph.is_const(a) || imp.graph.is_const(b))
-        && &shape != activation {
-            return Err(ctx.err(format!("the constant operand would broadcast the activation {activation:?} to {shape:?}")));
-        }
+    if (imp.graph.is_const(a) || imp.graph.is_const(b)) && &shape != activation {
+        return Err(ctx.err(format!("the constant operand would broadcast the activation {activation:?} to {shape:?}")));
+    }
     imp.emit(ctx, Op::Binary(op), vec![a, b], shape)
 }
 
@@ -95,9 +93,7 @@ pub fn reshape(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
         return Ok(imp.emit_const(ctx, shape, TensorData::F32(d)));
     }
     if shape.first() != in_shape.first() || numel(&shape[1..]) != numel(&in_shape[1..]) {
-        return Err(ctx.err(format!(
-            "{in_shape:?} -> {shape:?} moves data across the batch dimension (axis 0); mfn runs every sample separately"
-        )));
+        return Err(ctx.err(format!("{in_shape:?} -> {shape:?} moves data across the batch dimension (axis 0); mfn runs every sample separately")));
     }
     imp.emit(ctx, Op::Reshape, vec![x], shape)
 }

@@ -61,10 +61,7 @@ pub fn import(bytes: &[u8], batch: usize, sample_shape: Option<&[usize]>) -> Res
         imp.node(node)?;
     }
     for output in &proto.output {
-        let id = *imp.names.get(&output.name).ok_or_else(|| CompileError::BadOutput {
-            name: output.name.clone(),
-            message: "this graph output is computed by no node".into(),
-        })?;
+        let id = *imp.names.get(&output.name).ok_or_else(|| CompileError::BadOutput { name: output.name.clone(), message: "this graph output is computed by no node".into() })?;
         imp.graph.outputs.push(id);
     }
     imp.graph.normalises_input = imp.graph.inputs.first().is_some_and(|&x| {
@@ -115,7 +112,11 @@ fn input_shape(input: &ValueInfoProto, batch: usize, sample_shape: Option<&[usiz
         match (d.value.as_ref(), requested) {
             (Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)), r) if *v > 0 => {
                 if r.is_some_and(|r| r as i64 != *v) {
-                    return Err(bad(format!("dimension {axis} is fixed at {v}; the requested input shape {:?} asks for {}", sample_shape.unwrap_or_default(), r.unwrap_or_default())));
+                    return Err(bad(format!(
+                        "dimension {axis} is fixed at {v}; the requested input shape {:?} asks for {}",
+                        sample_shape.unwrap_or_default(),
+                        r.unwrap_or_default()
+                    )));
                 }
                 shape.push(*v as usize)
             }
@@ -139,10 +140,7 @@ pub(crate) fn check_size(name: &str, shape: &[usize]) -> Result<()> {
     let n = shape.iter().skip(1).try_fold(1usize, |acc, &d| acc.checked_mul(d));
     match n {
         Some(n) if n <= MAX_ACTIVATION_ELEMENTS && !shape.contains(&0) => Ok(()),
-        _ => Err(CompileError::BadTensor {
-            name: name.into(),
-            message: format!("shape {shape:?} is empty or too large (more than {MAX_ACTIVATION_ELEMENTS} elements a sample)"),
-        }),
+        _ => Err(CompileError::BadTensor { name: name.into(), message: format!("shape {shape:?} is empty or too large (more than {MAX_ACTIVATION_ELEMENTS} elements a sample)") }),
     }
 }
 
@@ -248,12 +246,7 @@ impl Importer {
         match ctx.proto.input.get(i) {
             None => Ok(None),
             Some(name) if name.is_empty() => Ok(None),
-            Some(name) => self
-                .names
-                .get(name)
-                .copied()
-                .map(Some)
-                .ok_or_else(|| CompileError::UnknownValue { node: ctx.name.clone(), value: name.clone() }),
+            Some(name) => self.names.get(name).copied().map(Some).ok_or_else(|| CompileError::UnknownValue { node: ctx.name.clone(), value: name.clone() }),
         }
     }
 

@@ -138,12 +138,8 @@ pub fn resize(imp: &mut Importer, ctx: &mut Ctx) -> Result<ValueId> {
     let scales = non_empty(imp, ctx, scales_at)?;
     let sizes = if sizes_at == usize::MAX { None } else { non_empty(imp, ctx, sizes_at)? };
     let (out, scale): (Vec<usize>, Vec<f64>) = match (scales, sizes) {
-        (Some(s), None) if s.len() == 4 && s.iter().all(|&v| v > 0.0) => {
-            (shape.iter().zip(&s).map(|(&d, &f)| (d as f64 * f).floor() as usize).collect(), s)
-        }
-        (None, Some(z)) if z.len() == 4 && z.iter().all(|&v| v >= 1.0) => {
-            (z.iter().map(|&v| v as usize).collect(), z.iter().zip(&shape).map(|(&o, &i)| o / i as f64).collect())
-        }
+        (Some(s), None) if s.len() == 4 && s.iter().all(|&v| v > 0.0) => (shape.iter().zip(&s).map(|(&d, &f)| (d as f64 * f).floor() as usize).collect(), s),
+        (None, Some(z)) if z.len() == 4 && z.iter().all(|&v| v >= 1.0) => (z.iter().map(|&v| v as usize).collect(), z.iter().zip(&shape).map(|(&o, &i)| o / i as f64).collect()),
         (s, z) => return Err(ctx.err(format!("expected either 4 positive scales or 4 sizes, got scales {s:?} and sizes {z:?}"))),
     };
     if out[0] != shape[0] || out[1] != shape[1] {

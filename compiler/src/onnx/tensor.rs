@@ -20,9 +20,7 @@ pub fn dims(t: &TensorProto) -> Result<Shape> {
     let mut total: usize = 1;
     for &d in &t.dims {
         let d = usize::try_from(d).map_err(|_| bad(t, format!("negative dimension {d} in {:?}", t.dims)))?;
-        total = total.checked_mul(d).filter(|&n| n <= MAX_CONST_ELEMENTS).ok_or_else(|| {
-            bad(t, format!("shape {:?} has more than {MAX_CONST_ELEMENTS} elements", t.dims))
-        })?;
+        total = total.checked_mul(d).filter(|&n| n <= MAX_CONST_ELEMENTS).ok_or_else(|| bad(t, format!("shape {:?} has more than {MAX_CONST_ELEMENTS} elements", t.dims)))?;
         shape.push(d);
     }
     Ok(shape)
@@ -53,15 +51,11 @@ pub fn decode(t: &TensorProto) -> Result<(Shape, TensorData)> {
     let data = match DataType::from_i32(t.data_type) {
         Some(DataType::FLOAT) if raw => TensorData::F32(from_raw(t, n, f32::from_le_bytes)?),
         Some(DataType::FLOAT) => TensorData::F32(check_len(t, t.float_data.clone(), n)?),
-        Some(DataType::DOUBLE) if raw => {
-            TensorData::F32(from_raw(t, n, f64::from_le_bytes)?.into_iter().map(|v| v as f32).collect())
-        }
+        Some(DataType::DOUBLE) if raw => TensorData::F32(from_raw(t, n, f64::from_le_bytes)?.into_iter().map(|v| v as f32).collect()),
         Some(DataType::DOUBLE) => TensorData::F32(check_len(t, t.double_data.iter().map(|&v| v as f32).collect(), n)?),
         Some(DataType::INT64) if raw => TensorData::I64(from_raw(t, n, i64::from_le_bytes)?),
         Some(DataType::INT64) => TensorData::I64(check_len(t, t.int64_data.clone(), n)?),
-        Some(DataType::INT32) if raw => {
-            TensorData::I64(from_raw(t, n, i32::from_le_bytes)?.into_iter().map(i64::from).collect())
-        }
+        Some(DataType::INT32) if raw => TensorData::I64(from_raw(t, n, i32::from_le_bytes)?.into_iter().map(i64::from).collect()),
         Some(DataType::INT32) => TensorData::I64(check_len(t, t.int32_data.iter().map(|&v| v as i64).collect(), n)?),
         other => {
             let name = other.map_or_else(|| format!("#{}", t.data_type), |d| format!("{d:?}"));

@@ -10,8 +10,7 @@ use crate::ir::{Affine, Graph, Op};
 pub fn run(graph: &mut Graph) -> Result<()> {
     let mut i = 0;
     while i < graph.nodes.len() {
-        let foldable = matches!(graph.nodes[i].op, Op::Conv(_) | Op::Linear(_))
-            && graph.nodes[i].op.epilogue().is_some_and(|e| e.act.is_none() && !e.residual);
+        let foldable = matches!(graph.nodes[i].op, Op::Conv(_) | Op::Linear(_)) && graph.nodes[i].op.epilogue().is_some_and(|e| e.act.is_none() && !e.residual);
         if let (true, Some(j)) = (foldable, sole_consumer(graph, i)) {
             if let Op::BatchNorm { epsilon } = graph.nodes[j].op {
                 let affine = batchnorm_affine(graph, j, epsilon);

@@ -44,9 +44,7 @@ fn candidate(graph: &Graph, j: usize) -> Option<(usize, crate::ir::ValueId)> {
     }
     let fusable = |v| {
         let p = graph.producer(v)?;
-        let ok = matches!(graph.nodes[p].op, Op::Conv(_) | Op::Linear(_))
-            && graph.nodes[p].op.epilogue().is_some_and(|e| !e.residual)
-            && sole_consumer(graph, p) == Some(j);
+        let ok = matches!(graph.nodes[p].op, Op::Conv(_) | Op::Linear(_)) && graph.nodes[p].op.epilogue().is_some_and(|e| !e.residual) && sole_consumer(graph, p) == Some(j);
         ok.then_some(p)
     };
     match (fusable(a), fusable(b)) {

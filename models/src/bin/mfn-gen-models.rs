@@ -7,8 +7,7 @@ use onnx_protobuf::Message;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: mfn-gen-models --out DIR [--seed S (default 2024)] [--batch B (default 2)]";
+const USAGE: &str = "usage: mfn-gen-models --out DIR [--seed S (default 2024)] [--batch B (default 2)]";
 
 struct Args {
     out: PathBuf,
@@ -23,9 +22,7 @@ fn parse_args() -> Result<Args, String> {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.to_string());
         }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |_| format!("{flag}: not a number: {value}");
         match flag.as_str() {
             "--out" => out = Some(PathBuf::from(&value)),
@@ -41,24 +38,13 @@ fn parse_args() -> Result<Args, String> {
 fn run(args: &Args) -> std::io::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     for v in Variant::all() {
-        let model = mobilefacenet(v, args.seed)
-            .write_to_bytes()
-            .map_err(std::io::Error::other)?;
+        let model = mobilefacenet(v, args.seed).write_to_bytes().map_err(std::io::Error::other)?;
         let onnx = args.out.join(format!("{}.onnx", v.name()));
         std::fs::write(&onnx, model)?;
         let (h, w) = v.input_hw();
         let input = sample_input(v, args.batch, args.seed);
-        write_npy_file(
-            args.out.join(format!("{}.input.npy", v.name())),
-            &[args.batch, 3, h, w],
-            &input,
-        )?;
-        println!(
-            "wrote {} (seed {}, batch {})",
-            onnx.display(),
-            args.seed,
-            args.batch
-        );
+        write_npy_file(args.out.join(format!("{}.input.npy", v.name())), &[args.batch, 3, h, w], &input)?;
+        println!("wrote {} (seed {}, batch {})", onnx.display(), args.seed, args.batch);
     }
     Ok(())
 }

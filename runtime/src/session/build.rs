@@ -70,9 +70,8 @@ impl Session {
         let chain_jobs = plan.jobs(tile_sharers, chains.unwrap_or(0));
         let build = if chain_jobs.is_empty() { ChainBuild::Done } else { ChainBuild::Waiting(chain_jobs) };
         let counters = Counters::new(&device, program);
-        let chain_status = (!plan.links.is_empty()).then(|| {
-            device.create_buffer(&wgpu::BufferDescriptor { label: Some("chain status"), size: 16, usage: STORAGE, mapped_at_creation: false })
-        });
+        let chain_status =
+            (!plan.links.is_empty()).then(|| device.create_buffer(&wgpu::BufferDescriptor { label: Some("chain status"), size: 16, usage: STORAGE, mapped_at_creation: false }));
         let pipeline_cache = disk_cache.map(DiskCache::save);
         let binder = Binder { program, data: &data, counters: &counters };
         let dispatches = binder.dispatches(&device, &layouts, &shared, per_dim);
@@ -130,7 +129,12 @@ impl Resources {
             .iter()
             .enumerate()
             .map(|(i, &elements)| {
-                device.create_buffer(&wgpu::BufferDescriptor { label: Some(&format!("b{i}")), size: padded(element * elements * max_batch), usage: STORAGE, mapped_at_creation: false })
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("b{i}")),
+                    size: padded(element * elements * max_batch),
+                    usage: STORAGE,
+                    mapped_at_creation: false,
+                })
             })
             .collect();
         let weights = program.weights.iter().map(|w| Resident::upload(device, queue, w)).collect();
@@ -159,7 +163,15 @@ fn kernel_sources(program: &Program, subgroups: bool, wide_loads: bool) -> Vec<C
 /// The pipeline of kernel `i` (source `wgsl`), with the pipeline constants of its tile sharing:
 /// the threads sharing (0 where the kernel's variant has the constant but does not share) and
 /// the cap on an invocation's units.
-fn kernel_job<'a>(program: &Program, i: usize, wgsl: &'a str, layouts: &'a HashMap<LayoutKey, wgpu::BindGroupLayout>, shared: Option<Shared>, subgroups: bool, tile_sharers: u32) -> Job<'a> {
+fn kernel_job<'a>(
+    program: &Program,
+    i: usize,
+    wgsl: &'a str,
+    layouts: &'a HashMap<LayoutKey, wgpu::BindGroupLayout>,
+    shared: Option<Shared>,
+    subgroups: bool,
+    tile_sharers: u32,
+) -> Job<'a> {
     let k = &program.kernels[i];
     let constants = match shared {
         Some(share) => vec![(mfn_compiler::TILE_SHARERS.to_string(), f64::from(tile_sharers)), (mfn_compiler::UNIT_CAP.to_string(), f64::from(share.unit_cap))],

@@ -20,8 +20,8 @@ use crate::limits::Requirements;
 use crate::scope::Scopes;
 use crate::warm::WarmCores;
 use build::Build;
-use chains::Chains;
 pub(crate) use build::MAX_TILE_SHARERS;
+use chains::Chains;
 pub(crate) use loss::LossWatch;
 use loss::{explain_loss, reason};
 pub use options::{driver_threads, SessionOptions};
@@ -107,8 +107,7 @@ impl Session {
             required_features: (adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | cache_feature)) | subgroup_feature | int64_feature | needed,
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .map_err(|e| RuntimeError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| RuntimeError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
         // The device is the session's own: its loss is recorded for the errors of later calls.
         let lost = Arc::new(Mutex::new(None));
         let record = Arc::clone(&lost);
@@ -116,7 +115,14 @@ impl Session {
             *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
         let tile_sharers = options.tile_sharers.unwrap_or(if cpu { driver_threads() } else { 0 });
-        let how = Build { cache_dir: options.pipeline_cache.as_deref(), subgroups, loop_bounding: options.loop_bounding, tile_sharers, chains: options.chains.then_some(options.chain_wait), wide_loads };
+        let how = Build {
+            cache_dir: options.pipeline_cache.as_deref(),
+            subgroups,
+            loop_bounding: options.loop_bounding,
+            tile_sharers,
+            chains: options.chains.then_some(options.chain_wait),
+            wide_loads,
+        };
         let mut session = Self::build(program, device, queue, info, req.max_batch, how)?;
         session.lost = lost;
         if options.warm_cores && session.info.device_type == wgpu::DeviceType::Cpu {
@@ -160,7 +166,11 @@ impl Session {
     /// dispatch ([`SessionOptions::chains`]), once their pipelines are built
     /// ([`Session::wait_for_chains`]); 0 where every kernel has a dispatch of its own.
     pub fn chained(&self) -> usize {
-        if self.chains.pipelines.get().is_some() { self.chained } else { 0 }
+        if self.chains.pipelines.get().is_some() {
+            self.chained
+        } else {
+            0
+        }
     }
 
     /// Dispatches of a run of `batch` samples: the program's steps, fewer where some run in

@@ -13,8 +13,7 @@ pub(crate) fn compute_pipeline(
     constants: &[(&str, f64)],
     cache: Option<&wgpu::PipelineCache>,
 ) -> wgpu::ComputePipeline {
-    let pipeline_layout =
-        device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(label), bind_group_layouts: &[Some(layout)], immediate_size: 0 });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(label), bind_group_layouts: &[Some(layout)], immediate_size: 0 });
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout: Some(&pipeline_layout),
@@ -52,7 +51,13 @@ impl OwnedJob {
 /// translation and the driver's compilation take most of a session's creation (on lavapipe 5 to
 /// 150 ms a kernel). Error scopes are per thread, so each thread catches its own errors.
 /// `cancel`: stop (with an error) before the next pipeline once it is set.
-pub(super) fn create_pipelines(device: &wgpu::Device, jobs: &[Job], loop_bounding: bool, cache: Option<&wgpu::PipelineCache>, cancel: Option<&std::sync::atomic::AtomicBool>) -> Result<Vec<wgpu::ComputePipeline>> {
+pub(super) fn create_pipelines(
+    device: &wgpu::Device,
+    jobs: &[Job],
+    loop_bounding: bool,
+    cache: Option<&wgpu::PipelineCache>,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Vec<wgpu::ComputePipeline>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, jobs.len().max(1));
     let work = || -> Result<Vec<(usize, wgpu::ComputePipeline)>> {
@@ -139,13 +144,5 @@ pub(crate) fn bind_group_layout(device: &wgpu::Device, bindings: u32, textures: 
 }
 
 fn layout_entries(bindings: u32, textures: u32) -> Vec<wgpu::BindGroupLayoutEntry> {
-    (0..bindings)
-        .map(|i| {
-            if i < 32 && textures & (1 << i) != 0 {
-                texture_entry(i)
-            } else {
-                storage_entry(i, i + 1 < bindings)
-            }
-        })
-        .collect()
+    (0..bindings).map(|i| if i < 32 && textures & (1 << i) != 0 { texture_entry(i) } else { storage_entry(i, i + 1 < bindings) }).collect()
 }
