@@ -3,9 +3,12 @@ and onnxruntime CPU. Run by bench/compare_peers.sh, which makes the virtual envi
 and converts the model for ncnn; see there for the arguments.
 
 Every engine gets the same batch of 16 random faces (uniform 0..255, seed 7), saved as input.npy in
-the work folder. Batch 1 is the first face. Batch-1 latency and batch-16 time are medians of --runs
-timed runs after --warmup untimed ones; ncnn has no batch dimension, so its batch 16 is 16
-extractions in a row. Each peer's outputs on all 16 faces are compared with onnxruntime's.
+the work folder. Batch 1 is the first face. Batch-1 latency and batch-16 time are medians of at
+least --runs timed runs after --warmup untimed ones, timed for at least --min-time seconds each
+(every engine alike, so that a fast engine's median does not rest on a fraction of a second of a
+machine whose speed drifts while a slow one's spans seconds); ncnn has no batch dimension, so its
+batch 16 is 16 extractions in a row. Each peer's outputs on all 16 faces are compared with
+onnxruntime's.
 
 With --rounds K the engines run K times in turn (mfn, ncnn, ..., mfn, ncnn, ...), so a machine
 whose speed drifts over minutes (a shared or virtual one) slows them alike: the table gives each
@@ -23,15 +26,24 @@ import time
 import numpy as np
 
 
-def median_ms(fn, runs, warmup):
-    for _ in range(warmup):
+def median_ms(fn, args):
+    """Median of at least args.runs timed calls of fn taking args.min_time seconds at least, after
+    args.warmup untimed ones (as `mfn bench --runs --min-time --warmup`)."""
+    for _ in range(args.warmup):
         fn()
     times = []
-    for _ in range(runs):
+    start = time.perf_counter()
+    while len(times) < args.runs or time.perf_counter() - start < args.min_time:
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return float(np.median(times)), len(times)
+
+
+def timed(batch1, batch16, args):
+    """An engine's batch-1 and batch-16 medians (b1, b16) and how many runs each took."""
+    (b1, n1), (b16, n16) = median_ms(batch1, args), median_ms(batch16, args)
+    return {"b1": b1, "b16": b16, "runs": (n1, n16)}
 
 
 def onnxruntime_cpu(model, x, args):
@@ -47,8 +59,7 @@ def onnxruntime_cpu(model, x, args):
         run = lambda xs: session.run(None, {name: xs})[0]
     out = run(x)
     return {
-        "b1": median_ms(lambda: run(x[:1]), args.runs, args.warmup),
-        "b16": median_ms(lambda: run(x), args.runs, args.warmup),
+        **timed(lambda: run(x[:1]), lambda: run(x), args),
         "out": out.reshape(len(x), -1),
         "options": f"onnxruntime {ort.__version__}, CPUExecutionProvider, default threads",
     }
@@ -98,8 +109,7 @@ def ncnn_engine(param, binary, x, args, vulkan, fp16):
     run = lambda xs: np.stack([one(face) for face in xs])
     out = run(x)
     result = {
-        "b1": median_ms(lambda: run(x[:1]), args.runs, args.warmup),
-        "b16": median_ms(lambda: run(x), args.runs, args.warmup),
+        **timed(lambda: run(x[:1]), lambda: run(x), args),
         "out": out,
         "options": what,
     }
@@ -115,7 +125,7 @@ def mfn_engine(x, args, outputs):
     if outputs:
         subprocess.run([args.mfn, "run", args.model, "--input", inp, "--out", out, *gpu], check=True, stdout=subprocess.DEVNULL)
     bench = subprocess.run(
-        [args.mfn, "bench", "--model", args.model, "--batch", "1,16", "--runs", str(args.runs), "--warmup", str(args.warmup), "--json", *gpu],
+        [args.mfn, "bench", "--model", args.model, "--batch", "1,16", "--runs", str(args.runs), "--min-time", str(args.min_time), "--warmup", str(args.warmup), "--json", *gpu],
         check=True,
         capture_output=True,
         text=True,
@@ -124,6 +134,7 @@ def mfn_engine(x, args, outputs):
     return {
         "b1": rows[1]["median_ms"],
         "b16": rows[16]["median_ms"],
+        "runs": (rows[1]["runs"], rows[16]["runs"]),
         "out": np.load(out).reshape(len(x), -1) if outputs else None,
         "options": f"mfn bench --json, adapter {rows[1]['adapter']}; cold start {rows[1]['cold_start_ms']:.0f} ms; "
         f"{rows[1].get('warm_cores', 0)} warm-core threads (MFN_WARM_CORES=0 or --no-warm-cores: none); "
@@ -143,6 +154,7 @@ def main():
     p.add_argument("--adapter", default="llvmpipe", help="part of the GPU's name, for mfn and ncnn alike")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds each engine's timed runs of a batch size take at least")
     p.add_argument("--rounds", type=int, default=1, help="times every engine runs, in turn")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -177,7 +189,7 @@ def report(rounds, args):
     first = rounds[0]
     ours = "mfn (wgpu, fp32)"
     reference = first["onnxruntime CPU"]["out"]
-    per = f"medians of {args.runs} runs after {args.warmup} warm-up"
+    per = f"medians of at least {args.runs} runs and {args.min_time:g} s after {args.warmup} warm-up"
     if len(rounds) > 1:
         per += f", in each of {len(rounds)} rounds (times: median over the rounds; ratios: median of the rounds' ratios, [lowest, highest])"
     print(f"model: {args.model}; same input for all (16 faces, uniform 0..255, seed 7); {per}")
@@ -206,14 +218,15 @@ def report(rounds, args):
             "batch16_ms": b16,
             "ratio1": m1,
             "ratio16": m16,
-            "rounds": [{"batch1_ms": x[name]["b1"], "batch16_ms": x[name]["b16"]} for x in rounds],
+            "rounds": [{"batch1_ms": x[name]["b1"], "batch16_ms": x[name]["b16"], "batch1_runs": x[name]["runs"][0], "batch16_runs": x[name]["runs"][1]} for x in rounds],
             "max_abs_diff": diff,
             "options": r["options"],
         })
         print(f"| {name} | {b1:.2f} | {r1} | {b16:.1f} | {16e3 / b16:.1f} | {r16} | {diff:.2e} |")
     print()
     for name, r in first.items():
-        print(f"- {name}: {r['options']}")
+        runs = "; ".join(f"{x[name]['runs'][0]}/{x[name]['runs'][1]}" for x in rounds)
+        print(f"- {name}: {r['options']}; timed runs at batch 1/16 by round: {runs}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "runs": args.runs, "warmup": args.warmup, "rounds": len(rounds), "rows": rows}, f, indent=1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mfn against ncnn (Vulkan fp32, Vulkan fp16, CPU) and onnxruntime (CPU), in one run, on one input.
 #
-#   bash bench/compare_peers.sh [MODEL.onnx] [--runs N] [--warmup N] [--rounds K] [--adapter NAME-PART]
+#   bash bench/compare_peers.sh [MODEL.onnx] [--runs N] [--min-time S] [--warmup N] [--rounds K] [--adapter NAME-PART]
 #
 # MODEL defaults to the pretrained model ($MFN_SHARED/models/mobilefacenet-insightface.onnx, else
 # ../shared/...) and, when that is missing, to the project's generated MobileFaceNet (`mfn synth`).
@@ -9,8 +9,10 @@
 # pip), builds mfn in release mode, converts the model with pnnx (ONNX in, fp32 ncnn weights out)
 # into target/peers/, and prints a markdown table: medians, each peer's time over mfn's, and each
 # engine's largest absolute difference from onnxruntime on the same 16 faces. The table and its
-# JSON go to target/peers/ as well. --rounds K runs the engines K times in turn and reports the
-# median round (for machines whose speed drifts).
+# JSON go to target/peers/ as well. Every engine's medians are of at least N runs (default 10)
+# taking at least S seconds (default 1), so that fast and slow engines are timed over alike
+# stretches. --rounds K runs the engines K times in turn and reports the median round (for
+# machines whose speed drifts).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,8 +21,8 @@ model=""
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --runs | --warmup | --rounds | --adapter) extra+=("$1" "$2"); shift 2 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        --runs | --min-time | --warmup | --rounds | --adapter) extra+=("$1" "$2"); shift 2 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) model=$1; shift ;;
     esac
 done

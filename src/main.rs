@@ -179,6 +179,10 @@ enum Command {
         /// Untimed warm-up runs per batch size (after the first run).
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Keep timing runs past --runs until they have taken at least this many seconds (per
+        /// batch size), so that a median covers the same stretch of time as a slower engine's.
+        #[arg(long, default_value_t = 0.0, value_name = "SECONDS", allow_negative_numbers = true)]
+        min_time: f64,
         /// One JSON object per batch size instead of the report.
         #[arg(long)]
         json: bool,
@@ -252,7 +256,9 @@ fn main() {
         Command::Run { model, input_shape, input, out, gpu } => commands::run(&model, input_shape.as_deref(), &input, &out, &gpu),
         Command::Synth { variant, out } => commands::synth(&variant, &out),
         Command::Adapters => commands::adapters(),
-        Command::Bench { model, batch, runs, warmup, json, gpu } => bench::bench(&bench::BenchArgs { model: model.as_deref(), batches: &batch, runs, warmup, json, gpu: &gpu }),
+        Command::Bench { model, batch, runs, warmup, min_time, json, gpu } => {
+            bench::bench(&bench::BenchArgs { model: model.as_deref(), batches: &batch, runs, warmup, min_time, json, gpu: &gpu })
+        }
         Command::Embed { model, faces, images, out, json, gpu } => face_cli::embed(&model, &faces, &images, out.as_deref(), json, &gpu),
         Command::Verify { model, faces, a, b, threshold, gpu } => face_cli::verify(&model, &faces, &a, &b, threshold, &gpu),
         Command::EvalLfw { model, pairs, batch, realign, detector, gpu } => face_cli::eval_lfw(&model, pairs.as_deref(), batch, realign.then_some(&detector), &gpu),

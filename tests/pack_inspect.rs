@@ -66,8 +66,13 @@ fn packed_model_runs_like_the_onnx_it_came_from() {
     assert_eq!(embed(&onnx), embed(&packed), "embed: the .mfn and the .onnx differ");
     let (ok, out, err) = mfn(&["verify", "--model", s(&packed), s(&face), s(&face)]);
     assert!(ok && out.contains("SAME"), "verify: {out}{err}");
-    let (ok, out, err) = mfn(&["bench", "--model", s(&packed), "--batch", "1", "--runs", "1", "--warmup", "0"]);
+    // --min-time keeps timing past --runs (a run takes milliseconds, not half a second).
+    let (ok, out, err) = mfn(&["bench", "--model", s(&packed), "--batch", "1", "--runs", "1", "--min-time", "0.5", "--warmup", "0"]);
     assert!(ok && out.contains("batch   1"), "bench: {out}{err}");
+    let runs: usize = out.split(" runs)").next().and_then(|head| head.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("bench: no run count in {out}"));
+    assert!(runs > 1, "bench --runs 1 --min-time 0.5 timed {runs} run(s): {out}");
+    let (ok, _, err) = mfn(&["bench", "--model", s(&packed), "--batch", "1", "--min-time", "-1"]);
+    assert!(!ok && err.contains("--min-time"), "bench --min-time -1: {err}");
     let (ok, out, err) = mfn(&["info", s(&packed)]);
     assert!(ok && out.contains("kernels:") && out.contains("holds no graph"), "{out}{err}");
 }

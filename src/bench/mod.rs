@@ -26,6 +26,8 @@ pub struct BenchArgs<'a> {
     pub runs: usize,
     /// Untimed runs per batch size before the timed ones (after the first run).
     pub warmup: usize,
+    /// Seconds the timed runs of a batch size take at least: runs go on past `runs` until then.
+    pub min_time: f64,
     pub json: bool,
     pub gpu: &'a GpuArgs,
 }
@@ -132,6 +134,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if !(args.min_time.is_finite() && args.min_time >= 0.0) {
+        bail!("--min-time must be a number of seconds, 0 or more (got {})", args.min_time);
+    }
     let (bytes, what) = match args.model {
         Some(spec) => (mfn::load_model(spec)?, spec.to_string()),
         None => mfn::default_model(),
@@ -198,17 +203,19 @@ fn measure(program: &Program, args: &BenchArgs, batch: usize) -> Result<(BatchRe
     for _ in 0..args.warmup {
         session.run(&input)?;
     }
-    let times = (0..args.runs)
-        .map(|_| {
-            let t = Instant::now();
-            session.run(&input).map(|_| ms(t))
-        })
-        .collect::<Result<Vec<f64>, _>>()?;
+    let mut times = Vec::with_capacity(args.runs);
+    let started = Instant::now();
+    while times.len() < args.runs || started.elapsed().as_secs_f64() < args.min_time {
+        let t = Instant::now();
+        session.run(&input)?;
+        times.push(ms(t));
+    }
     let max_batch = session.max_batch();
     let profile_batch = batch.min(max_batch);
     let profile = session.profile(&input[..profile_batch * per_sample])?.map(|times| kernel_times(program, &times, profile_batch));
     let (memory, dispatches) = (session.memory(), session.dispatch_count(profile_batch));
-    let r = BatchResult { batch, max_batch, stats: Stats::of(times), runs: args.runs, session_ms, first_run_ms, profile, memory, dispatches };
+    let runs = times.len();
+    let r = BatchResult { batch, max_batch, stats: Stats::of(times), runs, session_ms, first_run_ms, profile, memory, dispatches };
     Ok((r, session))
 }
 
