@@ -22,7 +22,7 @@ extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs | --min-time | --warmup | --rounds | --adapter) extra+=("$1" "$2"); shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) model=$1; shift ;;
     esac
 done
